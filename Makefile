@@ -1,0 +1,17 @@
+# `make test` is the README's test command and what .ci/run calls: it installs what it needs
+# (scripts/install-deps.sh) and runs lint, types and the whole test suite.
+PY := .venv/bin/python
+
+.PHONY: test deps lint check unit
+deps:
+	bash scripts/install-deps.sh
+
+lint: deps
+	$(PY) -m ruff check lb speaker ingress tests bench
+	$(PY) -m mypy
+
+test: deps lint
+	$(PY) -m pytest -q -ra tests
+
+unit: deps
+	$(PY) -m pytest -q -ra tests/unit

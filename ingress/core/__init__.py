@@ -1,0 +1,1 @@
+"""Pure logic of the ingress tier (routing model, config rendering). No I/O imports."""

@@ -1,0 +1,1 @@
+"""Portico load-balancer controller and the Kubernetes plumbing shared by all components."""

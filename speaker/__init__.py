@@ -1,0 +1,1 @@
+"""Per-node announcer: owner election, layer 2 (ARP/NDP with scapy), BGP (exabgp)."""
