@@ -1,0 +1,44 @@
+# syntax=docker/dockerfile:1
+# One image for every Portico component: `portico controller|speaker|ingress`.
+# The ingress tier runs HAProxy (Debian's package) inside this same image; the speaker runs
+# exabgp (a Python dependency of the project) as its BGP process.
+#
+#   docker build -t portico:0.1.0 .
+#
+# Stage 1 builds a wheel of the project and of all its dependencies, so the runtime stage
+# needs no compiler, no pip cache and no source tree.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY lb/ lb/
+COPY speaker/ speaker/
+COPY ingress/ ingress/
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM ${PYTHON_IMAGE}
+ARG HAPROXY_VERSION=2.6.*
+# haproxy: the ingress data plane. iproute2: the speaker's node-side address handling.
+# tini: PID 1 that forwards SIGTERM (graceful BGP withdraw / HAProxy hand-over) and reaps
+# HAProxy's and exabgp's children.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends "haproxy=${HAPROXY_VERSION}" iproute2=6.1.* tini=0.19.* \
+    && rm -rf /var/lib/apt/lists/*
+# hadolint ignore=DL3013
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    pip install --no-cache-dir --no-index --find-links=/wheels portico-lb \
+    && portico --help >/dev/null 2>&1
+# The UID/GID match the chart's securityContext (runAsUser: 10001), so the kubelet can verify
+# runAsNonRoot without reading /etc/passwd. The speaker alone runs as UID 0 with only
+# NET_RAW + NET_ADMIN (see charts/portico/templates/speaker.yaml for why).
+RUN groupadd --system --gid 10001 portico \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home \
+       --shell /usr/sbin/nologin portico \
+    && install -d -o 10001 -g 10001 -m 0750 /var/run/portico-ingress
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+USER 10001:10001
+EXPOSE 7472 7473 8080 8443 10254
+ENTRYPOINT ["/usr/bin/tini", "--", "portico"]
+CMD ["--help"]

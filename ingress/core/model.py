@@ -1,0 +1,488 @@
+"""Routing model of the ingress tier (pure): Kubernetes objects (dicts) in, routes out.
+
+Semantics (docs/ingress.md has the user-facing version):
+
+* **Class.** An Ingress is ours when ``spec.ingressClassName`` names an IngressClass whose
+  ``spec.controller`` is our controller name, or the legacy annotation
+  ``kubernetes.io/ingress.class`` equals our class name, or it names no class and one of our
+  IngressClasses carries ``ingressclass.kubernetes.io/is-default-class: "true"``. Anything
+  else is ignored entirely (no routes, no Events, no status).
+* **Hosts.** A request's host (Host header, port stripped, lower-cased) selects, in order:
+  the rules of that exact host; else the rules of the wildcard ``*.<rest>`` where ``<rest>``
+  is the host minus its first label (so ``*.foo.com`` matches ``a.foo.com`` only, never
+  ``foo.com`` or ``a.b.foo.com``); else the rules without host. A selected host whose paths
+  all miss falls to the default backend (not to the host-less rules), as the spec says a
+  host rule "applies only to that host".
+* **Paths.** Exact matches first; then regex paths (ImplementationSpecific with
+  ``use-regex``), longest pattern first; then Prefix paths, longest first, element-wise
+  (``/aaa`` matches ``/aaa`` and ``/aaa/bbb``, not ``/aaabbb``; a trailing slash in the rule
+  is ignored; ``/`` matches everything). ImplementationSpecific without ``use-regex`` is
+  Prefix. An Exact match always covers the whole request path, so "Exact before Prefix on
+  equal paths" and "longest first" agree.
+* **Conflicts.** Two Ingresses claiming the same (host, path, match kind), the same default
+  backend slot or the same TLS host: the oldest ``creationTimestamp`` wins, then
+  namespace/name; the loser gets a Warning Event ``RouteConflict``.
+* **Backends.** One HAProxy backend per (Service, port, backend-affecting annotations); the
+  name is the validated namespace/service/port plus a hash of the rest, so no user string is
+  ever copied into haproxy.cfg unchecked.
+* **Invalid input.** A bad host, path or backend drops that path (Event ``InvalidIngress``);
+  a bad annotation or object name drops the whole Ingress (fail closed). Nothing one Ingress
+  contains can change the routes of another except through the documented conflict rule.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ingress.core.annotations import Annotations, parse_annotations
+from ingress.core.validate import (
+    host_problem,
+    label_problem,
+    name_problem,
+    path_problem,
+    port_name_problem,
+    regex_problem,
+    valid_ip,
+)
+from lb.core.model import ObjectRef
+
+CONTROLLER_NAME = "portico.dev/ingress"
+DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
+LEGACY_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
+HOSTLESS = "_"  # host key of rules without host: '_' is not valid in an RFC 1123 name
+MAX_SLOTS = 4096  # upper bound of server slots per backend (HAProxy handles far more)
+MIN_SLOTS = 4  # small Services scale up and down without reloads between 0 and 4 pods
+
+Kind = Literal["Exact", "Prefix", "Regex"]
+Obj = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    ref: ObjectRef
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """One HAProxy backend: a Service port plus the annotations that shape its traffic."""
+
+    name: str
+    namespace: str
+    service: str
+    port: int | str  # as written in the Ingress (number or Service port name)
+    ann: Annotations
+    ssl_redirect: bool  # effective: redirect plain HTTP to HTTPS with 308
+    rewrite: tuple[str, str] | None  # (regex on path, replacement with \\N groups)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    host: str  # exact host, "*.x" wildcard, or HOSTLESS
+    path: str
+    kind: Kind
+    backend: str
+    owner: ObjectRef
+
+
+@dataclass(frozen=True, slots=True)
+class TLSCert:
+    name: str  # file stem derived from a hash of namespace/secret (never the user string)
+    secret: ObjectRef
+    hosts: tuple[str, ...]
+    pem: bytes  # certificate chain + key, PEM
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    ip: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    backends: Mapping[str, Backend]
+    routes: tuple[Route, ...]
+    default_backend: str | None
+    certs: tuple[TLSCert, ...]
+    ours: tuple[ObjectRef, ...]  # Ingresses of our class (they get the status address)
+    secrets_wanted: frozenset[tuple[str, str]]  # (namespace, name) referenced by our TLS
+    events: tuple[Event, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    ingress_class: str = "portico"
+    controller_name: str = CONTROLLER_NAME
+
+
+def _ref(obj: Obj, kind: str = "Ingress") -> ObjectRef:
+    meta = obj.get("metadata") or {}
+    return ObjectRef(kind, str(meta.get("name", ""))[:253], str(meta.get("namespace", ""))[:63])
+
+
+def our_classes(classes: Iterable[Obj], cfg: Config) -> tuple[set[str], bool]:
+    """(names of IngressClasses handled by us, whether one of them is the default class)."""
+    names: set[str] = set()
+    default = False
+    for ic in classes:
+        if (ic.get("spec") or {}).get("controller") != cfg.controller_name:
+            continue
+        meta = ic.get("metadata") or {}
+        names.add(str(meta.get("name")))
+        if (meta.get("annotations") or {}).get(DEFAULT_CLASS_ANNOTATION) == "true":
+            default = True
+    return names, default
+
+
+def is_ours(ing: Obj, classes: set[str], default: bool, cfg: Config) -> bool:
+    spec = ing.get("spec") or {}
+    name = spec.get("ingressClassName")
+    if name is not None:
+        return name in classes
+    legacy = ((ing.get("metadata") or {}).get("annotations") or {}).get(LEGACY_CLASS_ANNOTATION)
+    if legacy is not None:
+        return bool(legacy == cfg.ingress_class)
+    return default
+
+
+def _age_key(ing: Obj) -> tuple[str, str, str]:
+    meta = ing.get("metadata") or {}
+    # RFC 3339 timestamps in UTC ("Z") sort lexically in time order.
+    return (str(meta.get("creationTimestamp") or "9999"), str(meta.get("namespace", "")),
+            str(meta.get("name", "")))
+
+
+def backend_name(namespace: str, service: str, port: int | str, detail: str) -> str:
+    """HAProxy proxy name from validated parts plus a hash of everything else."""
+    digest = hashlib.sha256(f"{namespace}/{service}/{port}/{detail}".encode()).hexdigest()[:10]
+    return f"be_{namespace}_{service}_{port}_{digest}"
+
+
+def prefix_regex(path: str) -> str:
+    """Regex (HAProxy PCRE) matching a validated Prefix path element-wise, group 1 = rest."""
+    base = path.rstrip("/")
+    return "^" + re.escape(base) + "(?:/(.*))?$" if base else "^/(.*)$"
+
+
+def _rewrite(route_path: str, kind: Kind, target: str) -> tuple[str, str]:
+    # HAProxy replace-path uses \N for groups; users write $N (nginx habit).
+    replacement = re.sub(r"\$([1-9])", r"\\\1", target)
+    if kind == "Regex":
+        return ("^" + route_path.lstrip("^"), replacement)
+    if kind == "Exact":
+        return ("^" + re.escape(route_path) + "$", replacement)
+    # Prefix: the matched prefix is replaced by the target, the rest is kept.
+    joiner = "" if replacement.endswith("/") else "/"
+    return (prefix_regex(route_path), replacement + joiner + "\\1")
+
+
+class _Builder:
+    def __init__(self, cfg: Config, services: Mapping[tuple[str, str], Obj]) -> None:
+        self.cfg = cfg
+        self.services = services
+        self.events: list[Event] = []
+        self.backends: dict[str, Backend] = {}
+
+    def warn(self, ref: ObjectRef, reason: str, message: str) -> None:
+        self.events.append(Event(ref, "Warning", reason, message[:1024]))
+
+    def backend(self, ref: ObjectRef, where: str, spec: Obj, ann: Annotations,
+                ssl_redirect: bool, route: tuple[str, Kind] | None) -> str | None:
+        svc = spec.get("service")
+        if not isinstance(svc, Mapping):
+            what = "resource backends are not supported" if spec.get("resource") else (
+                "service is required")
+            self.warn(ref, "InvalidIngress", f"{where}: {what}")
+            return None
+        sname = svc.get("name")
+        if not isinstance(sname, str) or label_problem(sname):
+            self.warn(ref, "InvalidIngress", f"{where}.service.name: not a DNS-1123 label")
+            return None
+        port = svc.get("port") or {}
+        number, pname = port.get("number"), port.get("name")
+        pval: int | str
+        if isinstance(number, int) and not isinstance(number, bool) and 1 <= number <= 65535:
+            pval = number
+        elif number is None and isinstance(pname, str) and not port_name_problem(pname):
+            pval = pname
+        else:
+            self.warn(ref, "InvalidIngress",
+                      f"{where}.service.port: need number 1-65535 or an IANA port name")
+            return None
+        rewrite = None
+        if ann.rewrite_target and route is not None:
+            rewrite = _rewrite(route[0], route[1], ann.rewrite_target)
+        detail = repr((ann, ssl_redirect, rewrite))
+        name = backend_name(ref.namespace or "", sname, pval, detail)
+        self.backends[name] = Backend(name, ref.namespace or "", sname, pval, ann, ssl_redirect,
+                                      rewrite)
+        return name
+
+
+def _pem_ok(data: bytes) -> bool:
+    # Strict PEM shape: only BEGIN/END armour lines and base64 lines, ASCII, bounded size.
+    if len(data) > 256 * 1024:
+        return False
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        return False
+    lines = [ln for ln in text.replace("\r\n", "\n").split("\n") if ln]
+    if not lines:
+        return False
+    return all(re.fullmatch(r"-----(BEGIN|END) [A-Z0-9 ]{1,40}-----|[A-Za-z0-9+/=]{1,80}", ln)
+               for ln in lines) and lines[0].startswith("-----BEGIN")
+
+
+def tls_pem(secret: Obj) -> bytes | str:
+    """The PEM bundle (chain then key) of a kubernetes.io/tls Secret, or why it is unusable."""
+    if secret.get("type") != "kubernetes.io/tls":
+        return "Secret type must be kubernetes.io/tls"
+    data = secret.get("data") or {}
+    parts: list[bytes] = []
+    for key in ("tls.crt", "tls.key"):
+        raw = data.get(key)
+        if not isinstance(raw, str) or len(raw) > 512 * 1024:
+            return f"data[{key}] missing or too large"
+        try:
+            decoded = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            return f"data[{key}] is not valid base64"
+        if not _pem_ok(decoded):
+            return f"data[{key}] is not a PEM document"
+        parts.append(decoded.replace(b"\r\n", b"\n").rstrip(b"\n") + b"\n")
+    return b"".join(parts)
+
+
+def build_model(
+    ingresses: Iterable[Obj],
+    classes: Iterable[Obj],
+    services: Mapping[tuple[str, str], Obj],
+    secrets: Mapping[tuple[str, str], Obj],
+    cfg: Config = Config(),
+) -> Model:
+    """All routes, backends and certificates of the Ingresses of our class."""
+    names, default = our_classes(classes, cfg)
+    b = _Builder(cfg, services)
+    ours: list[ObjectRef] = []
+    parsed: list[tuple[Obj, ObjectRef, Annotations]] = []
+    for ing in sorted(ingresses, key=_age_key):
+        if not is_ours(ing, names, default, cfg):
+            continue
+        meta = ing.get("metadata") or {}
+        ref = _ref(ing)
+        problems = []
+        for fname, value, check in (("metadata.name", meta.get("name"), name_problem),
+                                    ("metadata.namespace", meta.get("namespace"), label_problem)):
+            p = check(value) if isinstance(value, str) else "must be a string"
+            if p:
+                problems.append(f"{fname}: {p}")
+        if problems:
+            b.warn(ref, "InvalidIngress", "; ".join(problems) + " (Ingress ignored)")
+            continue
+        ours.append(ref)
+        annotations = meta.get("annotations") or {}
+        result = parse_annotations(dict(annotations) if isinstance(annotations, Mapping) else {})
+        for key, msg in result.warnings:
+            b.warn(ref, "UnsupportedAnnotation", f"{key!r}: {msg}")
+        if result.errors:
+            for key, msg in result.errors:
+                b.warn(ref, "InvalidAnnotation", f"{key}: {msg} (Ingress not routed)")
+            continue
+        parsed.append((ing, ref, result.value))
+
+    # TLS first: it decides which hosts redirect to HTTPS.
+    tls_hosts: dict[str, ObjectRef] = {}  # host -> owning Ingress
+    cert_hosts: dict[tuple[str, str], list[str]] = {}
+    wanted: set[tuple[str, str]] = set()
+    for ing, ref, _ann in parsed:
+        for i, tls in enumerate((ing.get("spec") or {}).get("tls") or []):
+            where = f"spec.tls[{i}]"
+            secret = tls.get("secretName") if isinstance(tls, Mapping) else None
+            if not isinstance(secret, str) or name_problem(secret):
+                b.warn(ref, "InvalidIngress", f"{where}.secretName: not a DNS-1123 name")
+                continue
+            skey = (ref.namespace or "", secret)
+            wanted.add(skey)
+            for j, host in enumerate(tls.get("hosts") or []):
+                p = host_problem(host) if isinstance(host, str) else "must be a string"
+                if p:
+                    b.warn(ref, "InvalidIngress", f"{where}.hosts[{j}]: {p}")
+                    continue
+                owner = tls_hosts.setdefault(host, ref)
+                if owner != ref:
+                    b.warn(ref, "RouteConflict", f"{where}.hosts[{j}]: TLS host {host} is "
+                           f"already served by older {owner}")
+                    continue
+                hosts = cert_hosts.setdefault(skey, [])
+                if host not in hosts:
+                    hosts.append(host)
+    certs: list[TLSCert] = []
+    for (ns, sname), hosts in sorted(cert_hosts.items()):
+        sref = ObjectRef("Secret", sname, ns)
+        secret_obj = secrets.get((ns, sname))
+        if secret_obj is None:
+            owner = tls_hosts[hosts[0]]
+            b.warn(owner, "SecretNotFound", f"TLS Secret {ns}/{sname} not found; "
+                   "hosts served with the default certificate")
+            continue
+        pem = tls_pem(secret_obj)
+        if isinstance(pem, str):
+            b.warn(sref, "InvalidSecret", pem)
+            b.warn(tls_hosts[hosts[0]], "InvalidSecret", f"Secret {ns}/{sname}: {pem}")
+            continue
+        stem = "c_" + hashlib.sha256(f"{ns}/{sname}".encode()).hexdigest()[:16]
+        certs.append(TLSCert(stem, sref, tuple(hosts), pem))
+
+    routes: dict[tuple[str, str, str], Route] = {}
+    default_backend: str | None = None
+    default_owner: ObjectRef | None = None
+    for ing, ref, ann in parsed:
+        spec = ing.get("spec") or {}
+        if spec.get("defaultBackend") is not None:
+            if default_owner is not None:
+                b.warn(ref, "RouteConflict",
+                       f"spec.defaultBackend: older {default_owner} already sets it")
+            else:
+                be = b.backend(ref, "spec.defaultBackend", spec["defaultBackend"], ann,
+                               ann.force_ssl_redirect, None)
+                if be is not None:
+                    default_backend, default_owner = be, ref
+        for i, rule in enumerate(spec.get("rules") or []):
+            if not isinstance(rule, Mapping):
+                continue
+            where = f"spec.rules[{i}]"
+            host = rule.get("host") or HOSTLESS
+            if host != HOSTLESS:
+                p = host_problem(host) if isinstance(host, str) else "must be a string"
+                if p:
+                    b.warn(ref, "InvalidIngress", f"{where}.host: {p}")
+                    continue
+            redirect = ann.force_ssl_redirect or (ann.ssl_redirect and host in tls_hosts)
+            http = rule.get("http") or {}
+            for j, item in enumerate(http.get("paths") or []):
+                pwhere = f"{where}.http.paths[{j}]"
+                if not isinstance(item, Mapping):
+                    continue
+                path = item.get("path", "/") or "/"
+                ptype = item.get("pathType")
+                kind: Kind
+                if ptype == "Exact":
+                    kind = "Exact"
+                elif ptype == "Prefix" or (ptype == "ImplementationSpecific"
+                                           and not ann.use_regex):
+                    kind = "Prefix"
+                elif ptype == "ImplementationSpecific":
+                    kind = "Regex"
+                else:
+                    b.warn(ref, "InvalidIngress", f"{pwhere}.pathType: must be Exact, Prefix "
+                           "or ImplementationSpecific")
+                    continue
+                if not isinstance(path, str):
+                    b.warn(ref, "InvalidIngress", f"{pwhere}.path: must be a string")
+                    continue
+                p = regex_problem(path) if kind == "Regex" else path_problem(path)
+                if p:
+                    b.warn(ref, "InvalidIngress", f"{pwhere}.path: {p}")
+                    continue
+                norm = path if kind != "Prefix" else (path.rstrip("/") or "/")
+                be = b.backend(ref, f"{pwhere}.backend", item.get("backend") or {}, ann,
+                               redirect, (norm, kind))
+                if be is None:
+                    continue
+                rkey = (host, norm, kind)
+                existing = routes.get(rkey)
+                if existing is not None:
+                    if existing.owner != ref:
+                        b.warn(ref, "RouteConflict", f"{pwhere}: {kind} {host}{norm} is "
+                               f"already routed by older {existing.owner}")
+                    continue
+                routes[rkey] = Route(host, norm, kind, be, ref)
+    used = {r.backend for r in routes.values()} | ({default_backend} if default_backend else set())
+    backends = {n: be for n, be in sorted(b.backends.items()) if n in used}
+    return Model(backends, tuple(routes.values()), default_backend, tuple(certs), tuple(ours),
+                 frozenset(wanted), tuple(b.events))
+
+
+# --- endpoints -------------------------------------------------------------------------------
+
+def service_port(service: Obj | None, port: int | str) -> tuple[str, int | str] | None:
+    """(Service port name, targetPort) for an Ingress backend port, None if undefined."""
+    if service is None:
+        return None
+    for sp in (service.get("spec") or {}).get("ports") or []:
+        if (isinstance(port, int) and sp.get("port") == port) or (
+            isinstance(port, str) and sp.get("name") == port
+        ):
+            return str(sp.get("name") or ""), sp.get("targetPort", sp.get("port"))
+    return None
+
+
+def endpoints_for(backend: Backend, service: Obj | None,
+                  slices: Iterable[Obj]) -> tuple[Endpoint, ...]:
+    """Ready endpoints of the backend's Service port, sorted, de-duplicated, IPs validated."""
+    resolved = service_port(service, backend.port)
+    if resolved is None:
+        return ()
+    pname, target = resolved
+    found: set[Endpoint] = set()
+    for sl in slices:
+        if sl.get("addressType") not in ("IPv4", "IPv6"):
+            continue
+        port: int | None = None
+        for p in sl.get("ports") or []:
+            if str(p.get("name") or "") == pname:
+                port = p.get("port")
+        if port is None and isinstance(target, int):
+            port = target
+        if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+            continue
+        for ep in sl.get("endpoints") or []:
+            if (ep.get("conditions") or {}).get("ready") is False:
+                continue
+            for addr in ep.get("addresses") or []:
+                if isinstance(addr, str) and valid_ip(addr):
+                    found.add(Endpoint(addr, port))
+    return tuple(sorted(found, key=lambda e: (e.ip, e.port)))
+
+
+def slot_count(current: int | None, ready: int) -> int:
+    """Server slots for a backend: keep the current count while it suffices (no reload)."""
+    if current is not None and ready <= current:
+        return current
+    n = MIN_SLOTS
+    while n < ready and n < MAX_SLOTS:
+        n *= 2
+    return n
+
+
+def assign_slots(previous: tuple[Endpoint | None, ...], endpoints: tuple[Endpoint, ...],
+                 slots: int) -> tuple[Endpoint | None, ...]:
+    """Place endpoints in slots, keeping every surviving endpoint in its slot.
+
+    Stable placement matters: changing a slot's address would disturb connections to an
+    endpoint that did not change. Endpoints beyond ``slots`` are left out (caller grows).
+    """
+    want = set(endpoints)
+    out: list[Endpoint | None] = [
+        e if e is not None and e in want else None for e in previous[:slots]
+    ]
+    out += [None] * (slots - len(out))
+    placed = {e for e in out if e is not None}
+    free = [i for i, e in enumerate(out) if e is None]
+    for ep in endpoints:
+        if ep in placed:
+            continue
+        if not free:
+            break
+        out[free.pop(0)] = ep
+    return tuple(out)

@@ -1,0 +1,260 @@
+"""Render the routing model to haproxy.cfg, map files and a crt-list (pure).
+
+Layout. All paths in the config are relative to HAProxy's working directory (the live
+config directory; the scratch directory during ``haproxy -c``), so one render serves both.
+
+Routing per request (frontend ``http``):
+
+1. ``txn.hk`` = host key: the Host (port stripped, lower-cased) if ``hosts.map`` has it, else
+   ``*.<host minus first label>`` if ``hosts.map`` has that, else ``_`` (rules without host).
+2. ``txn.key`` = host key + path. ``exact.map`` (tree lookup) holds Exact paths and the exact
+   hit of every Prefix path; then regex routes (few, rendered as rules in length order); then
+   ``prefix.map`` holds ``<host><prefix>/`` entries, written longest first, so that both
+   HAProxy's first-match list and longest-match semantics give the longest prefix.
+3. No match: ``default_backend`` is spec.defaultBackend or the built-in 404.
+
+Quoting: one function per grammar. ``cfg_quote`` (haproxy.cfg: single quotes, in which
+HAProxy performs no escape or variable expansion, so only ``'`` and control characters can
+break out and both are refused), ``cfg_name`` (proxy/server identifiers), ``map_token`` (map
+file keys/values: no whitespace, no leading ``#``). Runtime API lines are quoted in
+``ingress.core.runtime``. Every helper raises ``UnsafeValue`` rather than emitting an unsafe
+string: the model's allow-lists should make that unreachable, and the tests prove it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ingress.core.model import HOSTLESS, Backend, Endpoint, Model, Route
+from lb.core.model import ObjectRef
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
+_MAP_RE = re.compile(r"[!-~]{1,2048}")  # printable ASCII without space
+_CFG_RE = re.compile(r"[ -&(-~]{0,4096}")  # printable ASCII except "'"
+_ADDR_RE = re.compile(r"[0-9a-fA-F.:]{1,45}")
+
+
+class UnsafeValue(ValueError):
+    """A value would change the meaning of the grammar it is written into."""
+
+
+def cfg_quote(value: str) -> str:
+    if not _CFG_RE.fullmatch(value):
+        raise UnsafeValue(f"refusing to quote {value[:80]!r} for haproxy.cfg")
+    return "'" + value + "'"
+
+
+def cfg_name(value: str) -> str:
+    if not _NAME_RE.fullmatch(value):
+        raise UnsafeValue(f"not a safe HAProxy identifier: {value[:80]!r}")
+    return value
+
+
+def map_token(value: str) -> str:
+    if not _MAP_RE.fullmatch(value) or value.startswith("#") or "\\" in value:
+        raise UnsafeValue(f"not a safe map token: {value[:80]!r}")
+    return value
+
+
+def cfg_addr(ip: str, port: int) -> str:
+    if not _ADDR_RE.fullmatch(ip) or not 0 < port < 65536:
+        raise UnsafeValue(f"bad address {ip[:50]!r}:{port}")
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    http_port: int = 80
+    https_port: int = 443
+    bind_addresses: tuple[str, ...] = ("0.0.0.0", "::")
+    run_dir: str = "/var/run/portico-ingress/run"  # stats socket lives here
+    metrics_bind: str | None = "0.0.0.0:10255"  # HAProxy's Prometheus exporter
+    accept_proxy: bool = False  # PROXY protocol from an upstream L4 balancer
+    # Old workers keep serving long-lived connections after a reload; cap how long (memory).
+    hard_stop_after: str = "1h"
+    threads: int = 0  # 0: HAProxy's default (one per CPU)
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    files: Mapping[str, str]  # relative file name -> text (haproxy.cfg, maps, crt-list)
+    certs: Mapping[str, bytes]  # relative file name -> PEM
+    owners: Mapping[int, ObjectRef] = field(default_factory=dict)  # cfg line -> source
+
+    def structural(self) -> tuple[tuple[str, str], ...]:
+        """What decides a reload: every file but the certificates' contents."""
+        return tuple(sorted(self.files.items()))
+
+
+CFG = "haproxy.cfg"
+HOSTS_MAP = "hosts.map"
+EXACT_MAP = "exact.map"
+PREFIX_MAP = "prefix.map"
+CRT_LIST = "certs.list"
+DEFAULT_CERT = "certs/default.pem"
+NOT_FOUND = "be__default_404"
+
+
+def _server_lines(be: Backend, slots: int, assigned: tuple[Endpoint | None, ...]) -> list[str]:
+    opts = ""
+    if be.ann.backend_protocol == "HTTPS":
+        # Upstream TLS to pods: certificates of pods are not verifiable by name here.
+        opts += " ssl verify none"
+    elif be.ann.backend_protocol == "GRPC":
+        opts += " proto h2"
+    lines = []
+    for i in range(slots):
+        ep = assigned[i] if i < len(assigned) else None
+        cookie = f" cookie s{i + 1}" if be.ann.affinity_cookie else ""
+        if ep is None:
+            # Placeholder: a disabled slot the Runtime API fills with "set server ... addr".
+            lines.append(f"    server s{i + 1} 127.0.0.1:1 disabled{cookie}{opts}")
+        else:
+            lines.append(f"    server s{i + 1} {cfg_addr(ep.ip, ep.port)}{cookie}{opts}")
+    return lines
+
+
+def _backend_lines(be: Backend, slots: int, assigned: tuple[Endpoint | None, ...]) -> list[str]:
+    a = be.ann
+    out = [f"backend {cfg_name(be.name)}", "    balance roundrobin"]
+    if a.allow_sources:
+        nets = " ".join(cfg_quote(n) for n in a.allow_sources)
+        out.append(f"    http-request deny deny_status 403 if !{{ src {nets} }}")
+    if be.ssl_redirect:
+        out.append("    http-request redirect scheme https code 308 if !{ ssl_fc }")
+    if a.permanent_redirect:
+        out.append(f"    http-request redirect location {cfg_quote(a.permanent_redirect)} code 301")
+    if a.body_limit:
+        out.append("    http-request deny deny_status 413 if "
+                   f"{{ req.hdr_val(content-length) gt {int(a.body_limit)} }}")
+    if be.rewrite:
+        out.append(f"    http-request replace-path {cfg_quote(be.rewrite[0])} "
+                   f"{cfg_quote(be.rewrite[1])}")
+    if a.connect_timeout_s:
+        out.append(f"    timeout connect {int(a.connect_timeout_s)}s")
+    if a.server_timeout_s:
+        out.append(f"    timeout server {int(a.server_timeout_s)}s")
+    if a.affinity_cookie:
+        out.append(f"    cookie {cfg_name(a.affinity_cookie)} insert indirect nocache httponly")
+    out += _server_lines(be, slots, assigned)
+    return out
+
+
+def _prefix_key(r: Route) -> str:
+    return r.host + ("/" if r.path == "/" else r.path + "/")
+
+
+def render(model: Model, slots: Mapping[str, int],
+           assigned: Mapping[str, tuple[Endpoint | None, ...]] | None,
+           settings: Settings) -> Rendered:
+    """Everything HAProxy reads. ``assigned=None`` renders all slots empty (fingerprint)."""
+    s = settings
+    hosts = sorted({r.host for r in model.routes if r.host != HOSTLESS})
+    exact: dict[str, str] = {}
+    prefix: dict[str, str] = {}
+    regex: list[Route] = []
+    for r in model.routes:
+        if r.kind == "Exact":
+            exact[r.host + r.path] = r.backend
+    for r in model.routes:
+        if r.kind == "Prefix":
+            exact.setdefault(r.host + r.path if r.path != "/" else r.host + "/", r.backend)
+            prefix[_prefix_key(r)] = r.backend
+        elif r.kind == "Regex":
+            regex.append(r)
+    files: dict[str, str] = {
+        HOSTS_MAP: "".join(f"{map_token(h)} {map_token(h)}\n" for h in hosts),
+        EXACT_MAP: "".join(f"{map_token(k)} {map_token(v)}\n" for k, v in sorted(exact.items())),
+        PREFIX_MAP: "".join(
+            f"{map_token(k)} {map_token(v)}\n"
+            for k, v in sorted(prefix.items(), key=lambda kv: (-len(kv[0]), kv[0]))
+        ),
+    }
+    certs = {f"certs/{c.name}.pem": c.pem for c in model.certs}
+    if model.certs:
+        files[CRT_LIST] = "".join(
+            f"certs/{cfg_name(c.name)}.pem {' '.join(map_token(h) for h in c.hosts)}\n"
+            for c in model.certs
+        )
+
+    lines: list[str] = []
+    owners: dict[int, ObjectRef] = {}
+
+    def emit(text: str, owner: ObjectRef | None = None) -> None:
+        lines.append(text)
+        if owner is not None:
+            owners[len(lines)] = owner
+
+    emit("# Generated by portico ingress; edits are overwritten.")
+    emit("global")
+    emit(f"    stats socket {cfg_quote(s.run_dir + '/admin.sock')} mode 600 level admin "
+         "expose-fd listeners")
+    emit("    stats timeout 2m")
+    emit(f"    hard-stop-after {cfg_name(s.hard_stop_after)}")
+    if s.threads:
+        emit(f"    nbthread {int(s.threads)}")
+    emit("    ssl-default-bind-options ssl-min-ver TLSv1.2")
+    emit("    tune.ssl.default-dh-param 2048")
+    emit("defaults")
+    emit("    mode http")
+    emit("    option forwardfor")
+    # Measured (LAB-NOTES): zero errors on reload under keep-alive load with this option.
+    emit("    option idle-close-on-response")
+    emit("    timeout connect 5s")
+    emit("    timeout client 60s")
+    emit("    timeout server 60s")
+    emit("    timeout http-request 10s")
+    emit("    timeout http-keep-alive 60s")
+    # WebSockets and other upgraded connections: idle timeout once both sides are tunnelled.
+    emit("    timeout tunnel 1h")
+    emit("    timeout client-fin 10s")
+    if s.metrics_bind:
+        emit("frontend stats")
+        emit(f"    bind {cfg_name(s.metrics_bind)}")
+        emit("    http-request use-service prometheus-exporter if { path /metrics }")
+        emit("    stats enable")
+        emit("    stats uri /stats")
+        emit("    stats refresh 10s")
+    emit("frontend http")
+    proxy = " accept-proxy" if s.accept_proxy else ""
+    for addr in s.bind_addresses:
+        v6 = " v6only" if ":" in addr else ""
+        emit(f"    bind {cfg_addr(addr, s.http_port)}{v6}{proxy}")
+    crt = f" crt {DEFAULT_CERT}" + (f" crt-list {CRT_LIST}" if model.certs else "")
+    for addr in s.bind_addresses:
+        v6 = " v6only" if ":" in addr else ""
+        emit(f"    bind {cfg_addr(addr, s.https_port)}{v6} ssl{crt} alpn h2,http/1.1{proxy}")
+    emit("    http-request set-header X-Forwarded-Proto https if { ssl_fc }")
+    emit("    http-request set-header X-Forwarded-Proto http if !{ ssl_fc }")
+    emit("    http-request set-var(txn.host) req.hdr(host),field(1,:),lower")
+    emit(f"    http-request set-var(txn.hk) var(txn.host),map_str({HOSTS_MAP})")
+    # Wildcard: replace the first label by '*' (one label only, as the Ingress spec says).
+    emit("    http-request set-var(txn.hk) var(txn.host),regsub(^[^.]*,*),"
+         f"map_str({HOSTS_MAP}) if !{{ var(txn.hk) -m found }}")
+    emit(f"    http-request set-var(txn.hk) str({HOSTLESS}) if !{{ var(txn.hk) -m found }}")
+    emit("    http-request set-var(txn.path) path")
+    emit("    http-request set-var(txn.key) var(txn.hk),concat(,txn.path,)")
+    emit(f"    http-request set-var(txn.be) var(txn.key),map_str({EXACT_MAP})")
+    for r in sorted(regex, key=lambda r: (-len(r.path), r.host, r.path)):
+        emit(f"    http-request set-var(txn.be) str({cfg_name(r.backend)}) if "
+             f"!{{ var(txn.be) -m found }} {{ var(txn.hk) -m str {cfg_quote(r.host)} }} "
+             f"{{ path -m reg {cfg_quote('^' + r.path.lstrip('^'))} }}", r.owner)
+    emit(f"    http-request set-var(txn.be) var(txn.key),map_beg({PREFIX_MAP}) "
+         "if !{ var(txn.be) -m found }")
+    emit("    use_backend %[var(txn.be)] if { var(txn.be) -m found }")
+    emit(f"    default_backend {cfg_name(model.default_backend or NOT_FOUND)}")
+    emit(f"backend {NOT_FOUND}")
+    emit('    http-request return status 404 content-type text/plain string "404 not found"')
+    first_owner: dict[str, ObjectRef] = {}
+    for r in model.routes:
+        first_owner.setdefault(r.backend, r.owner)
+    for name, be in sorted(model.backends.items()):
+        n = slots.get(name, 4)
+        got = (assigned or {}).get(name, ())
+        owner = first_owner.get(name, ObjectRef("Service", be.service, be.namespace))
+        for text in _backend_lines(be, n, got):
+            emit(text, owner)
+    files[CFG] = "\n".join(lines) + "\n"
+    return Rendered(files, certs, owners)

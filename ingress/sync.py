@@ -1,0 +1,214 @@
+"""One synchronisation pass: cluster snapshot -> HAProxy (the orchestration shell).
+
+Decisions are pure (``ingress.core``); this module only sequences them against the data
+plane and remembers what the running HAProxy holds (a cache of HAProxy's state, which is
+rebuilt by a full apply whenever the process starts):
+
+* render with all slots empty = the *structural* fingerprint; equal to the applied one means
+  no reload: endpoint changes become Runtime API commands, certificate content changes
+  become ``set ssl cert`` + ``commit ssl cert``;
+* otherwise the full render is checked with ``haproxy -c`` in a scratch directory; if the
+  check fails, the Ingresses owning the failing lines are quarantined (Event
+  ``ConfigRejected``) and the render is retried without them; if no owner is found the last
+  good config keeps serving;
+* nothing changed -> nothing happens.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import structlog
+from prometheus_client import Counter, Gauge, Histogram
+
+from ingress.core.model import (
+    Config,
+    Endpoint,
+    Event,
+    Model,
+    assign_slots,
+    build_model,
+    endpoints_for,
+    slot_count,
+)
+from ingress.core.render import Rendered, Settings, render
+from ingress.core.runtime import all_commands
+from ingress.errors import HAProxyError, RuntimeApiError
+from ingress.haproxy import DataPlane, certificate_problem
+from lb.core.model import ObjectRef
+
+log = structlog.get_logger().bind(component="ingress.sync")
+Obj = Mapping[str, Any]
+
+SYNCS = Counter("portico_ingress_syncs_total", "Synchronisation passes", ["result"])
+RELOADS = Counter("portico_ingress_reloads_total", "HAProxy reloads (or starts)")
+RUNTIME = Counter("portico_ingress_runtime_updates_total", "Runtime API commands sent")
+CONFIG_ERRORS = Counter("portico_ingress_config_errors_total", "Renders rejected by haproxy -c")
+CERT_UPDATES = Counter("portico_ingress_cert_updates_total", "Certificates rotated at runtime")
+BACKENDS = Gauge("portico_ingress_backends", "Backends in the applied config")
+SYNC_SECONDS = Histogram("portico_ingress_sync_seconds", "Duration of a synchronisation pass")
+
+MAX_QUARANTINE_ROUNDS = 3  # each round drops the owners named by haproxy -c; then give up
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    ingresses: tuple[Obj, ...]
+    classes: tuple[Obj, ...]
+    services: Mapping[tuple[str, str], Obj]
+    slices: Mapping[tuple[str, str], tuple[Obj, ...]]  # (namespace, service) -> slices
+    secrets: Mapping[tuple[str, str], Obj]
+
+
+@dataclass(slots=True)
+class SyncResult:
+    events: list[Event] = field(default_factory=list)
+    reloaded: bool = False
+    runtime_commands: int = 0
+    cert_updates: int = 0
+    error: str | None = None
+    model: Model | None = None
+
+
+def slices_by_service(slices: Iterable[Obj]) -> dict[tuple[str, str], tuple[Obj, ...]]:
+    out: dict[tuple[str, str], list[Obj]] = {}
+    for sl in slices:
+        meta = sl.get("metadata") or {}
+        svc = (meta.get("labels") or {}).get("kubernetes.io/service-name")
+        if isinstance(svc, str):
+            out.setdefault((str(meta.get("namespace", "")), svc), []).append(sl)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+class Syncer:
+    def __init__(self, plane: DataPlane, settings: Settings, cfg: Config | None = None) -> None:
+        self.plane = plane
+        self.settings = settings
+        self.cfg = cfg or Config()
+        self.fingerprint: tuple[tuple[str, str], ...] | None = None
+        self.slots: dict[str, int] = {}
+        self.assigned: dict[str, tuple[Endpoint | None, ...]] = {}
+        self.certs: dict[str, bytes] = {}
+        # Ingress (ref) -> resourceVersion that broke haproxy -c; retried when it changes.
+        self.quarantine: dict[ObjectRef, str] = {}
+
+    def _model(self, snap: Snapshot, result: SyncResult) -> Model:
+        def rv(o: Obj) -> str:
+            return str((o.get("metadata") or {}).get("resourceVersion", ""))
+
+        def ref(o: Obj) -> ObjectRef:
+            m = o.get("metadata") or {}
+            return ObjectRef("Ingress", str(m.get("name", "")), str(m.get("namespace", "")))
+
+        live = {ref(i) for i in snap.ingresses}
+        self.quarantine = {r: v for r, v in self.quarantine.items() if r in live}
+        ingresses = [i for i in snap.ingresses if self.quarantine.get(ref(i)) != rv(i)]
+        model = build_model(ingresses, snap.classes, snap.services, snap.secrets, self.cfg)
+        result.events += model.events
+        certs = []
+        for c in model.certs:
+            problem = certificate_problem(c.pem)
+            if problem:
+                result.events.append(Event(c.secret, "Warning", "InvalidSecret", problem))
+                continue
+            certs.append(c)
+        return replace(model, certs=tuple(certs))
+
+    def sync(self, snap: Snapshot) -> SyncResult:
+        start = time.monotonic()
+        result = SyncResult()
+        try:
+            self._sync(snap, result)
+            SYNCS.labels("error" if result.error else "ok").inc()
+        finally:
+            SYNC_SECONDS.observe(time.monotonic() - start)
+        return result
+
+    def _sync(self, snap: Snapshot, result: SyncResult) -> None:
+        for _round in range(MAX_QUARANTINE_ROUNDS + 1):
+            model = self._model(snap, result)
+            result.model = model
+            slots: dict[str, int] = {}
+            assigned: dict[str, tuple[Endpoint | None, ...]] = {}
+            for name, be in model.backends.items():
+                key = (be.namespace, be.service)
+                eps = endpoints_for(be, snap.services.get(key), snap.slices.get(key, ()))
+                slots[name] = slot_count(self.slots.get(name), len(eps))
+                assigned[name] = assign_slots(self.assigned.get(name, ()), eps, slots[name])
+            fingerprint = render(model, slots, None, self.settings).structural()
+            running = self.plane.proc is not None and self.plane.proc.poll() is None
+            if running and fingerprint == self.fingerprint:
+                self._runtime(model, slots, assigned, result)
+                return
+            full = render(model, slots, assigned, self.settings)
+            check = self.plane.check(full)
+            if check.ok:
+                self._apply(full, fingerprint, slots, assigned, result)
+                BACKENDS.set(len(model.backends))
+                return
+            CONFIG_ERRORS.inc()
+            owners = {full.owners[n] for n in check.bad_lines if n in full.owners}
+            owners = {o for o in owners if o.kind == "Ingress"}
+            log.warning("config_rejected", output=check.output[-500:], owners=len(owners))
+            if not owners:
+                result.error = "rendered config failed haproxy -c; last good config kept"
+                return
+            by_ref = {ObjectRef("Ingress", str((i.get("metadata") or {}).get("name", "")),
+                                str((i.get("metadata") or {}).get("namespace", ""))): i
+                      for i in snap.ingresses}
+            for o in owners:
+                obj = by_ref.get(o)
+                if obj is not None:
+                    self.quarantine[o] = str((obj.get("metadata") or {}).get("resourceVersion"))
+                    result.events.append(Event(o, "Warning", "ConfigRejected",
+                                               "HAProxy rejected the configuration rendered "
+                                               "from this Ingress; it is not routed"))
+            result.events = [e for e in result.events if e.reason != "ConfigRejected"
+                             or e.ref in owners]
+        result.error = "config still rejected after quarantining; last good config kept"
+
+    def _apply(self, full: Rendered, fingerprint: tuple[tuple[str, str], ...],
+               slots: dict[str, int], assigned: dict[str, tuple[Endpoint | None, ...]],
+               result: SyncResult) -> None:
+        try:
+            self.plane.apply(full)
+        except (HAProxyError, RuntimeApiError, OSError) as exc:
+            result.error = f"apply failed: {exc}"
+            self.fingerprint = None  # unknown state: next pass applies again
+            return
+        RELOADS.inc()
+        result.reloaded = True
+        self.fingerprint = fingerprint
+        self.slots, self.assigned = slots, assigned
+        self.certs = dict(full.certs)
+
+    def _runtime(self, model: Model, slots: dict[str, int],
+                 assigned: dict[str, tuple[Endpoint | None, ...]], result: SyncResult) -> None:
+        commands = all_commands(self.assigned, assigned)
+        try:
+            replies = self.plane.runtime.execute(commands)
+            bad = [(c, r) for c, r in zip(commands, replies, strict=True)
+                   if r and not r.startswith("IP changed") and "no need to change" not in r]
+            if bad:
+                raise RuntimeApiError(f"{bad[0][0]!r} -> {bad[0][1][:200]!r}")
+        except RuntimeApiError as exc:
+            log.warning("runtime_update_failed", error=str(exc))
+            self.fingerprint = None  # reapply everything on the next pass
+            result.error = str(exc)
+            return
+        RUNTIME.inc(len(commands))
+        result.runtime_commands = len(commands)
+        self.slots, self.assigned = slots, assigned
+        new_certs = {f"certs/{c.name}.pem": c.pem for c in model.certs}
+        for name, pem in new_certs.items():
+            if self.certs.get(name) != pem:
+                if self.plane.update_cert(name, pem):
+                    CERT_UPDATES.inc()
+                    result.cert_updates += 1
+                    self.certs[name] = pem
+                else:
+                    self.fingerprint = None
+                    result.error = f"certificate {name} rotation failed; reload next pass"

@@ -1,0 +1,1 @@
+"""Reusable network-namespace lab (lab tests, benchmarks, demo): see ``lab.topology``."""

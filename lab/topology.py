@@ -1,0 +1,466 @@
+"""The lab: bare-metal "nodes", a router and a client on a Linux bridge, in namespaces.
+
+Layout (every name starts with ``pl-``; namespaces carry a per-lab tag so labs never collide)::
+
+    pl-TAG-sw  (switch)    bridge pl-br0 = segment A  192.0.2.0/24, 2001:db8:a::/64
+                           bridge pl-br1 = segment B  198.51.100.0/24
+    pl-TAG-nK  (node K)    pl-eth0 on A (.1K / ::1K), pl-eth1 on B (.1K), pl-mgmt to the api ns
+    pl-TAG-rt  (router)    pl-eth0 on A (.1 / ::1), forwarding on
+    pl-TAG-cl  (client)    pl-eth0 on A (.100 / ::100), pl-eth1 on B (.100)
+    pl-TAG-api (api)       bridge pl-mbr 203.0.113.1/24 joining every node's pl-mgmt
+                           (203.0.113.1K); the API emulator listens here IN this process and
+                           the controller runs here — no lab traffic in the root namespace.
+
+Nodes stand in for kube-proxy honestly: each one accepts traffic for the whole VIP ranges
+through AnyIP ``local`` routes on ``lo`` (IPv4 and IPv6) and does not answer ARP/NDP for them
+(``arp_ignore=1``/``arp_announce=2``; for IPv6 the kernel answers NS only for addresses
+configured on an interface, which a local route is not) — so only the speaker makes a VIP
+reachable. Each node runs ``lab.backend`` (HTTP on :80 saying which node answered).
+
+Teardown kills every recorded process and deletes every recorded namespace (their links go
+with them), also after a failure or Ctrl-C (context manager + atexit).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib.util
+import ipaddress
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lab import netns
+from lab.netns import LabError
+
+REPO = Path(__file__).resolve().parents[1]
+PREFIX = "pl-"
+SPEAKER_NAMESPACE = "portico-system"
+
+# Address plan (documentation ranges only).
+SEG_A4, SEG_A6, SEG_B4, MGMT4 = "192.0.2", "2001:db8:a", "198.51.100", "203.0.113"
+VIP_A4 = "192.0.2.192/27"  # VIP range on segment A (IPv4)
+VIP_A6 = "2001:db8:a::1:0/112"  # VIP range on segment A (IPv6)
+VIP_B4 = "198.51.100.192/27"  # VIP range on segment B
+CLIENT_HOST = 100
+ROUTER_HOST = 1
+# Lab probes use a made-up sender so that the client's own neighbour table is never touched by
+# them (a reply to the client's real MAC/IP would refresh its ARP cache and hide failovers).
+PROBE_MAC = "02:ee:00:00:00:01"
+PROBE_IP4_A, PROBE_IP4_B, PROBE_IP6_A = "192.0.2.250", "198.51.100.250", "2001:db8:a::fa"
+
+
+@dataclass(frozen=True)
+class LabNode:
+    index: int
+    name: str  # Kubernetes Node name
+    ns: str
+    ip4: str  # segment A
+    ip6: str
+    ip4_b: str  # segment B
+    mgmt: str
+    mac_a: str
+    mac_b: str
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+
+@dataclass
+class Lab:
+    """Build with ``with Lab(nodes=3) as lab:``; everything is torn down on exit."""
+
+    nodes_count: int = 3
+    start_controller: bool | None = None  # None: when lb.controller_main exists
+    tag: str = field(default_factory=lambda: secrets.token_hex(2))
+    speaker_args: tuple[str, ...] = ()
+    python: str = field(default_factory=lambda: str(REPO / ".venv/bin/python"))
+
+    def __post_init__(self) -> None:
+        t = f"{PREFIX}{self.tag}"
+        self.sw, self.api, self.router, self.client = f"{t}-sw", f"{t}-api", f"{t}-rt", f"{t}-cl"
+        self.nodes = [
+            LabNode(i, f"node{i}", f"{t}-n{i}", f"{SEG_A4}.{10 + i}", f"{SEG_A6}::{10 + i}",
+                    f"{SEG_B4}.{10 + i}", f"{MGMT4}.{10 + i}",
+                    f"02:aa:00:00:00:{10 + i:02x}", f"02:bb:00:00:00:{10 + i:02x}")
+            for i in range(1, self.nodes_count + 1)
+        ]
+        self.client_mac_a = "02:aa:00:00:01:00"
+        self.namespaces: list[str] = []  # created, in order
+        self.procs: dict[str, Proc] = {}
+        self.dir = Path(tempfile.mkdtemp(prefix=f"{t}-"))
+        self.emulator: Any = None
+        self._torn_down = False
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> Lab:
+        atexit.register(self.teardown)
+        try:
+            self.build()
+        except BaseException:
+            self.teardown()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.teardown()
+
+    def node(self, name: str) -> LabNode:
+        return next(n for n in self.nodes if n.name == name)
+
+    def node_by_mac(self, mac: str) -> str | None:
+        mac = mac.lower()
+        return next((n.name for n in self.nodes if mac in (n.mac_a, n.mac_b)), None)
+
+    def _ns(self, name: str) -> None:
+        netns.add_netns(name)
+        self.namespaces.append(name)
+
+    def build(self) -> None:
+        (self.dir / "build.log").write_text(f"lab {self.tag}\n")
+        for ns in (self.sw, self.api, self.router, self.client, *(n.ns for n in self.nodes)):
+            self._ns(ns)
+        netns.sysctls(self.sw, {"net.ipv6.conf.all.disable_ipv6": "1",
+                                "net.ipv6.conf.default.disable_ipv6": "1"})
+        netns.add_bridge(self.sw, "pl-br0")
+        netns.add_bridge(self.sw, "pl-br1")
+        netns.add_bridge(self.api, "pl-mbr")
+        netns.ip("addr", "add", f"{MGMT4}.1/24", "dev", "pl-mbr", ns=self.api)
+
+        for n in self.nodes:
+            self._wire_node(n)
+        self._wire_host(self.router, "rt", ROUTER_HOST, "02:aa:00:00:02:00", segment_b=False)
+        self._wire_host(self.client, "cl", CLIENT_HOST, self.client_mac_a, segment_b=True)
+        netns.sysctls(self.router, {"net.ipv4.ip_forward": "1",
+                                    "net.ipv6.conf.all.forwarding": "1"})
+        self._start_emulator()
+        self._seed_cluster()
+        for n in self.nodes:
+            self.start_backend(n.name)
+        if self.start_controller is None:
+            self.start_controller = importlib.util.find_spec("lb.controller_main") is not None
+        if self.start_controller:
+            self.start_controller_proc()
+
+    def _wire_node(self, n: LabNode) -> None:
+        common = {
+            # Nodes accept VIP traffic (local routes) without answering ARP for it: only the
+            # speaker may make a VIP reachable.
+            "net.ipv4.conf.all.arp_ignore": "1",
+            "net.ipv4.conf.all.arp_announce": "2",
+            # Keep IPv6 addresses across link flaps (the failover bench cuts links).
+            "net.ipv6.conf.all.keep_addr_on_down": "1",
+            "net.ipv6.conf.default.keep_addr_on_down": "1",
+            "net.ipv6.conf.all.accept_dad": "0",
+            "net.ipv6.conf.default.accept_dad": "0",
+        }
+        netns.sysctls(n.ns, common)
+        netns.add_veth(self.sw, f"pl-a{n.index}", n.ns, "pl-eth0", n.mac_a)
+        netns.add_veth(self.sw, f"pl-b{n.index}", n.ns, "pl-eth1", n.mac_b)
+        netns.add_veth(self.api, f"pl-m{n.index}", n.ns, "pl-mgmt")
+        netns.enslave(self.sw, f"pl-a{n.index}", "pl-br0")
+        netns.enslave(self.sw, f"pl-b{n.index}", "pl-br1")
+        netns.enslave(self.api, f"pl-m{n.index}", "pl-mbr")
+        netns.ip_batch(n.ns, [
+            f"addr add {n.ip4}/24 dev pl-eth0",
+            f"addr add {n.ip6}/64 dev pl-eth0 nodad",
+            f"addr add {n.ip4_b}/24 dev pl-eth1",
+            f"addr add {n.mgmt}/24 dev pl-mgmt",
+            "link set pl-eth0 up", "link set pl-eth1 up", "link set pl-mgmt up",
+            f"route add local {VIP_A4} dev lo table local",
+            f"route add local {VIP_B4} dev lo table local",
+            f"route add local {VIP_A6} dev lo table local",
+            f"route add default via {SEG_A4}.{ROUTER_HOST}",
+        ])
+
+    def _wire_host(self, ns: str, short: str, host: int, mac: str, segment_b: bool) -> None:
+        netns.sysctls(ns, {"net.ipv6.conf.all.accept_dad": "0",
+                           "net.ipv6.conf.default.accept_dad": "0"})
+        netns.add_veth(self.sw, f"pl-a{short}", ns, "pl-eth0", mac)
+        netns.enslave(self.sw, f"pl-a{short}", "pl-br0")
+        cmds = [f"addr add {SEG_A4}.{host}/24 dev pl-eth0",
+                f"addr add {SEG_A6}::{host:x}/64 dev pl-eth0 nodad", "link set pl-eth0 up"]
+        if segment_b:
+            netns.add_veth(self.sw, f"pl-b{short}", ns, "pl-eth1")
+            netns.enslave(self.sw, f"pl-b{short}", "pl-br1")
+            cmds += [f"addr add {SEG_B4}.{host}/24 dev pl-eth1", "link set pl-eth1 up"]
+        netns.ip_batch(ns, cmds)
+
+    def _start_emulator(self) -> None:
+        from tests.emulator import Emulator
+
+        emu = Emulator(host=f"{MGMT4}.1", port=0)
+        # The listening socket is created inside the api namespace and stays there; the
+        # serving threads need no namespace of their own.
+        self.emulator = netns.run_in_netns(self.api, emu.start)
+
+    @property
+    def store(self) -> Any:
+        return self.emulator.store
+
+    @property
+    def url(self) -> str:
+        return str(self.emulator.url)
+
+    def teardown(self) -> None:
+        if self._torn_down:
+            return
+        self._torn_down = True
+        for name in list(self.procs):
+            self.stop_proc(name, signal.SIGTERM, wait=3.0)
+        if self.emulator is not None:
+            with contextlib.suppress(Exception):
+                self.emulator.stop()
+        for ns in reversed(self.namespaces):
+            netns.del_netns(ns)
+        self.namespaces.clear()
+        with contextlib.suppress(Exception):
+            atexit.unregister(self.teardown)
+
+    # --- processes ---------------------------------------------------------------------------
+
+    def spawn(self, name: str, ns: str, argv: list[str],
+              env: dict[str, str] | None = None) -> Proc:
+        if name in self.procs and self.procs[name].popen.poll() is None:
+            raise LabError(f"process {name} already running")
+        log = self.dir / f"{name}.log"
+        fh = open(log, "ab")  # noqa: SIM115 - the child owns it; closed after it exits
+        full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+        # `ip netns exec` execs the command: the Popen PID is the program's own PID.
+        popen = subprocess.Popen(["ip", "netns", "exec", ns, *argv], cwd=REPO, stdout=fh,
+                                 stderr=subprocess.STDOUT, env=full_env,
+                                 start_new_session=True)
+        fh.close()
+        proc = Proc(name, popen, log)
+        self.procs[name] = proc
+        return proc
+
+    def stop_proc(self, name: str, sig: int = signal.SIGTERM, wait: float = 5.0) -> int | None:
+        proc = self.procs.get(name)
+        if proc is None:
+            return None
+        if proc.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.popen.send_signal(sig)
+            try:
+                proc.popen.wait(wait)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.popen.kill()
+                proc.popen.wait(5)
+        return proc.popen.returncode
+
+    def start_backend(self, node: str) -> Proc:
+        n = self.node(node)
+        return self.spawn(f"backend-{node}", n.ns,
+                          [self.python, "-m", "lab.backend", "--node", node, "--port", "80"])
+
+    def speaker_argv(self, node: str) -> list[str]:
+        n = self.node(node)
+        return [self.python, "-m", "lb.cli", "speaker", "--server", self.url,
+                "--node-name", node, "--namespace", SPEAKER_NAMESPACE,
+                "--interfaces", "pl-eth0,pl-eth1", "--liveness-interface", "pl-eth0",
+                "--metrics-addr", f"{n.mgmt}:7473", "--log-level", "info",
+                *self.speaker_args]
+
+    def start_speaker(self, node: str) -> Proc:
+        return self.spawn(f"speaker-{node}", self.node(node).ns, self.speaker_argv(node),
+                          env={"NODE_NAME": node})
+
+    def start_speakers(self) -> None:
+        for n in self.nodes:
+            self.start_speaker(n.name)
+
+    def speaker_running(self, node: str) -> bool:
+        p = self.procs.get(f"speaker-{node}")
+        return p is not None and p.popen.poll() is None
+
+    def start_controller_proc(self) -> Proc:
+        return self.spawn("controller", self.api, [
+            self.python, "-m", "lb.cli", "controller", "--server", self.url,
+            "--no-leader-elect", "--metrics-addr", f"{MGMT4}.1:7472", "--log-level", "info"])
+
+    def cut_link(self, node: str, up: bool = False) -> None:
+        """Unplug (or re-plug) the node's segment-A cable at the switch: the node sees no
+        carrier, like a dead NIC or a pulled cable."""
+        netns.link_set(self.sw, f"pl-a{self.node(node).index}", up)
+
+    # --- cluster objects ---------------------------------------------------------------------
+
+    def _seed_cluster(self) -> None:
+        from lb.kube import resources as R
+
+        self.store.create(R.NAMESPACES, {"metadata": {"name": "default"}})
+        self.store.create(R.NAMESPACES, {"metadata": {"name": SPEAKER_NAMESPACE}})
+        for n in self.nodes:
+            self.store.create(R.NODES, {
+                "metadata": {"name": n.name, "labels": {"kubernetes.io/hostname": n.name}},
+                "status": {
+                    "addresses": [{"type": "InternalIP", "address": n.ip4},
+                                  {"type": "InternalIP", "address": n.ip6},
+                                  {"type": "Hostname", "address": n.name}],
+                    "conditions": [{"type": "Ready", "status": "True"}],
+                },
+            })
+
+    def set_node_labels(self, node: str, labels: dict[str, str | None]) -> None:
+        from lb.kube import resources as R
+
+        self.store.patch(R.NODES, node, {"metadata": {"labels": labels}})
+
+    def add_pool(self, name: str, addresses: list[str], labels: dict[str, str] | None = None,
+                 auto_assign: bool = True) -> None:
+        from lb.kube import resources as R
+
+        self.store.create(R.IPADDRESSPOOLS, {
+            "metadata": {"name": name, "labels": labels or {}},
+            "spec": {"addresses": addresses, "autoAssign": auto_assign}})
+
+    def add_l2(self, name: str, **spec: Any) -> None:
+        from lb.kube import resources as R
+
+        self.store.create(R.L2ADVERTISEMENTS, {"metadata": {"name": name}, "spec": spec})
+
+    def add_service(self, name: str, *, ips: list[str] | None = None, local: bool = False,
+                    families: list[str] | None = None, annotations: dict[str, str] | None = None,
+                    set_status: bool | None = None, namespace: str = "default") -> None:
+        """A LoadBalancer Service on port 80. ``ips`` requests addresses (annotation); with
+        ``set_status`` (default: when no controller runs) the status is written directly."""
+        from lb.kube import resources as R
+
+        ann = dict(annotations or {})
+        if ips:
+            ann["lb.portico.dev/loadBalancerIPs"] = ",".join(ips)
+        fams = families or sorted(
+            {"IPv6" if ":" in i else "IPv4" for i in (ips or [])}) or ["IPv4"]
+        spec: dict[str, Any] = {
+            "type": "LoadBalancer", "selector": {"app": name},
+            "ports": [{"name": "http", "protocol": "TCP", "port": 80, "targetPort": 80}],
+            "externalTrafficPolicy": "Local" if local else "Cluster",
+            "ipFamilies": fams,
+            "ipFamilyPolicy": "PreferDualStack" if len(fams) > 1 else "SingleStack",
+            "clusterIP": "10.96.0.10",
+        }
+        self.store.create(R.SERVICES, {
+            "metadata": {"name": name, "namespace": namespace, "annotations": ann},
+            "spec": spec})
+        if set_status if set_status is not None else not self.start_controller:
+            self.set_service_status(name, ips or [], namespace)
+
+    def set_service_status(self, name: str, ips: list[str], namespace: str = "default") -> None:
+        from lb.kube import resources as R
+
+        self.store.patch(R.SERVICES, name, {"status": {"loadBalancer": {
+            "ingress": [{"ip": i, "ipMode": "VIP"} for i in ips]}}}, namespace)
+
+    def set_endpoints(self, service: str, ready_nodes: dict[str, bool],
+                      namespace: str = "default") -> None:
+        """One EndpointSlice for ``service`` with one endpoint per node (ready or not)."""
+        from lb.kube import resources as R
+
+        body = {
+            "metadata": {"name": f"{service}-lab", "namespace": namespace,
+                         "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "protocol": "TCP", "port": 80}],
+            "endpoints": [
+                {"addresses": [self.node(node).ip4], "nodeName": node,
+                 "conditions": {"ready": ready, "serving": ready, "terminating": False}}
+                for node, ready in sorted(ready_nodes.items())],
+        }
+        if self.store.get(R.ENDPOINTSLICES, body["metadata"]["name"], namespace) is None:
+            self.store.create(R.ENDPOINTSLICES, body)
+        else:
+            self.store.update(R.ENDPOINTSLICES, body)
+
+    def service_ips(self, name: str, namespace: str = "default") -> list[str]:
+        from lb.kube import resources as R
+
+        obj = self.store.get(R.SERVICES, name, namespace) or {}
+        ingress = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+        return [i["ip"] for i in ingress if isinstance(i, dict) and "ip" in i]
+
+    def service_condition(self, name: str, ctype: str,
+                          namespace: str = "default") -> dict[str, Any] | None:
+        from lb.kube import resources as R
+
+        obj = self.store.get(R.SERVICES, name, namespace) or {}
+        for c in (obj.get("status") or {}).get("conditions") or []:
+            if c.get("type") == ctype:
+                return dict(c)
+        return None
+
+    def events(self, reason: str | None = None) -> list[dict[str, Any]]:
+        from lb.kube import resources as R
+
+        evs = self.store.list(R.EVENTS)
+        return [e for e in evs if reason is None or e.get("reason") == reason]
+
+    # --- probes from the client --------------------------------------------------------------
+
+    def who_has(self, vip: str, segment: str = "a", timeout: float = 0.5,
+                tries: int = 2) -> set[str]:
+        """MACs answering ARP (IPv4) or NDP (IPv6) for ``vip``, asked from the client."""
+        from lab import probe
+
+        iface = "pl-eth0" if segment == "a" else "pl-eth1"
+        addr = ipaddress.ip_address(vip)
+        src = PROBE_IP6_A if addr.version == 6 else (
+            PROBE_IP4_A if segment == "a" else PROBE_IP4_B)
+        return netns.run_in_netns(self.client, lambda: probe.resolve(
+            iface, PROBE_MAC, src, vip, timeout=timeout, tries=tries))
+
+    def http_get(self, vip: str, timeout: float = 2.0) -> str | None:
+        from lab import probe
+
+        return netns.run_in_netns(self.client, lambda: probe.http_get(vip, 80, timeout))
+
+    def ping(self, vip: str, count: int = 1, timeout: float = 1.0) -> bool:
+        proc = subprocess.run(
+            ["ip", "netns", "exec", self.client, "ping", "-n", "-c", str(count), "-W",
+             str(max(1, int(timeout))), vip], capture_output=True, timeout=count * timeout + 5)
+        return proc.returncode == 0
+
+    def flush_client_neighbours(self) -> None:
+        netns.ip("neigh", "flush", "all", ns=self.client, check=False)
+        netns.ip("-6", "neigh", "flush", "all", ns=self.client, check=False)
+
+
+def wait_until(pred: Callable[[], Any], timeout: float, interval: float = 0.05,
+               what: str = "condition") -> Any:
+    """Poll ``pred`` until truthy; raise AssertionError naming ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+
+
+@contextlib.contextmanager
+def lab(**kwargs: Any) -> Iterator[Lab]:
+    with Lab(**kwargs) as lb:
+        yield lb
+
+
+if __name__ == "__main__":  # python -m lab.topology: build, print, wait for Ctrl-C
+    with Lab() as demo:
+        print(f"lab {demo.tag} up; logs in {demo.dir}; api {demo.url}", file=sys.stderr)
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.pause()

@@ -1,0 +1,133 @@
+"""Clocks: the real one, and a fake one for tests that moves only when told.
+
+Every time-dependent piece of lb.kube (backoff, informer, work queue, leader election, event
+de-duplication) takes a ``Clock`` so that unit tests never sleep (DESIGN.md habit 7).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """Wall-clock time, timezone-aware UTC (for timestamps written to the API)."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never jumps (for durations, expiry, backoff)."""
+        ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        """Sleep up to ``seconds`` or until ``event`` is set; True when the event is set."""
+        ...
+
+
+class RealClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        return event.wait(max(0.0, seconds))
+
+
+# A fixed, obviously fake epoch so that timestamps in golden files are reproducible.
+_FAKE_EPOCH = datetime(2030, 1, 1, tzinfo=UTC)
+
+# How often a thread blocked on a FakeClock re-checks a threading.Event it also waits for.
+# Events are set by other threads without telling the clock, so they need a (real) poll.
+_EVENT_POLL_S = 0.01
+
+
+class FakeClock:
+    """A clock that advances only through ``advance()`` (or by itself in auto-advance mode).
+
+    ``sleep``/``wait`` block the calling thread until another thread advances the fake time
+    past the deadline. With ``auto_advance=True`` a sleep instead moves the clock forward by
+    itself at once, which suits single-threaded code under test (e.g. a retry loop).
+    ``sleepers`` counts threads currently blocked, so a test can wait until a worker is
+    parked before advancing.
+    """
+
+    def __init__(self, start: datetime = _FAKE_EPOCH, auto_advance: bool = False) -> None:
+        self._wall0 = start
+        self._t = 0.0
+        self._cond = threading.Condition()
+        self._auto = auto_advance
+        self.sleepers = 0
+        self.slept: list[float] = []  # every requested sleep, in order, for assertions
+
+    def now(self) -> datetime:
+        with self._cond:
+            return self._wall0 + timedelta(seconds=self._t)
+
+    def monotonic(self) -> float:
+        with self._cond:
+            return self._t
+
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("a clock does not go backwards")
+        with self._cond:
+            self._t += seconds
+            self._cond.notify_all()
+
+    def sleep(self, seconds: float) -> None:
+        self._block(seconds, None)
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        return self._block(seconds, event)
+
+    def wait_for_sleepers(self, n: int = 1, timeout: float = 5.0) -> bool:
+        """Block (real time) until at least ``n`` threads are sleeping on this clock."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self.sleepers < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, _EVENT_POLL_S))
+            return True
+
+    def _block(self, seconds: float, event: threading.Event | None) -> bool:
+        with self._cond:
+            self.slept.append(seconds)
+            if event is not None and event.is_set():
+                return True
+            if self._auto:
+                self._t += max(0.0, seconds)
+                self._cond.notify_all()
+                return event is not None and event.is_set()
+            deadline = self._t + seconds
+            self.sleepers += 1
+            self._cond.notify_all()
+            try:
+                while self._t < deadline:
+                    if event is not None and event.is_set():
+                        return True
+                    self._cond.wait(_EVENT_POLL_S if event is not None else None)
+            finally:
+                self.sleepers -= 1
+            return event is not None and event.is_set()
+
+
+def rfc3339(t: datetime) -> str:
+    """Kubernetes ``Time``: second precision, UTC, trailing Z."""
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def rfc3339_micro(t: datetime) -> str:
+    """Kubernetes ``MicroTime`` (Lease renewTime/acquireTime, Event eventTime)."""
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -1,0 +1,257 @@
+"""A work queue with client-go's guarantees, and the runner loop that owns retries.
+
+- A key is queued at most once (adds while queued are merged: bursts are debounced).
+- A key is never handed to two workers at once: adding a key that is being processed marks it
+  dirty and it is queued again when the worker calls done().
+- Rate-limited re-adds use per-key exponential backoff with full jitter, reset when the
+  handler reports DONE (or GIVE_UP).
+
+Handlers return an ``Outcome`` and never sleep or retry themselves (DESIGN.md habit 2).
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import itertools
+import threading
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable
+from typing import Generic, TypeVar
+
+import structlog
+from prometheus_client import Counter, Gauge
+
+from lb.kube.backoff import KeyedBackoff
+from lb.kube.clock import Clock, RealClock
+
+K = TypeVar("K", bound=Hashable)
+
+log = structlog.get_logger("lb.kube.workqueue")
+
+DEPTH = Gauge("portico_workqueue_depth", "Keys waiting to be processed.", ["queue"])
+OUTCOMES = Counter(
+    "portico_workqueue_outcomes_total", "Handler outcomes per queue.", ["queue", "outcome"]
+)
+
+# When the clock is not the real one, a blocked get() re-checks the (fake) time this often in
+# real seconds: advancing a FakeClock does not wake this queue's condition variable.
+_FAKE_CLOCK_POLL_S = 0.01
+
+
+class Outcome(enum.Enum):
+    DONE = "done"  # success: forget the key's failures
+    RETRY = "retry"  # transient failure: re-add with per-key backoff
+    REPROCESS_ALL = "reprocess_all"  # e.g. a config change: re-queue every known key
+    GIVE_UP = "give_up"  # permanent failure (already reported to the user): drop the key
+
+
+class WorkQueue(Generic[K]):
+    def __init__(
+        self,
+        name: str = "default",
+        clock: Clock | None = None,
+        backoff: KeyedBackoff[K] | None = None,
+    ) -> None:
+        self.name = name
+        self.clock: Clock = clock or RealClock()
+        self.backoff: KeyedBackoff[K] = backoff or KeyedBackoff()
+        self._cond = threading.Condition()
+        self._queue: deque[K] = deque()
+        self._dirty: set[K] = set()
+        self._processing: set[K] = set()
+        self._delayed: list[tuple[float, int, K]] = []  # heap of (due, seq, key)
+        self._due: dict[K, float] = {}  # earliest due time per delayed key
+        self._seq = itertools.count()
+        self._shutdown = False
+
+    # ----- adding -------------------------------------------------------------------------
+
+    def add(self, key: K) -> None:
+        with self._cond:
+            self._add_locked(key)
+
+    def _add_locked(self, key: K) -> None:
+        if self._shutdown or key in self._dirty:
+            return
+        self._dirty.add(key)
+        if key not in self._processing:
+            self._queue.append(key)
+            DEPTH.labels(self.name).set(len(self._queue))
+            self._cond.notify()
+
+    def add_after(self, key: K, delay: float) -> None:
+        if delay <= 0:
+            self.add(key)
+            return
+        with self._cond:
+            if self._shutdown:
+                return
+            due = self.clock.monotonic() + delay
+            if key in self._due and self._due[key] <= due:
+                return  # an earlier wake-up is already scheduled
+            self._due[key] = due
+            heapq.heappush(self._delayed, (due, next(self._seq), key))
+            self._cond.notify()
+
+    def add_rate_limited(self, key: K) -> float:
+        delay = self.backoff.next(key)
+        self.add_after(key, delay)
+        return delay
+
+    def forget(self, key: K) -> None:
+        self.backoff.forget(key)
+
+    def failures(self, key: K) -> int:
+        return self.backoff.failures(key)
+
+    # ----- taking -------------------------------------------------------------------------
+
+    def _promote_locked(self) -> float | None:
+        """Move due delayed keys to the queue; return the next due time (or None)."""
+        now = self.clock.monotonic()
+        while self._delayed:
+            due, _, key = self._delayed[0]
+            if self._due.get(key) != due:
+                heapq.heappop(self._delayed)  # superseded by an earlier schedule
+                continue
+            if due > now:
+                return due
+            heapq.heappop(self._delayed)
+            del self._due[key]
+            self._add_locked(key)
+        return None
+
+    def try_get(self) -> K | None:
+        """Non-blocking get (what fake-clock unit tests use)."""
+        with self._cond:
+            self._promote_locked()
+            return self._take_locked()
+
+    def _take_locked(self) -> K | None:
+        if not self._queue:
+            return None
+        key = self._queue.popleft()
+        DEPTH.labels(self.name).set(len(self._queue))
+        self._dirty.discard(key)
+        self._processing.add(key)
+        return key
+
+    def get(self, timeout: float | None = None) -> K | None:
+        """Block until a key is ready; None on shutdown or after ``timeout`` real seconds."""
+        real = isinstance(self.clock, RealClock)
+        deadline = None if timeout is None else RealClock().monotonic() + timeout
+        with self._cond:
+            while True:
+                if self._shutdown:
+                    return None
+                next_due = self._promote_locked()
+                key = self._take_locked()
+                if key is not None:
+                    return key
+                wait: float | None = None
+                if next_due is not None:
+                    wait = (
+                        next_due - self.clock.monotonic() if real else _FAKE_CLOCK_POLL_S
+                    )
+                if deadline is not None:
+                    left = deadline - RealClock().monotonic()
+                    if left <= 0:
+                        return None
+                    wait = left if wait is None else min(wait, left)
+                self._cond.wait(wait)
+
+    def done(self, key: K) -> None:
+        with self._cond:
+            self._processing.discard(key)
+            if key in self._dirty:
+                self._queue.append(key)
+                DEPTH.labels(self.name).set(len(self._queue))
+                self._cond.notify()
+
+    # ----- state --------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        with self._cond:
+            self._shutdown = True
+            self._cond.notify_all()
+
+    @property
+    def is_shutdown(self) -> bool:
+        with self._cond:
+            return self._shutdown
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._queue)
+
+    def delayed(self) -> list[tuple[float, K]]:
+        """(due, key) of scheduled re-adds, soonest first."""
+        with self._cond:
+            return sorted(((due, key) for key, due in self._due.items()), key=lambda x: x[0])
+
+    def processing(self) -> set[K]:
+        with self._cond:
+            return set(self._processing)
+
+
+def process_one(
+    queue: WorkQueue[K],
+    handler: Callable[[K], Outcome],
+    reprocess_all: Callable[[], Iterable[K]] | None = None,
+    timeout: float | None = None,
+    block: bool = True,
+) -> bool:
+    """Take one key, run the handler, apply its outcome. False when nothing was taken."""
+    key = queue.get(timeout) if block else queue.try_get()
+    if key is None:
+        return False
+    try:
+        try:
+            outcome = handler(key)
+        except Exception:
+            # A bug in a handler must not kill the worker or lose the key.
+            log.exception("handler_crashed", queue=queue.name, key=str(key))
+            outcome = Outcome.RETRY
+        if not isinstance(outcome, Outcome):
+            log.error("handler_bad_outcome", queue=queue.name, key=str(key),
+                      outcome=repr(outcome))
+            outcome = Outcome.RETRY
+        OUTCOMES.labels(queue.name, outcome.value).inc()
+        if outcome is Outcome.DONE:
+            queue.forget(key)
+        elif outcome is Outcome.RETRY:
+            delay = queue.add_rate_limited(key)
+            log.info("retry", queue=queue.name, key=str(key), failures=queue.failures(key),
+                     retry_in=round(delay, 3))
+        elif outcome is Outcome.REPROCESS_ALL:
+            queue.forget(key)
+            for k in reprocess_all() if reprocess_all else ():
+                queue.add(k)
+        else:
+            queue.forget(key)
+            log.warning("gave_up", queue=queue.name, key=str(key))
+    finally:
+        queue.done(key)
+    return True
+
+
+def run_workers(
+    queue: WorkQueue[K],
+    handler: Callable[[K], Outcome],
+    workers: int = 1,
+    reprocess_all: Callable[[], Iterable[K]] | None = None,
+) -> list[threading.Thread]:
+    """Start ``workers`` daemon threads that process until ``queue.shutdown()``."""
+
+    def loop() -> None:
+        while not queue.is_shutdown:
+            process_one(queue, handler, reprocess_all, timeout=1.0)
+
+    threads = [
+        threading.Thread(target=loop, name=f"{queue.name}-worker-{i}", daemon=True)
+        for i in range(workers)
+    ]
+    for t in threads:
+        t.start()
+    return threads

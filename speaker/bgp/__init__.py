@@ -1,0 +1,1 @@
+"""BGP announcer: an exabgp child process driven over its API pipe (I/O shell of core/bgp*)."""

@@ -1,0 +1,353 @@
+"""BgpAnnouncer: the speaker's BGP announcer (``Announcer`` protocol: sync / stop).
+
+``sync`` only stores the newest snapshot and wakes a worker thread, so it never blocks. The
+worker owns everything else, in one place, so there are no races between decisions:
+plan (pure, ``speaker.core.bgp``) -> exabgp configuration (restart exabgp when it changes or
+died, with exponential backoff) -> per established session, diff announced vs wanted routes
+and send withdraw/announce commands one at a time, each waiting for exabgp's ack -> status.
+
+exabgp session events arrive on the API reader thread and are queued for the worker: "up"
+resets the session's announced set so the full route set is re-sent; "down" too, so that
+nothing is assumed about what a router kept.
+
+Graceful stop (SIGTERM): withdraw everything on every established session, then SIGTERM
+exabgp (NOTIFICATION Cease, session closed). Non-graceful: kill exabgp; routers then keep
+our routes as stale for the graceful-restart time, which is what a speaker restart on a live
+node wants (the restarted speaker re-announces and the stale marks clear).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import structlog
+
+from lb.core.model import GROUP, VERSION, FieldProblem, ObjectRef
+from speaker.bgp import metrics
+from speaker.bgp.process import ExaBgpError, ExaBgpProcess, Redactor
+from speaker.core import bgp as core
+from speaker.core.bgp_exabgp import (
+    ApiMessage,
+    Shutdown,
+    StateEvent,
+    announce_commands,
+    render_config,
+    withdraw_commands,
+)
+from speaker.core.snapshot import ClusterSnapshot
+
+log = structlog.get_logger().bind(component="speaker-bgp")
+
+ACK_TIMEOUT_S = 30.0  # a 500-NLRI command is parsed in well under 1 s; 30 s means wedged
+TICK_S = 1.0  # worker wakes at least this often: backoff expiry, status retries
+BACKOFF_MIN_S = 1.0
+BACKOFF_MAX_S = 30.0
+# After the withdraw acks, exabgp still has to put the UPDATEs on the wire before SIGTERM
+# closes the socket; its reactor loop runs every few ms, 0.3 s is ample and bounded.
+FLUSH_BEFORE_CLOSE_S = 0.3
+
+
+class PatchClient(Protocol):
+    def patch(
+        self, res: Any, name: str, patch: Any, namespace: str | None = None,
+        subresource: str | None = None, patch_type: str = "merge",
+    ) -> Any: ...
+
+
+class Recorder(Protocol):
+    def record(
+        self, involved: dict[str, Any], type_: str, reason: str, message: str,
+        action: str | None = None, resource: Any = None,
+    ) -> None: ...
+
+
+def _involved(ref: ObjectRef) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": ref.kind,
+            "metadata": {"name": ref.name}}
+
+
+class BgpAnnouncer:
+    def __init__(
+        self,
+        node_name: str,
+        kube: PatchClient,
+        events: Recorder,
+        exabgp_path: str,
+        state_dir: str,
+        graceful_restart_time: int = 120,
+    ) -> None:
+        self.node = node_name
+        self.kube = kube
+        self.events = events
+        self.graceful_restart_time = graceful_restart_time
+        self.redact = Redactor()
+        self._messages: queue.Queue[ApiMessage] = queue.Queue()
+        self.proc = ExaBgpProcess(exabgp_path, state_dir, self._on_message, self.redact)
+        self._latest: ClusterSnapshot | None = None
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._graceful = True
+        self._config: str | None = None
+        self._backoff = BACKOFF_MIN_S
+        self._next_start = 0.0
+        self._plan = core.BgpPlan()
+        self._state: dict[str, str] = {}  # neighbor -> connected|up|down
+        self._since: dict[str, str] = {}  # neighbor -> RFC 3339 time of the last change
+        self._announced: dict[str, frozenset[core.Route]] = {}
+        self._reported: set[FieldProblem | core.PeerProblem] = set()
+        self._status_written: dict[str, dict[str, Any] | None] = {}
+        self.updates_sent = 0
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"bgp-{node_name}")
+        self._thread.start()
+
+    # --- Announcer protocol -------------------------------------------------------------------
+
+    def sync(self, snapshot: ClusterSnapshot) -> None:
+        with self._lock:
+            self._latest = snapshot
+        self._wake.set()
+
+    def stop(self, graceful: bool = True) -> None:
+        self._graceful = graceful
+        self._stopping.set()
+        self._wake.set()
+        self._thread.join(timeout=60)
+
+    # --- introspection for tests and the speaker ----------------------------------------------
+
+    def session_states(self) -> dict[str, str]:
+        return dict(self._state)
+
+    def announced(self) -> dict[str, frozenset[core.Route]]:
+        return dict(self._announced)
+
+    # --- worker -------------------------------------------------------------------------------
+
+    def _on_message(self, msg: ApiMessage) -> None:  # API reader thread
+        self._messages.put(msg)
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(TICK_S)
+            self._wake.clear()
+            if self._stopping.is_set():
+                self._shutdown()
+                return
+            try:
+                self._handle_messages()
+                self._reconcile()
+            except ExaBgpError as e:
+                self._exabgp_failed(str(e))
+            except Exception:  # never let a bug kill the announcer; retry on the next tick
+                log.exception("bgp_reconcile_failed", node=self.node)
+
+    def _handle_messages(self) -> None:
+        while True:
+            try:
+                msg = self._messages.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(msg, StateEvent) and msg.neighbor in self._state:
+                self._set_state(msg.neighbor, msg.state, msg.reason)
+            elif isinstance(msg, Shutdown):
+                log.info("exabgp_shutting_down", node=self.node)
+
+    def _session(self, neighbor: str) -> core.Session | None:
+        return next((s for s in self._plan.sessions if s.neighbor == neighbor), None)
+
+    def _set_state(self, neighbor: str, state: str, reason: str = "") -> None:
+        old = self._state.get(neighbor)
+        if old == state:
+            return
+        self._state[neighbor] = state
+        self._since[neighbor] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        # up: send the full set; down: the router dropped (or will drop) what we sent
+        self._announced[neighbor] = frozenset()
+        s = self._session(neighbor)
+        peer = s.peer if s else neighbor
+        metrics.SESSIONS_UP.labels(self.node, peer).set(1 if state == "up" else 0)
+        metrics.PREFIXES_ANNOUNCED.labels(self.node, peer).set(0)
+        log.info("bgp_session_state", node=self.node, peer=peer, neighbor=neighbor,
+                 state=state, reason=reason)
+        if state == "up":
+            self.events.record(_involved(core.peer_ref(peer)), "Normal", "SessionUp",
+                               f"node {self.node}: BGP session with {neighbor} established")
+        elif old == "up" and state == "down":
+            self.events.record(_involved(core.peer_ref(peer)), "Warning", "SessionDown",
+                               f"node {self.node}: BGP session with {neighbor} went down"
+                               + (f": {reason}" if reason else ""))
+
+    def _reconcile(self) -> None:
+        with self._lock:
+            snap = self._latest
+        if snap is None:
+            return
+        plan = core.plan(self.node, snap)
+        self._plan = plan
+        self.redact.set(s.password for s in plan.sessions if s.password)
+        self._report(plan)
+        if not plan.sessions:
+            if self.proc.alive():
+                self._withdraw_all()
+                self.proc.terminate()
+            self._config = None
+            self._reset_sessions(plan)
+            self._write_status(plan)
+            return
+        config = render_config(plan.sessions, self.proc.relay_argv(), self.graceful_restart_time)
+        if config != self._config or not self.proc.alive():
+            if self.proc.alive():
+                # Peers changed: restart with the new configuration (sessions re-establish
+                # in ~1 s; graceful restart keeps the router forwarding meanwhile).
+                log.info("exabgp_reconfigure", node=self.node)
+                self.proc.kill()
+            if time.monotonic() < self._next_start:
+                self._reset_sessions(plan)
+                self._write_status(plan)
+                return
+            self._reset_sessions(plan)
+            self._config = config
+            metrics.EXABGP_RESTARTS.labels(self.node).inc()
+            self.proc.start(config)
+            self._backoff = BACKOFF_MIN_S
+        for s in plan.sessions:
+            if self._state.get(s.neighbor) != "up":
+                continue
+            self._sync_routes(s, plan.routes.get(s.neighbor, frozenset()))
+        self._write_status(plan)
+
+    def _reset_sessions(self, plan: core.BgpPlan) -> None:
+        wanted = {s.neighbor for s in plan.sessions}
+        for n in list(self._state):
+            if n not in wanted or not self.proc.alive():
+                self._state.pop(n, None)
+                self._announced.pop(n, None)
+        for s in plan.sessions:
+            if s.neighbor not in self._state:
+                self._state[s.neighbor] = "down"
+                self._since[s.neighbor] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                self._announced[s.neighbor] = frozenset()
+                metrics.SESSIONS_UP.labels(self.node, s.peer).set(0)
+
+    def _sync_routes(self, s: core.Session, desired: frozenset[core.Route]) -> None:
+        withdraw, announce = core.diff_routes(self._announced.get(s.neighbor, frozenset()),
+                                              desired)
+        if not withdraw and not announce:
+            return
+        cmds = [(c, n, "withdraw") for c, n in withdraw_commands(s.neighbor, withdraw)]
+        cmds += [(c, n, "announce") for c, n in announce_commands(s.neighbor, announce)]
+        for cmd, count, kind in cmds:
+            if not self.proc.send(cmd, ACK_TIMEOUT_S):
+                # Our own grammar was refused: a bug, not a transient; retrying would loop.
+                log.error("exabgp_command_rejected", node=self.node, peer=s.peer, kind=kind,
+                          nlri=count)
+                continue
+            self.updates_sent += count
+            metrics.UPDATES_SENT.labels(self.node, s.peer, kind).inc(count)
+        self._announced[s.neighbor] = desired
+        metrics.PREFIXES_ANNOUNCED.labels(self.node, s.peer).set(len(desired))
+        log.info("bgp_routes_synced", node=self.node, peer=s.peer, withdrawn=len(withdraw),
+                 announced=len(announce), total=len(desired))
+
+    def _withdraw_all(self) -> None:
+        sent = False
+        for n, routes in list(self._announced.items()):
+            if self._state.get(n) != "up" or not routes:
+                continue
+            for cmd, _count in withdraw_commands(n, routes):
+                self.proc.send(cmd, ACK_TIMEOUT_S)
+                sent = True
+            self._announced[n] = frozenset()
+        if sent:
+            time.sleep(FLUSH_BEFORE_CLOSE_S)
+
+    def _exabgp_failed(self, why: str) -> None:
+        log.warning("exabgp_failed", node=self.node, error=self.redact(why),
+                    retry_in=self._backoff)
+        self.proc.kill()
+        self._config = None
+        for n in list(self._state):
+            self._set_state(n, "down", "exabgp restarted")
+        self._next_start = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
+
+    def _shutdown(self) -> None:
+        try:
+            self._handle_messages()
+            if self._graceful and self.proc.alive():
+                self._withdraw_all()
+                self.proc.terminate()
+            else:
+                self.proc.kill()
+        except ExaBgpError as e:
+            log.warning("bgp_shutdown_error", node=self.node, error=self.redact(str(e)))
+            self.proc.kill()
+        log.info("bgp_stopped", node=self.node, graceful=self._graceful)
+
+    # --- user-visible outcome -----------------------------------------------------------------
+
+    def _report(self, plan: core.BgpPlan) -> None:
+        current: set[FieldProblem | core.PeerProblem] = set(plan.problems)
+        current |= set(plan.peer_problems.values())
+        for p in sorted(current - self._reported, key=str):
+            if isinstance(p, FieldProblem):
+                log.warning("bgp_invalid_input", node=self.node, object=str(p.ref),
+                            field=p.field, reason=p.reason, message=p.message)
+                self.events.record(_involved(p.ref), "Warning", p.reason, p.message)
+            else:
+                log.warning("bgp_peer_unusable", node=self.node, peer=p.peer, reason=p.reason)
+                self.events.record(_involved(core.peer_ref(p.peer)), "Warning", p.reason,
+                                   f"node {self.node}: {p.message}")
+        self._reported = current
+
+    def _peer_status(self, plan: core.BgpPlan, peer: str) -> dict[str, Any]:
+        prob = plan.peer_problems.get(peer)
+        if prob is not None:
+            return {"state": "Down", "reason": prob.reason, "message": prob.message}
+        s = next((x for x in plan.sessions if x.peer == peer), None)
+        if s is None:
+            return {"state": "Down", "reason": "NoSession", "message": "no session planned"}
+        state = self._state.get(s.neighbor, "down")
+        entry: dict[str, Any] = {"neighbor": s.neighbor,
+                                 "since": self._since.get(s.neighbor, "")}
+        if state == "up":
+            entry.update(state="Established", reason="SessionEstablished",
+                         message=f"established with {s.neighbor}",
+                         prefixes=len(self._announced.get(s.neighbor, ())))
+        else:
+            msg = f"no established BGP session with {s.neighbor}"
+            if s.password is not None:
+                msg += ("; TCP-MD5 is enabled: if the password does not match the router's, "
+                        "the router drops our connection attempts silently")
+            entry.update(state="Connect" if self.proc.alive() else "Down",
+                         reason="SessionNotEstablished", message=msg, prefixes=0)
+        return entry
+
+    def _write_status(self, plan: core.BgpPlan) -> None:
+        from lb.kube.resources import BGPPEERS  # the I/O shell's resource table
+
+        wanted: dict[str, dict[str, Any] | None] = {p: self._peer_status(plan, p)
+                                                    for p in plan.peers}
+        for p in self._status_written:
+            if p not in wanted:
+                wanted[p] = None  # no longer applies to this node: remove our entry
+        for peer, entry in wanted.items():
+            if self._status_written.get(peer, "unset") == entry:
+                continue
+            try:
+                self.kube.patch(BGPPEERS, peer, {"status": {"nodes": {self.node: entry}}},
+                                subresource="status")
+            except Exception as e:  # retried on the next tick: _status_written unchanged
+                log.warning("bgp_status_write_failed", node=self.node, peer=peer,
+                            error=type(e).__name__)
+                continue
+            if entry is None:
+                self._status_written.pop(peer, None)
+            else:
+                self._status_written[peer] = entry

@@ -1,0 +1,22 @@
+"""Prometheus metrics of the BGP announcer (default registry, served by lb.kube.serve)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+SESSIONS_UP = Gauge(
+    "portico_bgp_sessions_up", "BGP sessions of this node that are established (1) or not (0)",
+    ["node", "peer"],
+)
+PREFIXES_ANNOUNCED = Gauge(
+    "portico_bgp_prefixes_announced", "Prefixes currently announced to a peer",
+    ["node", "peer"],
+)
+UPDATES_SENT = Counter(
+    "portico_bgp_updates_sent_total",
+    "Prefix announcements and withdrawals handed to exabgp (acknowledged)",
+    ["node", "peer", "kind"],
+)
+EXABGP_RESTARTS = Counter(
+    "portico_bgp_exabgp_starts_total", "exabgp processes started by the speaker", ["node"]
+)

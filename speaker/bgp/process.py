@@ -1,0 +1,236 @@
+"""One exabgp child process and its API pipe.
+
+- The configuration (it may hold a TCP-MD5 key) is written 0600 into the speaker's state
+  directory, atomically, and never logged.
+- The API: exabgp runs ``relay.py``, which connects to a Unix socket we listen on. A reader
+  thread ALWAYS drains that socket (LAB-NOTES "ack wedge": exabgp blocks on writing acks and
+  freezes, keepalives stop, the session dies), putting acks on a queue and handing every other
+  message to a callback. ``send`` writes one command and waits for its done/error ack.
+- A second thread drains exabgp's own log output (stdout+stderr), redacting the password.
+- exabgp gets PR_SET_PDEATHSIG: if the speaker dies, exabgp dies with it (a restarted
+  speaker must not find an orphan exabgp still announcing).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import ctypes
+import os
+import pwd
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import structlog
+
+from speaker.core.bgp_exabgp import Ack, ApiMessage, parse_api_line
+
+log = structlog.get_logger().bind(component="speaker-bgp")
+
+RELAY = Path(__file__).with_name("relay.py")
+PR_SET_PDEATHSIG = 1
+ACCEPT_TIMEOUT_S = 15.0  # exabgp 5 imports in ~1 s here; generous for loaded CI machines
+
+
+class ExaBgpError(Exception):
+    """exabgp died, did not start, or did not acknowledge in time."""
+
+
+def _pdeathsig() -> None:  # runs in the child between fork and exec
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+class Redactor:
+    """Replaces every secret (raw and base64 forms) in text that is about to be logged."""
+
+    def __init__(self) -> None:
+        self._secrets: list[str] = []
+
+    def set(self, secrets: Iterable[bytes]) -> None:
+        out: list[str] = []
+        for s in secrets:
+            out.append(s.decode("utf-8", "replace"))
+            out.append(base64.b64encode(s).decode())
+        self._secrets = [s for s in out if s]
+
+    def __call__(self, text: str) -> str:
+        for s in self._secrets:
+            text = text.replace(s, "[REDACTED]")
+        return text
+
+
+class ExaBgpProcess:
+    def __init__(
+        self,
+        exabgp_path: str,
+        state_dir: str,
+        on_message: Callable[[ApiMessage], None],
+        redact: Redactor,
+    ) -> None:
+        self.exabgp_path = exabgp_path
+        self.state_dir = Path(state_dir)
+        self.on_message = on_message
+        self.redact = redact
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._conn: socket.socket | None = None
+        self._acks: queue.Queue[Ack | None] = queue.Queue()
+        self._send_lock = threading.Lock()
+        self.log_tail: deque[str] = deque(maxlen=50)
+
+    @property
+    def config_path(self) -> Path:
+        return self.state_dir / "exabgp.conf"
+
+    @property
+    def socket_path(self) -> Path:
+        return self.state_dir / "api.sock"
+
+    def relay_argv(self) -> list[str]:
+        return [sys.executable, str(RELAY), str(self.socket_path)]
+
+    def _write_config(self, text: str) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self.state_dir / "exabgp.conf.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # an older file may have had other bits
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.config_path)
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("exabgp")}
+        env.update({
+            # as root exabgp drops to `nobody` unless told otherwise (LAB-NOTES)
+            "exabgp.daemon.user": pwd.getpwuid(os.getuid()).pw_name,
+            "exabgp.daemon.drop": "false",
+            "exabgp.daemon.daemonize": "false",
+            "exabgp.api.cli": "false",  # no named pipes: we drive exabgp over our process only
+            "exabgp.api.ack": "true",
+            "exabgp.api.encoder": "json",
+            "exabgp.api.respawn": "false",
+            "exabgp.api.terminate": "true",  # relay gone -> exabgp exits -> supervisor restarts
+            "exabgp.log.destination": "stdout",
+            "exabgp.log.short": "true",
+            "exabgp.log.statistics": "false",
+            "exabgp.log.packets": "false",
+            "exabgp.log.configuration": "false",  # would echo the parsed config
+            "exabgp.tcp.bind": "",  # never listen: we only connect out
+        })
+        # exabgp reads both dotted and underscore spellings; use underscores for shells
+        return {k.replace(".", "_") if k.startswith("exabgp.") else k: v for k, v in env.items()}
+
+    def start(self, config_text: str) -> None:
+        self._write_config(config_text)
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(str(self.socket_path))
+            os.chmod(self.socket_path, 0o600)
+            listener.listen(1)
+            listener.settimeout(ACCEPT_TIMEOUT_S)
+            self._acks = queue.Queue()
+            self.proc = subprocess.Popen(
+                [self.exabgp_path, "server", str(self.config_path)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                env=self._env(), preexec_fn=_pdeathsig, close_fds=True,
+            )
+            threading.Thread(target=self._drain_log, args=(self.proc,), daemon=True,
+                             name="exabgp-log").start()
+            try:
+                conn, _ = listener.accept()
+            except (TimeoutError, OSError) as e:
+                self.kill()
+                raise ExaBgpError(f"exabgp API process did not connect: {e}") from e
+        finally:
+            listener.close()
+        conn.settimeout(None)
+        self._conn = conn
+        threading.Thread(target=self._read_api, args=(conn,), daemon=True,
+                         name="exabgp-api").start()
+        log.info("exabgp_started", pid=self.proc.pid)
+
+    def _drain_log(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = self.redact(raw.decode("utf-8", "replace").rstrip())
+            if line:
+                self.log_tail.append(line)
+                log.debug("exabgp_log", line=line)
+
+    def _read_api(self, conn: socket.socket) -> None:
+        buf = b""
+        try:
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    break
+                buf += data
+                *lines, buf = buf.split(b"\n")
+                for raw in lines:
+                    msg = parse_api_line(raw.decode("utf-8", "replace"))
+                    if isinstance(msg, Ack):
+                        self._acks.put(msg)
+                    else:
+                        self.on_message(msg)
+        except OSError:
+            pass
+        finally:
+            self._acks.put(None)  # wakes a waiting sender: the pipe is gone
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None and self._conn is not None
+
+    def send(self, command: str, timeout: float) -> bool:
+        """Send one API command; True on ``done``, False on ``error``; ExaBgpError if dead."""
+        with self._send_lock:
+            conn = self._conn
+            if conn is None or not self.alive():
+                raise ExaBgpError("exabgp is not running")
+            try:
+                conn.sendall(command.encode() + b"\n")
+            except OSError as e:
+                raise ExaBgpError(f"API pipe write failed: {e}") from e
+            try:
+                ack = self._acks.get(timeout=timeout)
+            except queue.Empty as e:
+                raise ExaBgpError(f"no acknowledgement from exabgp within {timeout}s") from e
+            if ack is None:
+                raise ExaBgpError("exabgp API pipe closed")
+            return ack.ok
+
+    def terminate(self, timeout: float = 5.0) -> None:
+        """SIGTERM: exabgp closes its sessions with a NOTIFICATION (Cease) and exits."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        self._close()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self._close()
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(OSError):
+                self._conn.close()
+            self._conn = None

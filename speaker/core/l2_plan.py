@@ -1,0 +1,240 @@
+"""Layer-2 planning: which node answers ARP/NDP for each VIP, and on which interfaces.
+
+Pure: a function of a :class:`ClusterSnapshot` and the set of live nodes (with the interfaces
+each one reported in its heartbeats, see ``speaker.core.liveness``). Every speaker runs the
+same function on the same inputs, so all of them agree on one owner per VIP without any lock.
+
+Eligibility of a node for a VIP (all must hold):
+
+* some pool containing the VIP is selected by an L2Advertisement (``ipAddressPools`` /
+  ``ipAddressPoolSelectors``; neither means every pool) whose ``nodeSelectors`` match the node;
+  if that advertisement names ``interfaces``, the node must have at least one of them (the
+  node reports its interfaces in its heartbeats) — otherwise a node that cannot answer on any
+  named interface would win the election and black-hole the VIP;
+* the node is not labelled ``node.kubernetes.io/exclude-from-external-load-balancers`` and its
+  Kubernetes Ready condition is not False;
+* for every Service with ``externalTrafficPolicy: Local`` using the VIP, the node holds a
+  ready endpoint of that Service.
+
+Sharing: Services that share an address are announced from ONE node — election is per VIP,
+not per Service. With several Local Services on one VIP the eligible set is the
+*intersection* of their endpoint nodes (a node there serves every one of them); when the
+intersection is empty but the union is not (the allocator only lets Local Services share when
+their selectors are identical, so this is a transient state while pods move) the union is used
+— serving some of the Services beats serving none. Cluster-policy Services add no constraint.
+
+Election: the eligible nodes that are live are ordered by sha256(node NUL vip) (stable across
+processes and Python versions; ``hash()`` is salted per process) with the node name as the tie
+break, and the first one owns the VIP. A hash per (node, VIP) spreads VIPs over nodes and moves
+only the VIPs of a node that comes or goes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from lb.core.model import (
+    LABEL_EXCLUDE_LB,
+    FieldProblem,
+    IPAddress,
+    L2Advertisement,
+    LBService,
+    ObjectRef,
+    Pool,
+    family_of,
+)
+from speaker.core.snapshot import ClusterSnapshot
+
+# Reasons (CamelCase, used in the Service condition and Events).
+ANNOUNCED = "Announced"
+NO_ELIGIBLE_NODE = "NoEligibleNode"
+NO_LIVE_NODE = "NoLiveNode"
+NO_READY_ENDPOINT = "NoReadyEndpoint"
+OUTSIDE_POOLS = "AddressOutsidePools"
+NOT_ADVERTISED = "PoolNotAdvertisedL2"
+UNKNOWN_POOL = "UnknownPool"
+UNKNOWN_INTERFACE = "UnknownInterface"
+
+# Interfaces a node can answer on: None means "every interface the speaker may use".
+Interfaces = frozenset[str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class VipPlan:
+    vip: IPAddress
+    services: tuple[str, ...]  # "namespace/name" of every Service using this VIP, sorted
+    pools: tuple[str, ...]  # pools containing the VIP
+    advertised: bool  # some L2Advertisement selects a pool containing the VIP
+    candidates: tuple[str, ...]  # eligible nodes (live or not), in election order
+    owner: str | None
+    reason: str
+    message: str
+    # Interfaces of the owner to answer on (None: all of the owner's speaker interfaces).
+    owner_interfaces: Interfaces = None
+
+
+@dataclass(frozen=True, slots=True)
+class L2Plan:
+    vips: Mapping[IPAddress, VipPlan] = field(default_factory=dict)
+    # What this node must answer for: VIP -> interfaces (None: all allowed interfaces).
+    mine: Mapping[IPAddress, Interfaces] = field(default_factory=dict)
+    # Problems in cluster-wide input (every speaker finds the same ones).
+    problems: tuple[FieldProblem, ...] = ()
+    # Problems that depend on this node (an interface missing here).
+    local_problems: tuple[FieldProblem, ...] = ()
+
+
+def election_key(node: str, vip: IPAddress) -> tuple[str, str]:
+    digest = hashlib.sha256(f"{node}\x00{vip.compressed}".encode()).hexdigest()
+    return (digest, node)
+
+
+def election_order(nodes: Iterable[str], vip: IPAddress) -> list[str]:
+    return sorted(nodes, key=lambda n: election_key(n, vip))
+
+
+def pool_contains(pool: Pool, vip: IPAddress) -> bool:
+    fam, n = family_of(vip), int(vip)
+    return any(r.family == fam and r.first <= n <= r.last for r in pool.ranges)
+
+
+def _node_interfaces(
+    advs: Iterable[L2Advertisement], have: frozenset[str] | None
+) -> tuple[bool, Interfaces]:
+    """(usable, interfaces) of one node under the advertisements that select it and the VIP.
+
+    ``have`` is the node's interface set from its heartbeats (None: unknown, assume any).
+    """
+    usable = False
+    names: set[str] = set()
+    for adv in advs:
+        if not adv.interfaces:
+            return True, None
+        ok = set(adv.interfaces) if have is None else set(adv.interfaces) & have
+        if ok:
+            usable = True
+            names |= ok
+    return usable, (frozenset(names) if usable else None)
+
+
+def plan_l2(
+    snapshot: ClusterSnapshot,
+    live: Mapping[str, frozenset[str] | None],
+    me: str,
+    my_interfaces: frozenset[str] | None = None,
+) -> L2Plan:
+    """Plan layer-2 ownership.
+
+    ``live``: the nodes the liveness layer considers live, with the interfaces each reported
+    (None when unknown). ``me``: this node. ``my_interfaces``: the interfaces this speaker may
+    use here (for the unknown-interface check); None skips that check.
+    """
+    problems: list[FieldProblem] = []
+    local_problems: list[FieldProblem] = []
+    pool_names = {p.name for p in snapshot.pools}
+    for adv in snapshot.l2_advertisements:
+        for name in adv.ip_address_pools:
+            if name not in pool_names:
+                problems.append(FieldProblem(
+                    ObjectRef("L2Advertisement", adv.name), "spec.ipAddressPools",
+                    f"pool {name!r} does not exist", UNKNOWN_POOL))
+        me_info = snapshot.nodes.get(me)
+        if (my_interfaces is not None and adv.interfaces and me_info is not None
+                and _selects_node(adv, me_info.labels)):
+            missing = sorted(set(adv.interfaces) - my_interfaces)
+            if missing:
+                local_problems.append(FieldProblem(
+                    ObjectRef("L2Advertisement", adv.name), "spec.interfaces",
+                    f"node {me} has no interface {', '.join(missing)} it may announce on",
+                    UNKNOWN_INTERFACE))
+
+    by_vip: dict[IPAddress, list[LBService]] = {}
+    for svc in snapshot.services:
+        for vip in svc.status_ips:
+            by_vip.setdefault(vip, []).append(svc)
+
+    vips: dict[IPAddress, VipPlan] = {}
+    mine: dict[IPAddress, Interfaces] = {}
+    for vip in sorted(by_vip, key=lambda a: (a.version, int(a))):
+        plan = _plan_vip(snapshot, vip, by_vip[vip], live)
+        vips[vip] = plan
+        if plan.owner == me:
+            mine[vip] = plan.owner_interfaces
+    return L2Plan(vips=vips, mine=mine, problems=tuple(problems),
+                  local_problems=tuple(local_problems))
+
+
+def _selects_node(adv: L2Advertisement, labels: Mapping[str, str]) -> bool:
+    return not adv.node_selectors or any(s.matches(labels) for s in adv.node_selectors)
+
+
+def _plan_vip(
+    snapshot: ClusterSnapshot,
+    vip: IPAddress,
+    services: list[LBService],
+    live: Mapping[str, frozenset[str] | None],
+) -> VipPlan:
+    keys = tuple(sorted(s.key for s in services))
+    pools = [p for p in snapshot.pools if pool_contains(p, vip)]
+    pool_names = tuple(sorted(p.name for p in pools))
+    if not pools:
+        return VipPlan(vip, keys, (), False, (), None, OUTSIDE_POOLS,
+                       f"{vip} is outside every IPAddressPool")
+    advs = [a for a in snapshot.l2_advertisements if any(a.selects_pool(p) for p in pools)]
+    if not advs:
+        return VipPlan(vip, keys, pool_names, False, (), None, NOT_ADVERTISED,
+                       f"no L2Advertisement selects pool {', '.join(pool_names)}")
+
+    local = [s for s in services if s.traffic_policy == "Local"]
+    endpoint_nodes: set[str] | None = None
+    if local:
+        per_service = [
+            {e.node for e in snapshot.endpoints.get(s.key, ()) if e.ready and e.node}
+            for s in local
+        ]
+        inter = set.intersection(*per_service)
+        endpoint_nodes = inter or set.union(*per_service)
+
+    candidates: list[str] = []
+    ifaces: dict[str, Interfaces] = {}
+    for name, info in snapshot.nodes.items():
+        if LABEL_EXCLUDE_LB in info.labels or not info.ready:
+            continue
+        if endpoint_nodes is not None and name not in endpoint_nodes:
+            continue
+        selecting = [a for a in advs if _selects_node(a, info.labels)]
+        if not selecting:
+            continue
+        usable, names = _node_interfaces(selecting, live.get(name))
+        if usable:
+            candidates.append(name)
+            ifaces[name] = names
+    ordered = tuple(election_order(candidates, vip))
+    owner = next((n for n in ordered if n in live), None)
+    if owner is not None:
+        where = "all interfaces" if ifaces[owner] is None else ", ".join(
+            sorted(ifaces[owner] or ()))
+        return VipPlan(vip, keys, pool_names, True, ordered, owner, ANNOUNCED,
+                       f"{vip} announced by node {owner} ({where})", ifaces[owner])
+    if endpoint_nodes is not None and not endpoint_nodes:
+        return VipPlan(vip, keys, pool_names, True, ordered, None, NO_READY_ENDPOINT,
+                       f"{vip}: externalTrafficPolicy Local and no ready endpoint")
+    if not ordered:
+        return VipPlan(vip, keys, pool_names, True, (), None, NO_ELIGIBLE_NODE,
+                       f"{vip}: no node is eligible to announce it")
+    return VipPlan(vip, keys, pool_names, True, ordered, None, NO_LIVE_NODE,
+                   f"{vip}: none of the eligible nodes ({', '.join(ordered)}) is live")
+
+
+def reporter(plan: VipPlan, live: Iterable[str]) -> str | None:
+    """The one node that writes the Service's L2 status for this VIP.
+
+    The owner when there is one; else the first live node in election order over all live
+    nodes (so exactly one speaker reports "no owner" too, instead of every one of them).
+    """
+    if plan.owner is not None:
+        return plan.owner
+    order = election_order(live, plan.vip)
+    return order[0] if order else None

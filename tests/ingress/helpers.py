@@ -1,0 +1,276 @@
+"""Test helpers for the ingress tier: object builders, backends, HTTP(S) clients, harness."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from ingress.core.render import Settings
+from ingress.haproxy import DataPlane
+from ingress.sync import Snapshot, SyncResult, Syncer, slices_by_service
+
+HAPROXY = shutil.which("haproxy")
+CLASS = {"metadata": {"name": "portico"}, "spec": {"controller": "portico.dev/ingress"}}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --- object builders -----------------------------------------------------------------------
+
+def path(p: str, ptype: str, svc: str, port: int | str = 80) -> dict[str, Any]:
+    key = "number" if isinstance(port, int) else "name"
+    return {"path": p, "pathType": ptype,
+            "backend": {"service": {"name": svc, "port": {key: port}}}}
+
+
+def ingress(name: str, rules: list[dict[str, Any]], ns: str = "default",
+            created: str = "2025-01-01T00:00:00Z", cls: str | None = "portico",
+            annotations: dict[str, str] | None = None, tls: list[dict[str, Any]] | None = None,
+            default: tuple[str, int] | None = None, rv: str = "1") -> dict[str, Any]:
+    spec: dict[str, Any] = {"rules": rules}
+    if cls is not None:
+        spec["ingressClassName"] = cls
+    if tls:
+        spec["tls"] = tls
+    if default:
+        spec["defaultBackend"] = {"service": {"name": default[0],
+                                              "port": {"number": default[1]}}}
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": name, "namespace": ns, "creationTimestamp": created,
+                         "annotations": annotations or {}, "resourceVersion": rv,
+                         "uid": f"uid-{ns}-{name}"},
+            "spec": spec}
+
+
+def rule(host: str | None, *paths: dict[str, Any]) -> dict[str, Any]:
+    r: dict[str, Any] = {"http": {"paths": list(paths)}}
+    if host is not None:
+        r["host"] = host
+    return r
+
+
+def service(name: str, ns: str = "default", port: int = 80,
+            port_name: str = "http") -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": ns},
+            "spec": {"ports": [{"name": port_name, "port": port, "targetPort": port}]}}
+
+
+def endpoint_slice(svc: str, endpoints: list[tuple[str, int]], ns: str = "default",
+                   port_name: str = "http", ready: bool = True) -> dict[str, Any]:
+    """One slice per (svc, target port) with the given endpoints (all on that port)."""
+    ports = sorted({p for _, p in endpoints})
+    assert len(ports) <= 1, "one port per slice in these tests"
+    return {"metadata": {"name": f"{svc}-x", "namespace": ns,
+                         "labels": {"kubernetes.io/service-name": svc}},
+            "addressType": "IPv4",
+            "ports": [{"name": port_name, "port": ports[0]}] if ports else [],
+            "endpoints": [{"addresses": [ip], "conditions": {"ready": ready}}
+                          for ip, _ in endpoints]}
+
+
+# --- backends ------------------------------------------------------------------------------
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        body = json.dumps({"name": self.server.name, "path": self.path,
+                           "headers": dict(self.headers.items())}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    name = ""
+
+
+@dataclass
+class Backend:
+    name: str
+    port: int
+    server: _Server
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def start_backend(name: str) -> Backend:
+    srv = _Server(("127.0.0.1", 0), _Handler)
+    srv.name = name
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    return Backend(name, srv.server_address[1], srv, t)
+
+
+# --- HTTP clients --------------------------------------------------------------------------
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes
+    headers: dict[str, str]
+    peer_cert: bytes | None = None
+
+    @property
+    def name(self) -> str | None:
+        try:
+            return str(json.loads(self.body)["name"])
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def get(port: int, host: str, target: str, https: bool = False, sni: str | None = None,
+        headers: dict[str, str] | None = None, method: str = "GET",
+        body: bytes | None = None) -> Reply:
+    conn: http.client.HTTPConnection
+    if https:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=ctx)
+        if sni is not None:
+            # http.client uses the connection host as SNI; wrap the socket ourselves.
+            raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+            conn.sock = ctx.wrap_socket(raw, server_hostname=sni)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.putrequest(method, target, skip_host=True)
+        conn.putheader("Host", host)
+        for k, v in (headers or {}).items():
+            conn.putheader(k, v)
+        if body is not None:
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        resp = conn.getresponse()
+        data = resp.read()
+        cert = None
+        if https and isinstance(conn.sock, ssl.SSLSocket):
+            cert = conn.sock.getpeercert(binary_form=True)
+        return Reply(resp.status, data, {k.lower(): v for k, v in resp.getheaders()}, cert)
+    finally:
+        conn.close()
+
+
+# --- certificates --------------------------------------------------------------------------
+
+def make_cert(tmp: Path, cn: str, sans: list[str]) -> tuple[bytes, bytes, bytes]:
+    """(cert PEM, key PEM, cert DER) for the given names, via the openssl CLI."""
+    key, crt = tmp / f"{cn}.key", tmp / f"{cn}.crt"
+    san = ",".join(f"DNS:{s}" for s in sans)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(key), "-out", str(crt),
+                    "-days", "2", "-subj", f"/CN={cn}", "-addext", f"subjectAltName={san}"],
+                   check=True, capture_output=True, timeout=30)
+    der = subprocess.run(["openssl", "x509", "-in", str(crt), "-outform", "DER"], check=True,
+                         capture_output=True, timeout=30).stdout
+    return crt.read_bytes(), key.read_bytes(), der
+
+
+def tls_secret(name: str, crt: bytes, key: bytes, ns: str = "default") -> dict[str, Any]:
+    import base64
+
+    return {"metadata": {"name": name, "namespace": ns}, "type": "kubernetes.io/tls",
+            "data": {"tls.crt": base64.b64encode(crt).decode(),
+                     "tls.key": base64.b64encode(key).decode()}}
+
+
+# --- harness -------------------------------------------------------------------------------
+
+@dataclass
+class World:
+    """Mutable cluster state fed to the Syncer as snapshots."""
+
+    ingresses: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    classes: list[dict[str, Any]] = field(default_factory=lambda: [CLASS])
+    services: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    slices: list[dict[str, Any]] = field(default_factory=list)
+    secrets: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, *objs: dict[str, Any]) -> None:
+        for o in objs:
+            key = (o["metadata"]["namespace"], o["metadata"]["name"])
+            if "spec" in o and "rules" in o["spec"]:
+                self.ingresses[key] = o
+            elif o.get("type") == "kubernetes.io/tls" or "data" in o:
+                self.secrets[key] = o
+            elif "endpoints" in o:
+                self.slices = [s for s in self.slices
+                               if (s["metadata"]["namespace"], s["metadata"]["name"]) != key]
+                self.slices.append(o)
+            else:
+                self.services[key] = o
+
+    def backend_service(self, svc: str, backends: list[Backend], ns: str = "default") -> None:
+        self.add(service(svc, ns), endpoint_slice(svc, [("127.0.0.1", b.port)
+                                                        for b in backends], ns))
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(tuple(self.ingresses.values()), tuple(self.classes),
+                        dict(self.services), slices_by_service(self.slices),
+                        dict(self.secrets))
+
+
+@dataclass
+class Harness:
+    plane: DataPlane
+    syncer: Syncer
+    settings: Settings
+    world: World
+
+    def sync(self) -> SyncResult:
+        res = self.syncer.sync(self.world.snapshot())
+        assert res.error is None, res.error
+        return res
+
+    def get(self, host: str, target: str, **kw: Any) -> Reply:
+        port = self.settings.https_port if kw.get("https") else self.settings.http_port
+        return get(port, host, target, **kw)
+
+
+@contextmanager
+def harness(state_dir: Path, accept_proxy: bool = False) -> Iterator[Harness]:
+    settings = Settings(http_port=free_port(), https_port=free_port(),
+                        bind_addresses=("127.0.0.1",), run_dir=str(state_dir / "run"),
+                        metrics_bind=f"127.0.0.1:{free_port()}", accept_proxy=accept_proxy,
+                        threads=1)
+    plane = DataPlane(str(state_dir))
+    plane.prepare()
+    h = Harness(plane, Syncer(plane, settings), settings, World())
+    try:
+        yield h
+    finally:
+        plane.stop()
