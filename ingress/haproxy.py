@@ -220,12 +220,13 @@ class DataPlane:
     def master_pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
 
-    def stop(self, timeout_s: float = 10.0) -> None:
+    def stop(self, timeout_s: float = 10.0, graceful: bool = False) -> None:
+        """Stop HAProxy; ``graceful`` (SIGUSR1, soft stop) lets in-flight requests finish."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
             # The master is our child and the leader of its own session: signal it by PID.
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(signal.SIGUSR1 if graceful else signal.SIGTERM)
             try:
                 self.proc.wait(timeout_s)
             except subprocess.TimeoutExpired:

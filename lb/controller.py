@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
@@ -40,11 +40,12 @@ from lb.core.status import (
     verdict_for_problems,
 )
 from lb.errors import Conflict, InvalidObject, KubeError, NotFound
+from lb.kube.backoff import Backoff
 from lb.kube.client import KubeClient
 from lb.kube.clock import Clock, RealClock
 from lb.kube.events import EventRecorder
 from lb.kube.informer import Informer
-from lb.kube.resources import IPADDRESSPOOLS, NAMESPACES, SERVICES
+from lb.kube.resources import IPADDRESSPOOLS, NAMESPACES, SERVICES, Resource
 from lb.kube.status import merge_diff
 from lb.kube.workqueue import Outcome, WorkQueue, run_workers
 
@@ -66,17 +67,21 @@ def _svc_key(obj: Mapping[str, Any]) -> str:
 
 class Controller:
     def __init__(self, kube: KubeClient, lb_class: str | None = None,
-                 clock: Clock | None = None, events: EventRecorder | None = None) -> None:
+                 clock: Clock | None = None, events: EventRecorder | None = None,
+                 backoff: Callable[[], Backoff] | None = None) -> None:
         self.kube = kube
         self.lb_class = lb_class
         self.clock: Clock = clock or RealClock()
         self.events = events or EventRecorder(kube, "portico-controller", clock=self.clock)
         self.allocator = Allocator()
         self.queue: WorkQueue[str] = WorkQueue("controller", clock=self.clock)
-        self.services = Informer(kube, SERVICES, on_event=self._on_service, clock=self.clock)
-        self.pools = Informer(kube, IPADDRESSPOOLS, on_event=self._on_pool, clock=self.clock)
-        self.namespaces = Informer(kube, NAMESPACES, on_event=self._on_namespace,
-                                   clock=self.clock)
+        def informer(res: Resource, handler: Callable[[str, Obj], None]) -> Informer:
+            return Informer(kube, res, on_event=handler, clock=self.clock,
+                            backoff=backoff() if backoff else None)
+
+        self.services = informer(SERVICES, self._on_service)
+        self.pools = informer(IPADDRESSPOOLS, self._on_pool)
+        self.namespaces = informer(NAMESPACES, self._on_namespace)
         # Last valid spec of every pool: an invalid edit keeps the previous spec in force.
         self._good_pools: dict[str, Pool] = {}
         self._pool_parse_problems: dict[str, list[FieldProblem]] = {}
@@ -327,7 +332,7 @@ class Controller:
 
     # ----- writes -------------------------------------------------------------------------------
 
-    def _patch_status(self, res: Any, obj: Obj, new_status: Obj,
+    def _patch_status(self, res: Resource, obj: Obj, new_status: Obj,
                       optimistic: bool = False) -> bool:
         """PATCH only the changed status fields; False when nothing changed.
 

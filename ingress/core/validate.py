@@ -26,8 +26,9 @@ _PORT_NAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,13}[a-z0-9])?")
 _PATH_RE = re.compile(r"/[A-Za-z0-9/._~%!*+,:@=&-]*")
 _PCT_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # Regex paths (ImplementationSpecific + use-regex): the path set plus regex metacharacters.
-# '$' is allowed only as the final anchor; '\\' only before a punctuation character.
-_REGEX_RE = re.compile(r"/[A-Za-z0-9/._~%!*+,:@=&()|?^\[\]\\-]*\$?")
+# '$' is inert in haproxy.cfg single quotes (and '{' stays forbidden, so no "${X}");
+# '\\' only before a punctuation character.
+_REGEX_RE = re.compile(r"/[A-Za-z0-9/._~%!*+,:@=&()|?^$\[\]\\-]*")
 _COOKIE_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 MAX_HOST = 253
@@ -77,8 +78,7 @@ def regex_problem(pattern: str) -> str | None:
     if len(pattern) > MAX_PATH:
         return f"longer than {MAX_PATH} characters"
     if not _REGEX_RE.fullmatch(pattern):
-        return ("regex must start with '/' and use only [A-Za-z0-9/._~%!*+,:@=&()|?^[]\\-] "
-                "and a final '$'")
+        return "regex must start with '/' and use only [A-Za-z0-9/._~%!*+,:@=&()|?^$[]\\-]"
     if re.search(r"\\[A-Za-z0-9]", pattern):
         return "backslash may only escape punctuation"
     try:

@@ -196,9 +196,9 @@ def _secret_ref(ctx: Ctx, spec: Mapping[str, object]) -> SecretKeyRef | None:
 def parse_bgp_peer(obj: object) -> BGPPeer:
     ctx = Ctx("BGPPeer", obj)
     name, _, _ = metadata(ctx, obj, namespaced=False)
-    spec: Mapping[str, object] = {}
-    if isinstance(obj, Mapping):
-        spec = ctx.get_map(obj, "spec", "spec", required=True) or {}
+    spec = ctx.get_map(obj, "spec", "spec", required=True) if isinstance(obj, Mapping) else None
+    if spec is None:
+        ctx.fail()  # without a spec every required field would be reported again
     my_asn = ctx.get_int(spec, "myASN", "spec.myASN", 1, UINT32_MAX, reason="InvalidASN",
                          required=True)
     peer_asn = ctx.get_int(spec, "peerASN", "spec.peerASN", 1, UINT32_MAX, reason="InvalidASN",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping, Sequence
+from typing import NoReturn
 
 from lb.core.model import (
     FieldProblem,
@@ -109,6 +110,10 @@ class Ctx:
         if self.problems:
             raise InvalidObject(list(self.problems))
 
+    def fail(self) -> NoReturn:
+        """Stop now with the problems so far (the caller has recorded at least one)."""
+        raise InvalidObject(list(self.problems))
+
     # --- typed access: each returns None (and records a problem) when the type is wrong ---
 
     def get_map(self, m: Mapping[str, object], key: str, path: str, *, required: bool = False,
@@ -195,7 +200,9 @@ def metadata(ctx: Ctx, obj: object, *, namespaced: bool) -> tuple[str, str, Mapp
     if not isinstance(obj, Mapping):
         ctx.add("", f"must be an object, not {type_name(obj)}", "InvalidObject")
         return "?", "", {}
-    meta = ctx.get_map(obj, "metadata", "metadata", required=True) or {}
+    meta = ctx.get_map(obj, "metadata", "metadata", required=True)
+    if meta is None:
+        return "?", "", {}
     name = ctx.get_str(meta, "name", "metadata.name", 253, required=True) or ""
     namespace = ""
     if namespaced:
@@ -317,10 +324,14 @@ def _requirement(ctx: Ctx, expr: object, path: str) -> Requirement | None:
         ctx.add(path, f"must be an object, not {type_name(expr)}", reason)
         return None
     before = len(ctx.problems)
-    key = ctx.get_str(expr, "key", f"{path}.key", 317, required=True, reason=reason)
+    key = ctx.get_str(expr, "key", f"{path}.key", 317, reason=reason)
+    if key is None and expr.get("key") is None:
+        ctx.add(f"{path}.key", "is required", reason)
     if key is not None and not valid_label_key(key):
         ctx.add(f"{path}.key", f"{short(key)} is not a valid label key", reason)
-    op = ctx.get_str(expr, "operator", f"{path}.operator", 32, required=True, reason=reason)
+    op = ctx.get_str(expr, "operator", f"{path}.operator", 32, reason=reason)
+    if op is None and expr.get("operator") is None:
+        ctx.add(f"{path}.operator", "is required", reason)
     operator: SelectorOperator | None = None
     for candidate in OPERATORS:
         if op == candidate:

@@ -121,8 +121,8 @@ def parse_pool(obj: object) -> Pool:
     ctx = Ctx("IPAddressPool", obj)
     name, _, meta = metadata(ctx, obj, namespaced=False)
     spec = ctx.get_map(obj, "spec", "spec", required=True) if isinstance(obj, Mapping) else None
+    ranges = _addresses(ctx, spec) if spec is not None else ()
     spec = spec or {}
-    ranges = _addresses(ctx, spec)
     auto_assign = ctx.get_bool(spec, "autoAssign", "spec.autoAssign", True)
     avoid_buggy = ctx.get_bool(spec, "avoidBuggyIPs", "spec.avoidBuggyIPs", False)
     allocation = _allocation(ctx, spec)

@@ -143,11 +143,15 @@ class ExaBgpProcess:
             listener.listen(1)
             listener.settimeout(ACCEPT_TIMEOUT_S)
             self._acks = queue.Queue()
-            self.proc = subprocess.Popen(
-                [self.exabgp_path, "server", str(self.config_path)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                env=self._env(), preexec_fn=_pdeathsig, close_fds=True,
-            )
+            try:
+                self.proc = subprocess.Popen(
+                    [self.exabgp_path, "server", str(self.config_path)],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                    env=self._env(), preexec_fn=_pdeathsig, close_fds=True,
+                )
+            except OSError as e:  # converted at the boundary: the loop owns the retry
+                self.proc = None
+                raise ExaBgpError(f"cannot run {self.exabgp_path}: {e.strerror}") from e
             threading.Thread(target=self._drain_log, args=(self.proc,), daemon=True,
                              name="exabgp-log").start()
             try:

@@ -329,17 +329,18 @@ def plan(node_name: str, snapshot: ClusterSnapshot) -> BgpPlan:
         problems.extend(bad)
         if not bad:
             valid_advs.append(adv)
-    # Aggregation checks are per (advertisement, pool, family); report each once.
-    agg_checked: dict[tuple[str, str, Family], bool] = {}
-
-    def agg_ok(adv: BGPAdvertisement, pool: Pool, fam: Family) -> bool:
-        key = (adv.name, pool.name, fam)
-        if key not in agg_checked:
-            p = aggregation_problem(adv, pool, fam)
-            if p is not None:
-                problems.append(p)
-            agg_checked[key] = p is None
-        return agg_checked[key]
+    # Aggregation checks per (advertisement, pool, family), whether or not anything is
+    # announced right now: the user should learn about the mistake before it matters.
+    agg_ok: dict[tuple[str, str, Family], bool] = {}
+    for adv in valid_advs:
+        for pl in sorted(snapshot.pools, key=lambda p: p.name):
+            if not adv.selects_pool(pl):
+                continue
+            for fam in sorted(pl.families()):
+                p = aggregation_problem(adv, pl, fam)
+                if p is not None:
+                    problems.append(p)
+                agg_ok[(adv.name, pl.name, fam)] = p is None
 
     if node is not None and node_eligible(node) and sessions:
         advs_for_node = [a for a in valid_advs if any_selector_matches(a.node_selectors,
@@ -355,7 +356,7 @@ def plan(node_name: str, snapshot: ClusterSnapshot) -> BgpPlan:
                     continue
                 fam = family_of(vip)
                 for adv in advs_for_node:
-                    if not adv.selects_pool(pool) or not agg_ok(adv, pool, fam):
+                    if not agg_ok.get((adv.name, pool.name, fam), False):
                         continue
                     agg = adv.aggregation_length if fam == IPV4 else adv.aggregation_length_v6
                     prefix = str(ipaddress.ip_network(f"{vip}/{agg}", strict=False))

@@ -55,11 +55,16 @@ PROTOCOL_VERSION = 1
 MAX_HEARTBEAT_BYTES = 4096
 
 
+DEFAULT_INTERVAL = 0.1  # seconds between heartbeats (see module docstring)
+DEFAULT_TIMEOUT = 0.6  # silence that makes a peer dead: > worst stall (350 ms) + interval
+DEFAULT_JOIN_DELAY = 0.25  # > 2 intervals: every peer has heard our first ready beat
+
+
 @dataclass(frozen=True, slots=True)
 class LivenessConfig:
-    interval: float = 0.1  # seconds between heartbeats (see module docstring)
-    timeout: float = 0.6  # silence that makes a peer dead: > worst stall (350 ms) + interval
-    join_delay: float = 0.25  # > 2 intervals: every peer has heard our first ready beat
+    interval: float = DEFAULT_INTERVAL
+    timeout: float = DEFAULT_TIMEOUT
+    join_delay: float = DEFAULT_JOIN_DELAY
 
 
 @dataclass(frozen=True, slots=True)

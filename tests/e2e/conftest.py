@@ -1,7 +1,7 @@
 """kind e2e suite: runs only inside kind/run-e2e.sh on a machine with a Docker engine.
 
-Everywhere else every test here is skipped, reported as one summary line saying why (this machine has a
-Docker client but no engine, so that is what happens here).
+Everywhere else every test here is skipped, reported as one summary line saying why (this
+machine has a Docker client but no engine, so that is what happens here).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import pytest
 
@@ -41,11 +41,24 @@ def _why_unusable() -> str | None:
 _REASON = _why_unusable()
 
 
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _e2e_environment() -> None:
-    # One skip raised from one place: pytest folds every e2e test into a single summary line.
     if _REASON is not None:
         pytest.skip(_REASON)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    # pytest reports a skip at each test's own location, one summary line per test; pointing
+    # them all at this file folds the whole suite into one line.
+    report = yield
+    if _REASON is not None and report.skipped and isinstance(report.longrepr, tuple):
+        report.longrepr = (__file__, 0, f"Skipped: {_REASON}")
+    return report
 
 
 @pytest.fixture(scope="session")

@@ -90,7 +90,9 @@ class Store:
         self, resources: Iterable[Resource] = ALL, history_limit: int = DEFAULT_HISTORY
     ) -> None:
         self.lock = threading.RLock()
-        self._rv = 0
+        # Start above 0: "0" in a watch means "any version, send the current state first", so
+        # a real server never hands out 0 and an empty list must not return it either.
+        self._rv = 1
         self._kinds: dict[Resource, _Kind] = {}
         self.history_limit = history_limit
         for r in resources:

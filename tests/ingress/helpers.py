@@ -127,7 +127,7 @@ class Backend:
 def start_backend(name: str) -> Backend:
     srv = _Server(("127.0.0.1", 0), _Handler)
     srv.name = name
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     t.start()
     return Backend(name, srv.server_address[1], srv, t)
 
@@ -150,6 +150,10 @@ class Reply:
 
     def json(self) -> Any:
         return json.loads(self.body)
+
+    def seen_headers(self) -> dict[str, str]:
+        """Request headers as the backend saw them, names lower-cased."""
+        return {k.lower(): v for k, v in self.json()["headers"].items()}
 
 
 def get(port: int, host: str, target: str, https: bool = False, sni: str | None = None,

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from lb.core.model import AddressRange as AR
 from lb.core.model import (
     BGPAdvertisement,
     BGPPeer,
@@ -20,7 +21,6 @@ from lb.core.model import (
     Pool,
     SecretKeyRef,
 )
-from lb.core.model import AddressRange as AR
 from speaker.core.snapshot import ClusterSnapshot, Endpoint, NodeInfo
 
 REPO = Path(__file__).resolve().parents[2]

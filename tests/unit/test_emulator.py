@@ -170,11 +170,11 @@ def test_compaction_gives_410(emu: Emulator) -> None:
 
 def test_history_window_is_bounded() -> None:
     with Emulator(history_limit=5) as e:
-        for i in range(12):
-            call(e, "POST", SVC, svc(f"s{i}"))
-        events = stream(e, "resourceVersion=1&timeoutSeconds=1", 1)
+        rvs = [call(e, "POST", SVC, svc(f"s{i}"))[1]["metadata"]["resourceVersion"]
+               for i in range(12)]
+        events = stream(e, f"resourceVersion={rvs[0]}&timeoutSeconds=1", 1)
         assert events[0]["type"] == "ERROR" and events[0]["object"]["code"] == 410
-        events = stream(e, "resourceVersion=9&timeoutSeconds=1", 1)
+        events = stream(e, f"resourceVersion={rvs[8]}&timeoutSeconds=1", 1)
         assert [x["object"]["metadata"]["name"] for x in events] == ["s9", "s10", "s11"]
 
 

@@ -1,0 +1,228 @@
+"""Ingress controller shell: informers -> debounced sync -> HAProxy, Events, status.
+
+Kubernetes I/O only through ``lb.kube``. Informers watch Ingresses, IngressClasses,
+Services and EndpointSlices; Secrets are *not* listed cluster-wide: one informer per Secret
+referenced by a TLS section of one of our Ingresses (field selector ``metadata.name``), so
+the controller reads only what it serves and sees rotations at once.
+
+Every informer event marks the world dirty. The loop waits ``debounce_s`` of quiet (capped
+at ``max_delay_s`` after the first event) so that a burst (a Deployment rollout, ``kubectl
+apply`` of many objects) becomes one sync. A failed sync is retried with backoff; the loop
+owns retries, the Syncer only returns an outcome.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+
+from ingress.core.model import Event
+from ingress.sync import Snapshot, Syncer, SyncResult, slices_by_service
+from lb.core.model import ObjectRef
+from lb.errors import KubeError
+from lb.kube.backoff import Backoff
+from lb.kube.client import KubeClient
+from lb.kube.clock import Clock, RealClock
+from lb.kube.events import EventRecorder
+from lb.kube.informer import Informer
+from lb.kube.resources import (
+    ENDPOINTSLICES,
+    INGRESSCLASSES,
+    INGRESSES,
+    SECRETS,
+    SERVICES,
+)
+from lb.kube.status import write_status
+
+log = structlog.get_logger().bind(component="ingress.controller")
+Obj = Mapping[str, Any]
+
+DEBOUNCE_S = 0.05  # quiet time before a sync: one rollout step emits several events at once
+MAX_DELAY_S = 0.5  # upper bound of debouncing, so a steady event stream still syncs
+
+
+class IngressController:
+    def __init__(self, client: KubeClient, syncer: Syncer, recorder: EventRecorder,
+                 publish_service: tuple[str, str] | None = None,
+                 namespace: str | None = None, clock: Clock | None = None,
+                 debounce_s: float = DEBOUNCE_S, max_delay_s: float = MAX_DELAY_S) -> None:
+        self.client = client
+        self.syncer = syncer
+        self.recorder = recorder
+        self.publish = publish_service
+        self.namespace = namespace
+        self.clock: Clock = clock or RealClock()
+        self.debounce_s = debounce_s
+        self.max_delay_s = max_delay_s
+        self._dirty = threading.Event()  # set: a sync is due
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.informers = {
+            "ingresses": Informer(client, INGRESSES, namespace, self._on_event),
+            "classes": Informer(client, INGRESSCLASSES, None, self._on_event),
+            "services": Informer(client, SERVICES, namespace, self._on_event),
+            "slices": Informer(client, ENDPOINTSLICES, namespace, self._on_event),
+        }
+        if publish_service is not None and namespace not in (None, publish_service[0]):
+            self.informers["publish"] = Informer(
+                client, SERVICES, publish_service[0], self._on_event,
+                field_selector=f"metadata.name={publish_service[1]}")
+        self.secret_informers: dict[tuple[str, str], Informer] = {}
+        self.last_events: set[Event] = set()
+        self.last_result: SyncResult | None = None
+        self.syncs = 0
+        self.ready = threading.Event()
+        self.backoff = Backoff(base=0.2, cap=30.0)
+
+    # -- informer plumbing --------------------------------------------------------------
+    def _on_event(self, _type: str, _obj: Obj) -> None:
+        self._dirty.set()
+
+    def request_sync(self) -> None:
+        self._dirty.set()
+
+    def start(self, sync_timeout: float = 60.0) -> None:
+        for inf in self.informers.values():
+            inf.start()
+        for inf in self.informers.values():
+            if not inf.wait_for_sync(sync_timeout):
+                log.warning("informer_sync_timeout", informer=inf.name)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._dirty.set()
+        for inf in [*self.informers.values(), *self.secret_informers.values()]:
+            try:
+                inf.stop()
+            except OSError as exc:  # cancelling a watch can race with its socket closing
+                log.info("informer_stop_error", informer=inf.name, error=str(exc))
+
+    def _reconcile_secret_informers(self, wanted: frozenset[tuple[str, str]]) -> bool:
+        """Start/stop per-Secret informers; True when new ones started (sync again)."""
+        started = False
+        for key in wanted - set(self.secret_informers):
+            ns, name = key
+            inf = Informer(self.client, SECRETS, ns, self._on_event,
+                           field_selector=f"metadata.name={name}", name=f"secret-{ns}-{name}")
+            inf.start()
+            inf.wait_for_sync(10.0)
+            self.secret_informers[key] = inf
+            started = True
+        for key in set(self.secret_informers) - wanted:
+            self.secret_informers.pop(key).stop()
+        return started
+
+    def snapshot(self) -> Snapshot:
+        services = {(str(s["metadata"].get("namespace")), str(s["metadata"].get("name"))): s
+                    for s in self.informers["services"].store.list()}
+        if "publish" in self.informers:
+            for s in self.informers["publish"].store.list():
+                services[(str(s["metadata"].get("namespace")), str(s["metadata"]["name"]))] = s
+        secrets: dict[tuple[str, str], Obj] = {}
+        for key, inf in self.secret_informers.items():
+            obj = inf.store.get(key[0], key[1])
+            if obj is not None:
+                secrets[key] = obj
+        return Snapshot(
+            tuple(self.informers["ingresses"].store.list()),
+            tuple(self.informers["classes"].store.list()),
+            services, slices_by_service(self.informers["slices"].store.list()), secrets)
+
+    # -- loop -----------------------------------------------------------------------------
+    def run(self) -> None:
+        while not self._stop.is_set():
+            self._dirty.wait()
+            if self._stop.is_set():
+                return
+            first = self.clock.monotonic()
+            # Debounce: wait for quiet, but never longer than max_delay_s.
+            while True:
+                self._dirty.clear()
+                if self.clock.wait(self._stop, self.debounce_s):
+                    return
+                if not self._dirty.is_set() or (
+                    self.clock.monotonic() - first >= self.max_delay_s
+                ):
+                    break
+            self._dirty.clear()
+            if not self.sync_once():
+                delay = self.backoff.next()
+                log.warning("sync_retry", delay=round(delay, 2))
+                if self.clock.wait(self._stop, delay):
+                    return
+                self._dirty.set()
+            else:
+                self.backoff.reset()
+
+    def sync_once(self) -> bool:
+        with self._lock:
+            snap = self.snapshot()
+            result = self.syncer.sync(snap)
+            if result.model is not None and self._reconcile_secret_informers(
+                result.model.secrets_wanted
+            ):
+                snap = self.snapshot()
+                result = self.syncer.sync(snap)
+            self.syncs += 1
+            self.last_result = result
+            self._emit_events(result.events, snap)
+            if result.model is not None and result.error is None:
+                self.ready.set()
+                self._write_status(snap, result)
+            if result.error:
+                log.warning("sync_failed", error=result.error)
+                return False
+            log.info("synced", reloaded=result.reloaded, runtime=result.runtime_commands,
+                     certs=result.cert_updates)
+            return True
+
+    def _object(self, ref: ObjectRef, snap: Snapshot) -> Obj | None:
+        key = (ref.namespace or "", ref.name)
+        if ref.kind == "Ingress":
+            return self.informers["ingresses"].store.get(ref.namespace, ref.name)
+        if ref.kind == "Secret":
+            return snap.secrets.get(key)
+        if ref.kind == "Service":
+            return snap.services.get(key)
+        return None
+
+    def _emit_events(self, events: list[Event], snap: Snapshot) -> None:
+        # The same problem is reported once per change, not once per sync.
+        current = set(events)
+        for ev in sorted(current - self.last_events, key=repr):
+            obj = self._object(ev.ref, snap)
+            if obj is None:
+                obj = {"apiVersion": "v1", "kind": ev.ref.kind,
+                       "metadata": {"name": ev.ref.name, "namespace": ev.ref.namespace}}
+            self.recorder.record(dict(obj), ev.type, ev.reason, ev.message)
+        self.last_events = current
+
+    def publish_addresses(self, snap: Snapshot) -> list[dict[str, Any]]:
+        if self.publish is None:
+            return []
+        svc = snap.services.get(self.publish)
+        if svc is None:
+            return []
+        out = []
+        for item in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []:
+            entry = {k: item[k] for k in ("ip", "hostname") if k in item}
+            if entry:
+                out.append(entry)
+        return out
+
+    def _write_status(self, snap: Snapshot, result: SyncResult) -> None:
+        assert result.model is not None
+        addresses = self.publish_addresses(snap)
+        for ref in result.model.ours:
+            obj = self.informers["ingresses"].store.get(ref.namespace, ref.name)
+            if obj is None:
+                continue
+            try:
+                write_status(self.client, INGRESSES, dict(obj),
+                             {"loadBalancer": {"ingress": addresses}})
+            except KubeError as exc:
+                # The next informer event (or sync) retries; status is never worth a crash.
+                log.warning("status_write_failed", ingress=str(ref), error=str(exc))

@@ -1,0 +1,491 @@
+"""ARP / NDP responder: answers for owned VIPs on raw AF_PACKET sockets (I/O shell).
+
+One long-lived AF_PACKET socket per interface (LAB-NOTES: opening a socket per packet, as
+scapy's ``sendp()`` does, costs 20-80 ms; a kept socket sends thousands per second), with a
+kernel BPF filter (``speaker.core.bpf``) so that Python only sees ARP / NS / NA frames that
+concern our VIPs. scapy builds every frame we send; incoming frames are read at fixed offsets
+(the BPF filter already guarantees their shape, and a dissection per frame would cost more
+than the whole reply).
+
+* ARP request / NS for an owned VIP on an interface it may be answered on -> reply from that
+  interface's MAC (NS from ``::`` — duplicate address detection — is answered to ff02::1).
+* Takeover: gratuitous ARP (request form, SPA = TPA = VIP, broadcast) / unsolicited NA
+  (override flag, to ff02::1) at once and again at ``GARP_SCHEDULE`` offsets, because one
+  frame can be lost and a client may be busy.
+* For IPv6 VIPs the socket joins the solicited-node multicast group on each interface, so
+  that switches with MLD snooping (and NICs with multicast filters) deliver the NS to us.
+* Duplicate detection: an ARP frame whose sender address is an owned VIP, or an NA whose
+  target is an owned VIP, sent by a MAC that is not ours, means another node claims our VIP
+  (partition, misconfiguration, a foreign device). Reported through ``on_duplicate``; a
+  while after each takeover and then periodically we also send an RFC 5227 ARP probe /
+  DAD-style NS for each owned VIP so that any other claimant answers and gets noticed.
+* A link going down makes recv/send raise OSError (ENETDOWN): logged, counted, and the socket
+  kept (it works again when the link comes back); interfaces appearing or disappearing are
+  picked up by a periodic rescan.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ipaddress
+import os
+import select
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lb.core.model import IPAddress
+from speaker.core.bpf import responder_filter
+
+ETH_P_ALL = 0x0003
+SO_ATTACH_FILTER = 26
+# Gratuitous announcements after a takeover, seconds from the takeover: at once, then again
+# in case a frame or the client's processing of it was lost (Linux updates an existing
+# neighbour entry from any of them).
+GARP_SCHEDULE = (0.0, 0.05, 0.2, 0.5, 1.0, 2.0)
+DUP_PROBE_FIRST = 1.5  # seconds after takeover: after the previous owner has surely let go
+DUP_PROBE_EVERY = 10.0
+RESCAN_EVERY = 2.0  # seconds between interface rescans
+MAX_FRAMES_PER_WAKE = 256  # bound the work done per socket per wake-up
+DEFAULT_EXCLUDED_PREFIXES = ("lo", "docker", "cni", "flannel", "cali", "veth", "cilium",
+                             "kube-ipvs", "vxlan", "tunl", "weave", "virbr")
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def attach_filter(sock: socket.socket, prog_bytes: bytes, count: int) -> None:
+    buf = ctypes.create_string_buffer(prog_bytes)
+    fprog = _SockFprog(count, ctypes.addressof(buf))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(fprog))  # type: ignore[arg-type]
+
+
+def _mac_bytes(mac: str) -> bytes:
+    return bytes(int(x, 16) for x in mac.split(":"))
+
+
+def _mac_str(raw: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+def solicited_node(vip: ipaddress.IPv6Address) -> ipaddress.IPv6Address:
+    return ipaddress.IPv6Address("ff02::1:ff00:0") + (int(vip) & 0xFFFFFF)
+
+
+def interface_mac(name: str) -> str | None:
+    try:
+        with open(f"/sys/class/net/{name}/address") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def list_interfaces(allowed: frozenset[str] | None) -> list[str]:
+    names = [n for _, n in socket.if_nameindex()]
+    if allowed is not None:
+        return [n for n in names if n in allowed]
+    return [n for n in names if not n.startswith(DEFAULT_EXCLUDED_PREFIXES)]
+
+
+def carrier_up(name: str) -> bool:
+    try:
+        with open(f"/sys/class/net/{name}/carrier") as f:
+            return f.read().strip() == "1"
+    except OSError:  # reading carrier of an admin-down link raises EINVAL
+        return False
+
+
+class Metrics:
+    """The counters the responder updates; prometheus objects or test doubles."""
+
+    def __init__(self, requests: Any, replies: Any, gratuitous: Any, duplicates: Any,
+                 errors: Any) -> None:
+        self.requests, self.replies, self.gratuitous = requests, replies, gratuitous
+        self.duplicates, self.errors = duplicates, errors
+
+
+@dataclass
+class _Iface:
+    name: str
+    index: int
+    mac: str
+    sock: socket.socket
+    mc: socket.socket
+    groups: dict[ipaddress.IPv6Address, set[ipaddress.IPv6Address]] = field(default_factory=dict)
+
+
+class Responder:
+    def __init__(
+        self,
+        allowed: frozenset[str] | None,
+        metrics: Metrics,
+        log: Any,
+        on_duplicate: Callable[[IPAddress, str, str], None],
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.allowed = allowed
+        self.metrics = metrics
+        self.log = log
+        self.on_duplicate = on_duplicate
+        self.now = monotonic
+        self._lock = threading.Lock()
+        self._desired: dict[IPAddress, frozenset[str] | None] = {}
+        self._owned: dict[IPAddress, frozenset[str] | None] = {}
+        self._ifaces: dict[str, _Iface] = {}
+        self._due: dict[IPAddress, list[float]] = {}  # pending gratuitous sends
+        self._probe_due: dict[IPAddress, float] = {}
+        self._foreign: dict[IPAddress, float] = {}  # last time another MAC claimed the VIP
+        self._stop = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._thread: threading.Thread | None = None
+        self._next_rescan = 0.0
+        self.quiet_duplicates = False  # set while handing over on a graceful stop
+
+    # --- API (any thread) ----------------------------------------------------------------
+
+    def start(self) -> None:
+        self._rescan()
+        self._thread = threading.Thread(target=self._run, name="l2-responder", daemon=True)
+        self._thread.start()
+
+    def set_owned(self, owned: Mapping[IPAddress, frozenset[str] | None]) -> None:
+        with self._lock:
+            self._desired = dict(owned)
+        self._wake()
+
+    def owned(self) -> frozenset[IPAddress]:
+        with self._lock:
+            return frozenset(self._owned)
+
+    def interfaces(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(self._ifaces)
+
+    def foreign_since(self, vip: IPAddress, since: float) -> bool:
+        """Whether another MAC announced ``vip`` at or after ``since`` (monotonic)."""
+        with self._lock:
+            t = self._foreign.get(vip)
+        return t is not None and t >= since
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake()
+        if self._thread is not None:
+            self._thread.join(5)
+        for iface in list(self._ifaces.values()):
+            self._close(iface)
+        self._ifaces.clear()
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+
+    # --- loop ------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            now = self.now()
+            timeouts = [self._next_rescan - now]
+            timeouts += [d[0] - now for d in self._due.values() if d]
+            timeouts += [t - now for t in self._probe_due.values()]
+            timeout = max(0.0, min(1.0, *timeouts))
+            socks = [i.sock for i in self._ifaces.values()]
+            try:
+                ready, _, _ = select.select([self._wake_r, *socks], [], [], timeout)
+            except (OSError, ValueError):  # a socket closed under us by a rescan
+                ready = []
+            if self._wake_r in ready:
+                with contextlib.suppress(OSError):
+                    os.read(self._wake_r, 4096)
+            self._apply_desired()
+            for iface in list(self._ifaces.values()):
+                if iface.sock in ready:
+                    self._drain(iface)
+            self._send_due()
+            if self.now() >= self._next_rescan:
+                self._rescan()
+
+    def _drain(self, iface: _Iface) -> None:
+        for _ in range(MAX_FRAMES_PER_WAKE):
+            try:
+                data, addr = iface.sock.recvfrom(2048, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError as exc:  # ENETDOWN when the link drops: keep the socket
+                self.metrics.errors.labels(iface.name).inc()
+                self.log.debug("l2_recv_error", interface=iface.name, error=str(exc))
+                return
+            if addr[2] == socket.PACKET_OUTGOING:
+                continue
+            try:
+                self._handle(iface, data)
+            except Exception as exc:  # a malformed frame must never stop the responder
+                self.log.warning("l2_frame_error", interface=iface.name, error=repr(exc))
+
+    # --- frames ----------------------------------------------------------------------------
+
+    def _allowed_on(self, vip: IPAddress, iface: str) -> bool:
+        if vip not in self._owned:
+            return False
+        names = self._owned[vip]
+        return names is None or iface in names
+
+    def _our_macs(self) -> set[str]:
+        return {i.mac for i in self._ifaces.values()}
+
+    def _handle(self, iface: _Iface, data: bytes) -> None:
+        etype = int.from_bytes(data[12:14], "big")
+        if etype == 0x0806 and len(data) >= 42:
+            op = int.from_bytes(data[20:22], "big")
+            sha, spa_b, tpa_b = data[22:28], data[28:32], data[38:42]
+            sender_mac = _mac_str(sha)
+            spa, tpa = ipaddress.IPv4Address(spa_b), ipaddress.IPv4Address(tpa_b)
+            if spa in self._owned and sender_mac not in self._our_macs():
+                self._duplicate(spa, sender_mac, iface.name)
+                return
+            if op == 1 and self._allowed_on(tpa, iface.name) and sender_mac not in self._our_macs():
+                self.metrics.requests.labels("arp", iface.name).inc()
+                self._send(iface, self._arp_reply(iface.mac, tpa, sender_mac, spa), "arp")
+                self.metrics.replies.labels("arp", iface.name).inc()
+        elif etype == 0x86DD and len(data) >= 78 and data[20] == 58:
+            icmp_type = data[54]
+            target = ipaddress.IPv6Address(data[62:78])
+            src_mac = _mac_str(data[6:12])
+            if icmp_type == 136 and target in self._owned and src_mac not in self._our_macs():
+                self._duplicate(target, src_mac, iface.name)
+            elif (icmp_type == 135 and self._allowed_on(target, iface.name)
+                  and src_mac not in self._our_macs()):
+                self.metrics.requests.labels("ndp", iface.name).inc()
+                src_ip = ipaddress.IPv6Address(data[22:38])
+                lladdr = _slla(data[78:]) or src_mac
+                self._send(iface, self._na(iface.mac, target, src_ip, lladdr), "ndp")
+                self.metrics.replies.labels("ndp", iface.name).inc()
+
+    def _duplicate(self, vip: IPAddress, mac: str, iface: str) -> None:
+        with self._lock:
+            self._foreign[vip] = self.now()
+        if not self.quiet_duplicates:
+            self.metrics.duplicates.labels("arp" if vip.version == 4 else "ndp").inc()
+            self.on_duplicate(vip, mac, iface)
+
+    def _send(self, iface: _Iface, frame: bytes, proto: str) -> bool:
+        try:
+            iface.sock.send(frame)
+            return True
+        except OSError as exc:  # ENETDOWN / ENXIO while the link is down
+            self.metrics.errors.labels(iface.name).inc()
+            self.log.debug("l2_send_error", interface=iface.name, protocol=proto,
+                           error=str(exc))
+            return False
+
+    @staticmethod
+    def _arp_reply(mac: str, vip: ipaddress.IPv4Address, dst_mac: str,
+                   dst_ip: ipaddress.IPv4Address) -> bytes:
+        from scapy.layers.l2 import ARP, Ether
+
+        return bytes(Ether(src=mac, dst=dst_mac)
+                     / ARP(op=2, hwsrc=mac, psrc=str(vip), hwdst=dst_mac, pdst=str(dst_ip)))
+
+    @staticmethod
+    def _garp(mac: str, vip: ipaddress.IPv4Address) -> bytes:
+        from scapy.layers.l2 import ARP, Ether
+
+        return bytes(Ether(src=mac, dst="ff:ff:ff:ff:ff:ff")
+                     / ARP(op=1, hwsrc=mac, psrc=str(vip), hwdst="00:00:00:00:00:00",
+                           pdst=str(vip)))
+
+    @staticmethod
+    def _arp_probe(mac: str, vip: ipaddress.IPv4Address) -> bytes:
+        from scapy.layers.l2 import ARP, Ether
+
+        return bytes(Ether(src=mac, dst="ff:ff:ff:ff:ff:ff")
+                     / ARP(op=1, hwsrc=mac, psrc="0.0.0.0", hwdst="00:00:00:00:00:00",
+                           pdst=str(vip)))
+
+    @staticmethod
+    def _na(mac: str, vip: ipaddress.IPv6Address, dst_ip: ipaddress.IPv6Address | None,
+            dst_mac: str | None) -> bytes:
+        """Solicited NA to ``dst_ip``; unsolicited (to ff02::1) when ``dst_ip`` is None/::."""
+        from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6
+        from scapy.layers.l2 import Ether
+
+        solicited = dst_ip is not None and not dst_ip.is_unspecified
+        ip_dst = str(dst_ip) if solicited else "ff02::1"
+        eth_dst = dst_mac if solicited and dst_mac else "33:33:00:00:00:01"
+        return bytes(Ether(src=mac, dst=eth_dst)
+                     / IPv6(src=str(vip), dst=ip_dst, hlim=255)
+                     / ICMPv6ND_NA(tgt=str(vip), R=0, S=1 if solicited else 0, O=1)
+                     / ICMPv6NDOptDstLLAddr(lladdr=mac))
+
+    @staticmethod
+    def _dad_ns(mac: str, vip: ipaddress.IPv6Address) -> bytes:
+        from scapy.layers.inet6 import ICMPv6ND_NS, IPv6
+        from scapy.layers.l2 import Ether
+
+        group = solicited_node(vip)
+        eth = "33:33:" + ":".join(f"{b:02x}" for b in group.packed[12:])
+        return bytes(Ether(src=mac, dst=eth) / IPv6(src="::", dst=str(group), hlim=255)
+                     / ICMPv6ND_NS(tgt=str(vip)))
+
+    # --- ownership changes -----------------------------------------------------------------
+
+    def _ifaces_for(self, vip: IPAddress) -> list[_Iface]:
+        names = self._owned.get(vip)
+        return [i for n, i in self._ifaces.items() if names is None or n in names]
+
+    def _apply_desired(self) -> None:
+        with self._lock:
+            desired = dict(self._desired)
+        if desired == self._owned:
+            return
+        now = self.now()
+        gained = [v for v in desired if v not in self._owned]
+        lost = [v for v in self._owned if v not in desired]
+        changed_ifaces = [v for v in desired if v in self._owned and desired[v] != self._owned[v]]
+        for vip in lost:
+            self._due.pop(vip, None)
+            self._probe_due.pop(vip, None)
+        with self._lock:
+            self._owned = desired
+        self._refilter()
+        for vip in [*gained, *changed_ifaces]:
+            self._due[vip] = [now + d for d in GARP_SCHEDULE]
+            self._probe_due[vip] = now + DUP_PROBE_FIRST
+        self._send_due()
+        if gained or lost:
+            self.log.info("l2_ownership", gained=[str(v) for v in gained],
+                          lost=[str(v) for v in lost])
+
+    def _refilter(self) -> None:
+        """Install the BPF filter and multicast memberships for the current owned set."""
+        for iface in self._ifaces.values():
+            vips = [v for v in self._owned if self._allowed_on(v, iface.name)]
+            self._install_filter(iface, vips)
+            want: dict[ipaddress.IPv6Address, set[ipaddress.IPv6Address]] = {}
+            for v in vips:
+                if isinstance(v, ipaddress.IPv6Address):
+                    want.setdefault(solicited_node(v), set()).add(v)
+            for group in [g for g in iface.groups if g not in want]:
+                self._membership(iface, group, join=False)
+                del iface.groups[group]
+            for group, members in want.items():
+                if group not in iface.groups:
+                    self._membership(iface, group, join=True)
+                iface.groups[group] = members
+
+    def _install_filter(self, iface: _Iface, vips: list[IPAddress]) -> None:
+        prog = responder_filter(vips)
+        try:
+            attach_filter(iface.sock, b"".join(i.pack() for i in prog), len(prog))
+        except OSError as exc:
+            self.log.error("l2_filter_failed", interface=iface.name, error=str(exc))
+
+    def _membership(self, iface: _Iface, group: ipaddress.IPv6Address, join: bool) -> None:
+        opt = socket.IPV6_JOIN_GROUP if join else socket.IPV6_LEAVE_GROUP
+        try:
+            iface.mc.setsockopt(socket.IPPROTO_IPV6, opt,
+                                group.packed + struct.pack("@I", iface.index))
+        except OSError as exc:
+            self.log.warning("l2_multicast_membership_failed", interface=iface.name,
+                             group=str(group), join=join, error=str(exc))
+
+    def _send_due(self) -> None:
+        now = self.now()
+        for vip, due in list(self._due.items()):
+            if not due or due[0] > now:
+                continue
+            while due and due[0] <= now:
+                due.pop(0)
+            for iface in self._ifaces_for(vip):
+                if isinstance(vip, ipaddress.IPv4Address):
+                    frame, proto = self._garp(iface.mac, vip), "arp"
+                else:
+                    frame, proto = self._na(iface.mac, vip, None, None), "ndp"
+                if self._send(iface, frame, proto):
+                    self.metrics.gratuitous.labels(proto, iface.name).inc()
+            if not due:
+                del self._due[vip]
+        for vip, t in list(self._probe_due.items()):
+            if t > now:
+                continue
+            self._probe_due[vip] = now + DUP_PROBE_EVERY
+            for iface in self._ifaces_for(vip):
+                if isinstance(vip, ipaddress.IPv4Address):
+                    self._send(iface, self._arp_probe(iface.mac, vip), "arp")
+                else:
+                    self._send(iface, self._dad_ns(iface.mac, vip), "ndp")
+
+    # --- interfaces ----------------------------------------------------------------------
+
+    def _open(self, name: str) -> _Iface | None:
+        mac = interface_mac(name)
+        if mac is None:
+            return None
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        try:
+            # Filter first (accept nothing), then bind: no unfiltered frame is ever queued.
+            prog = responder_filter([])
+            attach_filter(sock, b"".join(i.pack() for i in prog), len(prog))
+            sock.bind((name, ETH_P_ALL))
+            mc = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        except OSError as exc:
+            sock.close()
+            self.log.warning("l2_open_failed", interface=name, error=str(exc))
+            return None
+        return _Iface(name, socket.if_nametoindex(name), mac, sock, mc)
+
+    def _close(self, iface: _Iface) -> None:
+        for s in (iface.sock, iface.mc):
+            with contextlib.suppress(OSError):
+                s.close()
+
+    def _rescan(self) -> None:
+        self._next_rescan = self.now() + RESCAN_EVERY
+        try:
+            present = set(list_interfaces(self.allowed))
+        except OSError:
+            return
+        changed = False
+        for name in [n for n in self._ifaces if n not in present]:
+            self._close(self._ifaces.pop(name))
+            changed = True
+        for name in sorted(present - set(self._ifaces)):
+            iface = self._open(name)
+            if iface is not None:
+                with self._lock:
+                    self._ifaces[name] = iface
+                changed = True
+                self.log.info("l2_interface", interface=name, mac=iface.mac)
+        for iface in self._ifaces.values():
+            mac = interface_mac(iface.name)
+            if mac and mac != iface.mac:
+                iface.mac = mac
+        if changed:
+            self._refilter()
+            now = self.now()
+            for vip in self._owned:  # announce on interfaces that just appeared
+                self._due.setdefault(vip, [now])
+
+
+def _slla(options: bytes) -> str | None:
+    """Source link-layer address option (type 1) of an NS, if present."""
+    i = 0
+    while i + 2 <= len(options):
+        otype, olen = options[i], options[i + 1] * 8
+        if olen == 0:
+            return None
+        if otype == 1 and olen >= 8 and i + 8 <= len(options):
+            return _mac_str(options[i + 2:i + 8])
+        i += olen
+    return None

@@ -1,0 +1,161 @@
+"""Layer-2 announcer: liveness + planning + ARP/NDP responder + reporting, wired together.
+
+Replanning happens on two triggers: a new snapshot (``sync``, from the informer loop) and a
+liveness change (from the heartbeat thread, without any debounce: that is the failover path).
+Both run the same pure ``plan_l2`` under one lock and hand the owned set to the responder,
+which sends gratuitous ARP / unsolicited NA for every VIP it gains.
+
+Graceful stop (SIGTERM): the speaker sends "leaving" heartbeats; peers drop it at once and the
+next owner announces. This node keeps answering until it has seen the new owner's gratuitous
+announcement for each of its VIPs (or ``HANDOVER_TIMEOUT``), so at no moment does nobody
+answer — the client sees zero lost packets.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from lb.core.model import IPAddress
+from speaker import metrics as M
+from speaker.core.l2_plan import L2Plan, plan_l2
+from speaker.core.l2_report import service_conditions
+from speaker.core.liveness import LivenessConfig
+from speaker.core.snapshot import ClusterSnapshot
+from speaker.l2 import Metrics, Responder
+from speaker.liveness import Liveness
+from speaker.report import Lookup, Reporter, ReportState
+
+HANDOVER_TIMEOUT = 1.0  # s: upper bound on waiting for the next owner's announcement
+DUPLICATE_REPORT_EVERY = 10.0  # s: per VIP, bounds Events/log lines from a flapping claimant
+
+
+class L2Announcer:
+    def __init__(
+        self,
+        node: str,
+        client: Any,
+        events: Any,
+        lookup: Lookup,
+        log: Any,
+        interfaces: frozenset[str] | None,
+        liveness_port: int,
+        liveness_interface: str | None,
+        config: LivenessConfig | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.node = node
+        self.log = log
+        self.now = monotonic
+        self._lock = threading.RLock()
+        self._snapshot: ClusterSnapshot | None = None
+        self._plan: L2Plan | None = None
+        self._stopping = False
+        self._dup_last: dict[IPAddress, float] = {}
+        self._build_problems: list[tuple[str, str, Any]] = []
+        self.responder = Responder(
+            interfaces, Metrics(M.L2_REQUESTS, M.L2_REPLIES, M.L2_GRATUITOUS, M.L2_DUPLICATES,
+                                M.L2_ERRORS), log, self._on_duplicate, monotonic)
+        self.liveness = Liveness(node, liveness_port, config or LivenessConfig(),
+                                 self._on_live, log, M.LivenessMetrics(),
+                                 liveness_interface=liveness_interface, monotonic=monotonic)
+        self.reporter = Reporter(client, events, lookup, log)
+
+    def start(self) -> None:
+        self.responder.start()
+        self.liveness.set_interfaces(self.responder.interfaces())
+        self.liveness.start()
+        self.reporter.start()
+
+    # --- Announcer protocol ----------------------------------------------------------------
+
+    def sync(self, snapshot: ClusterSnapshot) -> None:
+        self.liveness.set_nodes({n: i.addresses for n, i in snapshot.nodes.items()})
+        self.liveness.set_interfaces(self.responder.interfaces())
+        with self._lock:
+            self._snapshot = snapshot
+        self.liveness.set_synced(True)
+        self._replan(self.liveness.live())
+
+    def stop(self, graceful: bool) -> None:
+        with self._lock:
+            self._stopping = True
+            owned = self.responder.owned()
+        if graceful and owned:
+            others = [n for n in self.liveness.live() if n != self.node]
+            self.responder.quiet_duplicates = True  # the new owner's GARP is expected now
+            t0 = self.now()
+            self.liveness.leave()
+            if others:
+                deadline = t0 + HANDOVER_TIMEOUT
+                while self.now() < deadline and not all(
+                        self.responder.foreign_since(v, t0) for v in owned):
+                    time.sleep(0.005)
+                self.log.info("l2_handover", vips=[str(v) for v in owned],
+                              handed_over=[str(v) for v in owned
+                                           if self.responder.foreign_since(v, t0)],
+                              seconds=round(self.now() - t0, 3))
+        elif graceful:
+            self.liveness.leave()
+        self.responder.set_owned({})
+        self.liveness.stop()
+        self.responder.stop()
+        self.reporter.stop()
+        M.L2_VIPS_OWNED.set(0)
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _on_live(self, live: Mapping[str, frozenset[str] | None]) -> None:
+        self._replan(live)
+
+    def _replan(self, live: Mapping[str, frozenset[str] | None]) -> None:
+        with self._lock:
+            snap = self._snapshot
+            if snap is None or self._stopping:
+                return
+            plan = plan_l2(snap, live, self.node, self.responder.interfaces())
+            old = self._plan.mine if self._plan is not None else {}
+            self.responder.set_owned(plan.mine)
+            self._plan = plan
+        gained = [v for v in plan.mine if v not in old]
+        lost = [v for v in old if v not in plan.mine]
+        if gained:
+            M.L2_OWNERSHIP_CHANGES.labels("acquired").inc(len(gained))
+        if lost:
+            M.L2_OWNERSHIP_CHANGES.labels("released").inc(len(lost))
+        M.L2_VIPS_OWNED.set(len(plan.mine))
+        live_names = sorted(live)
+        state = ReportState(
+            conditions=service_conditions(snap, plan, live_names, self.node),
+            problems=[(p.ref.kind, p.ref.name, p) for p in plan.local_problems],
+            gained=[(v, plan.vips[v].services,
+                     f"node {self.node} announces {v} by {'ARP' if v.version == 4 else 'NDP'}"
+                     f" ({plan.vips[v].message.split('(', 1)[-1].rstrip(')')})")
+                    for v in gained],
+        )
+        # Cluster-wide problems are reported by one node only: the first live one by name.
+        if live_names and live_names[0] == self.node:
+            assert state.problems is not None
+            state.problems += [(p.ref.kind, p.ref.name, p) for p in plan.problems]
+            state.problems += self._build_problems
+        self.reporter.submit(state)
+
+    def set_build_problems(self, problems: Any) -> None:
+        """Invalid objects found while building the snapshot: (kind, name, problems)."""
+        with self._lock:
+            self._build_problems = [(k, n, p) for k, n, ps in problems for p in ps]
+
+    def _on_duplicate(self, vip: IPAddress, mac: str, iface: str) -> None:
+        now = self.now()
+        if now - self._dup_last.get(vip, -1e9) < DUPLICATE_REPORT_EVERY:
+            return
+        self._dup_last[vip] = now
+        with self._lock:
+            plan = self._plan
+        services = plan.vips[vip].services if plan is not None and vip in plan.vips else ()
+        msg = (f"node {self.node} owns {vip} but MAC {mac} also announces it on {iface} "
+               "(split brain or a foreign device)")
+        self.log.warning("l2_duplicate", vip=str(vip), mac=mac, interface=iface)
+        self.reporter.submit(ReportState(duplicates=[(vip, services, msg)]))

@@ -1,0 +1,216 @@
+"""``portico speaker``: informers -> debounced ClusterSnapshot -> announcers (L2, BGP).
+
+Runs on every node (DaemonSet, host network). The informer threads only mark the state dirty;
+this loop rebuilds one snapshot after a short quiet period (``DEBOUNCE``, capped by
+``DEBOUNCE_MAX`` under a steady stream of events) and hands it to every announcer. Liveness
+changes do not go through this loop: the layer-2 announcer replans on them directly.
+
+SIGTERM/SIGINT: each announcer stops gracefully (L2 hands its VIPs over, BGP withdraws),
+then the process exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from lb import logs
+from lb.errors import KubeError
+from lb.kube import resources as R
+from lb.kube.client import KubeClient
+from lb.kube.events import EventRecorder
+from lb.kube.informer import Informer
+from lb.kube.serve import start_http_server
+from speaker.announcer import Announcer
+from speaker.core.build import build_snapshot, referenced_secrets
+from speaker.core.liveness import DEFAULT_INTERVAL, DEFAULT_TIMEOUT, LivenessConfig
+from speaker.l2_announcer import L2Announcer
+
+DEBOUNCE = 0.02  # s of quiet before rebuilding: coalesces the bursts one change causes
+DEBOUNCE_MAX = 0.2  # s: never postpone a rebuild longer than this under constant churn
+SECRET_REFRESH = 60.0  # s between re-reads of the (few) Secrets BGPPeers reference
+SYNC_TIMEOUT = 60.0  # s to wait for informers at start before carrying on anyway
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="portico speaker")
+    p.add_argument("--kubeconfig")
+    p.add_argument("--server", help="plain-http API URL (test emulator)")
+    p.add_argument("--metrics-addr", default="0.0.0.0:7473")
+    p.add_argument("--log-level", default="info",
+                   choices=["debug", "info", "warning", "error"])
+    p.add_argument("--node-name", default=os.environ.get("NODE_NAME"))
+    p.add_argument("--lb-class", default=None)
+    p.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE", "portico-system"))
+    p.add_argument("--liveness-port", type=int, default=7946)
+    p.add_argument("--liveness-interface", default=None,
+                   help="interface carrying the node's InternalIP: no carrier there means "
+                        "this node is cut off and must not own VIPs")
+    p.add_argument("--heartbeat-interval", type=float, default=DEFAULT_INTERVAL)
+    p.add_argument("--liveness-timeout", type=float, default=DEFAULT_TIMEOUT)
+    p.add_argument("--interfaces", default="",
+                   help="comma-separated interfaces layer 2 may answer on (default: all "
+                        "except loopback and container/overlay devices)")
+    p.add_argument("--exabgp", default=os.path.join(os.path.dirname(sys.executable), "exabgp"))
+    p.add_argument("--state-dir", default="/var/run/portico-speaker")
+    p.add_argument("--no-bgp", action="store_true", help="do not start the BGP announcer")
+    args = p.parse_args(argv)
+    if not args.node_name:
+        p.error("--node-name (or env NODE_NAME) is required")
+    for value in (args.node_name, args.interfaces, args.namespace):
+        if any(c in value for c in "\r\n\0"):
+            p.error("arguments must not contain CR, LF or NUL")
+    return args
+
+
+class Speaker:
+    RESOURCES = (R.SERVICES, R.ENDPOINTSLICES, R.NODES, R.IPADDRESSPOOLS,
+                 R.L2ADVERTISEMENTS, R.BGPADVERTISEMENTS, R.BGPPEERS)
+
+    def __init__(self, args: argparse.Namespace, log: Any) -> None:
+        self.args = args
+        self.log = log
+        self.client = KubeClient.from_environment(kubeconfig=args.kubeconfig,
+                                                  server=args.server)
+        self.events = EventRecorder(self.client, "portico-speaker", host=args.node_name)
+        self.dirty = threading.Event()
+        self.stopping = threading.Event()
+        self.informers = {
+            res: Informer(self.client, res, on_event=lambda _t, _o: self.dirty.set())
+            for res in self.RESOURCES
+        }
+        self.secrets: dict[tuple[str, str], dict[str, bytes]] = {}
+        self.secrets_at = 0.0
+        ifaces = frozenset(i for i in args.interfaces.split(",") if i) or None
+        self.l2 = L2Announcer(
+            args.node_name, self.client, self.events, self.lookup, log, ifaces,
+            args.liveness_port, args.liveness_interface,
+            LivenessConfig(interval=args.heartbeat_interval, timeout=args.liveness_timeout))
+        self.announcers: list[Announcer] = [self.l2]
+        self.bgp: Announcer | None = None
+
+    def lookup(self, res: Any, namespace: str | None, name: str) -> dict[str, Any] | None:
+        inf = self.informers.get(res)
+        if inf is None:
+            return None
+        return inf.store.get(namespace, name)
+
+    def synced(self) -> bool:
+        return all(i.has_synced() for i in self.informers.values())
+
+    def _start_bgp(self) -> None:
+        if self.args.no_bgp:
+            return
+        try:
+            mod = importlib.import_module("speaker.bgp.announcer")
+            cls = mod.BgpAnnouncer
+        except (ImportError, AttributeError) as exc:
+            self.log.info("bgp_announcer_unavailable", error=str(exc))
+            return
+        try:
+            self.bgp = cls(self.args.node_name, self.client, self.events, self.args.exabgp,
+                           self.args.state_dir)
+            self.announcers.append(self.bgp)
+        except Exception as exc:  # BGP trouble must not take layer 2 down
+            self.log.error("bgp_announcer_failed", error=repr(exc))
+
+    def _secrets(self) -> dict[tuple[str, str], dict[str, bytes]]:
+        import base64
+
+        wanted = referenced_secrets(self.informers[R.BGPPEERS].store.list())
+        now = time.monotonic()
+        if set(self.secrets) != wanted or now - self.secrets_at > SECRET_REFRESH:
+            out: dict[tuple[str, str], dict[str, bytes]] = {}
+            for ns, name in sorted(wanted):
+                try:
+                    obj = self.client.get(R.SECRETS, name, ns)
+                except KubeError as exc:
+                    self.log.warning("secret_read_failed", object=f"{ns}/{name}",
+                                     error=str(exc))
+                    continue
+                data = obj.get("data") or {}
+                out[(ns, name)] = {k: base64.b64decode(v) for k, v in data.items()
+                                   if isinstance(v, str)}
+            self.secrets, self.secrets_at = out, now
+        return self.secrets
+
+    def rebuild(self) -> None:
+        st = {res: inf.store.list() for res, inf in self.informers.items()}
+        result = build_snapshot(
+            services=st[R.SERVICES], endpoint_slices=st[R.ENDPOINTSLICES], nodes=st[R.NODES],
+            pools=st[R.IPADDRESSPOOLS], l2_advertisements=st[R.L2ADVERTISEMENTS],
+            bgp_advertisements=st[R.BGPADVERTISEMENTS], bgp_peers=st[R.BGPPEERS],
+            secrets=self._secrets() if st[R.BGPPEERS] else {}, lb_class=self.args.lb_class)
+        self.l2.set_build_problems(result.problems)
+        for a in self.announcers:
+            try:
+                a.sync(result.snapshot)
+            except Exception as exc:  # one announcer failing must not stop the other
+                self.log.error("announcer_sync_failed", announcer=type(a).__name__,
+                               error=repr(exc))
+
+    def run(self) -> int:
+        self.l2.start()
+        for inf in self.informers.values():
+            inf.start()
+        server = start_http_server(self.args.metrics_addr, self.synced)
+        deadline = time.monotonic() + SYNC_TIMEOUT
+        while not self.synced() and not self.stopping.is_set() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.log.info("informers_synced", synced=self.synced())
+        self._start_bgp()
+        self.dirty.set()  # first snapshot even if no informer event arrived
+        while not self.stopping.is_set():
+            if not self.dirty.wait(1.0):
+                continue
+            first = time.monotonic()
+            # Debounce: wait for DEBOUNCE of quiet, at most DEBOUNCE_MAX in total.
+            while not self.stopping.is_set():
+                self.dirty.clear()
+                if not self.dirty.wait(DEBOUNCE) or time.monotonic() - first > DEBOUNCE_MAX:
+                    break
+            self.dirty.clear()
+            if self.stopping.is_set():
+                break
+            if self.synced():
+                self.rebuild()
+        self.log.info("stopping", graceful=True)
+        for a in reversed(self.announcers):
+            try:
+                a.stop(graceful=True)
+            except Exception as exc:
+                self.log.error("announcer_stop_failed", announcer=type(a).__name__,
+                               error=repr(exc))
+        for inf in self.informers.values():
+            inf.stop()
+        server.shutdown()
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    log = logs.configure("speaker", args.log_level).bind(node=args.node_name)
+    speaker = Speaker(args, log)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("signal", signal=signal.Signals(signum).name)
+        speaker.stopping.set()
+        speaker.dirty.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    # Import scapy now (about 0.8 s): the first takeover must not pay for it.
+    import scapy.layers.inet6  # noqa: F401
+    import scapy.layers.l2  # noqa: F401
+
+    return speaker.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Writes what the layer-2 announcer decided to the API, off the failover path.
+
+A single worker thread takes the latest state (older pending states are dropped: only the
+newest matters) and writes Service conditions, ownership Events and problem Events. API
+latency or errors therefore never delay an ARP takeover; failed writes are retried on the
+next state or after ``RETRY_AFTER`` seconds.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from lb.core.model import FieldProblem, IPAddress
+from lb.errors import KubeError
+from lb.kube import resources as R
+from lb.kube.status import find_condition, set_condition
+from speaker.core.l2_report import CONDITION_TYPE, ServiceCondition
+
+RETRY_AFTER = 5.0  # seconds before re-trying failed status writes without a new state
+
+Lookup = Callable[[Any, str | None, str], dict[str, Any] | None]
+
+
+@dataclass
+class ReportState:
+    """One submission. ``conditions``/``problems`` None: unchanged since the last one."""
+
+    conditions: list[ServiceCondition] | None = None
+    # (kind, name, problem) events this node is responsible for
+    problems: list[tuple[str, str, FieldProblem]] | None = None
+    # VIPs gained by this node: (vip, services, message)
+    gained: list[tuple[IPAddress, tuple[str, ...], str]] = field(default_factory=list)
+    # duplicates seen: (vip, services, message)
+    duplicates: list[tuple[IPAddress, tuple[str, ...], str]] = field(default_factory=list)
+
+
+class Reporter:
+    def __init__(self, client: Any, events: Any, lookup: Lookup, log: Any) -> None:
+        self.client = client
+        self.events = events
+        self.lookup = lookup
+        self.log = log
+        self._cv = threading.Condition()
+        self._conditions: list[ServiceCondition] = []
+        self._problems: list[tuple[str, str, FieldProblem]] = []
+        self._gained: list[tuple[IPAddress, tuple[str, ...], str]] = []
+        self._duplicates: list[tuple[IPAddress, tuple[str, ...], str]] = []
+        self._dirty = False
+        self._stop = False
+        self._reported_problems: set[tuple[str, str, str, str]] = set()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="l2-reporter", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify()
+        if self._thread is not None:
+            self._thread.join(3)
+
+    def submit(self, state: ReportState) -> None:
+        with self._cv:
+            if state.conditions is not None:
+                self._conditions = list(state.conditions)
+            if state.problems is not None:
+                self._problems = list(state.problems)
+            self._gained += state.gained
+            self._duplicates += state.duplicates
+            self._dirty = True
+            self._cv.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                if not self._dirty and not self._stop:
+                    self._cv.wait(RETRY_AFTER)
+                if self._stop:
+                    return
+                retry = not self._dirty
+                self._dirty = False
+                state = ReportState(list(self._conditions), list(self._problems),
+                                    self._gained, self._duplicates)
+                self._gained, self._duplicates = [], []
+            if retry and not state.conditions:
+                continue
+            try:
+                self._write(state)
+            except Exception as exc:  # never let the reporter thread die
+                self.log.error("l2_report_failed", error=repr(exc))
+
+    def _write(self, state: ReportState) -> bool:
+        ok = True
+        for vip, services, message in state.gained:
+            for key in services:
+                ns, name = key.split("/", 1)
+                obj = self.lookup(R.SERVICES, ns, name)
+                if obj is not None:
+                    self.events.normal(obj, "L2Announcing", message)
+        for vip, services, message in state.duplicates:
+            for key in services:
+                ns, name = key.split("/", 1)
+                obj = self.lookup(R.SERVICES, ns, name)
+                if obj is not None:
+                    self.events.warning(obj, "DuplicateL2Announcement", message)
+        current = set()
+        for kind, name, p in state.problems or []:
+            k = (kind, name, p.field, p.message)
+            current.add(k)
+            if k in self._reported_problems:
+                continue
+            res = {"L2Advertisement": R.L2ADVERTISEMENTS, "IPAddressPool": R.IPADDRESSPOOLS,
+                   "BGPAdvertisement": R.BGPADVERTISEMENTS, "BGPPeer": R.BGPPEERS}.get(kind)
+            obj = self.lookup(res, None, name) if res is not None else None
+            if obj is not None:
+                self.events.warning(obj, p.reason, f"{p.field}: {p.message}")
+                self.log.warning("invalid_object", object=f"{kind}/{name}", field=p.field,
+                                 reason=p.reason, message=p.message)
+            self._reported_problems.add(k)
+        self._reported_problems &= current
+        for cond in state.conditions or []:
+            ok = self._write_condition(cond) and ok
+        return ok
+
+    def _write_condition(self, cond: ServiceCondition) -> bool:
+        obj = self.lookup(R.SERVICES, cond.namespace, cond.name)
+        if obj is None:
+            return True
+        for attempt in range(2):
+            status = obj.get("status") or {}
+            old = find_condition(status.get("conditions"), CONDITION_TYPE)
+            if old is not None and (old.get("status"), old.get("reason"),
+                                    old.get("message")) == (cond.status, cond.reason,
+                                                            cond.message):
+                return True
+            new_conds = set_condition(status.get("conditions"), CONDITION_TYPE, cond.status,
+                                      cond.reason, cond.message, datetime.now(UTC))
+            body = dict(obj)
+            body["status"] = dict(status, conditions=new_conds)
+            try:
+                # Replace with the object's resourceVersion: the controller writes other
+                # conditions of the same list, and a merge patch would overwrite the list.
+                self.client.replace(R.SERVICES, cond.name, body, namespace=cond.namespace,
+                                    subresource="status")
+                return True
+            except KubeError as exc:
+                if attempt == 0 and getattr(exc, "status", None) == 409:
+                    try:
+                        obj = self.client.get(R.SERVICES, cond.name, cond.namespace)
+                    except KubeError:
+                        return False
+                    continue
+                self.log.warning("l2_condition_write_failed", object=f"{cond.namespace}/"
+                                 f"{cond.name}", error=str(exc))
+                return False
+        return False

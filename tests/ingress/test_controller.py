@@ -1,0 +1,163 @@
+"""The controller shell against the Kubernetes API emulator and a real HAProxy."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ingress.controller import IngressController
+from ingress.haproxy import DataPlane
+from ingress.core.render import Settings
+from ingress.sync import Syncer
+from lb.kube import resources as R
+from lb.kube.client import KubeClient
+from lb.kube.events import EventRecorder
+from tests.emulator import Emulator
+from tests.ingress.helpers import (
+    CLASS,
+    HAPROXY,
+    Backend,
+    endpoint_slice,
+    free_port,
+    get,
+    ingress,
+    make_cert,
+    path,
+    rule,
+    service,
+    tls_secret,
+)
+
+VIP = "192.0.2.10"
+
+
+def wait_for(pred: Callable[[], bool], timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not reached in time")
+
+
+class Cluster:
+    def __init__(self, emu: Emulator, ctl: IngressController, settings: Settings) -> None:
+        self.emu, self.ctl, self.settings = emu, ctl, settings
+
+    def create(self, res: R.Resource, obj: dict[str, Any]) -> None:
+        self.emu.store.create(res, obj, obj["metadata"].get("namespace"))
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [e for e in self.emu.store.list(R.EVENTS)
+                if e.get("involvedObject", {}).get("name") == name]
+
+    def http(self, host: str, target: str = "/") -> Any:
+        return get(self.settings.http_port, host, target)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    if HAPROXY is None:
+        pytest.skip("haproxy binary not installed")
+    emu = Emulator(bookmark_interval=0.5).start()
+    settings = Settings(http_port=free_port(), https_port=free_port(),
+                        bind_addresses=("127.0.0.1",), run_dir=str(tmp_path / "s" / "run"),
+                        metrics_bind=None, threads=1)
+    plane = DataPlane(str(tmp_path / "s"))
+    plane.prepare()
+    client = KubeClient.from_environment(server=emu.url)
+    ctl = IngressController(client, Syncer(plane, settings), EventRecorder(client, "ingress"),
+                            publish_service=("portico-system", "ingress"))
+    try:
+        yield Cluster(emu, ctl, settings)
+    finally:
+        ctl.stop()
+        plane.stop()
+        emu.stop()
+
+
+def _start(c: Cluster) -> threading.Thread:
+    c.ctl.start()
+    c.ctl.request_sync()
+    t = threading.Thread(target=c.ctl.run, daemon=True)
+    t.start()
+    return t
+
+
+@pytest.mark.lab
+def test_controller_end_to_end(cluster: Cluster, backends: dict[str, Backend],
+                               tmp_path: Path) -> None:
+    c = cluster
+    c.create(R.INGRESSCLASSES, dict(CLASS))
+    lb_svc = service("ingress", "portico-system")
+    lb_svc["status"] = {"loadBalancer": {"ingress": [{"ip": VIP}]}}
+    c.create(R.SERVICES, lb_svc)
+    for name in ("a", "b"):
+        c.create(R.SERVICES, service(f"svc-{name}"))
+    c.create(R.ENDPOINTSLICES, endpoint_slice("svc-a", [("127.0.0.1", backends["A"].port)]))
+    crt, key, der = make_cert(tmp_path, "one", ["one.example.com"])
+    c.create(R.SECRETS, tls_secret("one-tls", crt, key))
+    c.create(R.SECRETS, tls_secret("unrelated", crt, key))
+    c.create(R.INGRESSES, ingress("ours", [rule("one.example.com",
+                                                 path("/", "Prefix", "svc-a"))],
+                                   tls=[{"hosts": ["one.example.com"], "secretName": "one-tls"}]))
+    c.create(R.INGRESSES, ingress("theirs", [rule("x.example.com", path("/", "Prefix", "svc-a"))],
+                                  cls="other"))
+    c.create(R.INGRESSES, ingress("bad", [rule("bad host", path("/", "Prefix", "svc-a"))]))
+    _start(c)
+    wait_for(lambda: c.ctl.ready.is_set())
+    r = get(c.settings.https_port, "one.example.com", "/", https=True, sni="one.example.com")
+    assert r.name == "A" and r.peer_cert == der
+    # Status: our Ingresses get the VIP, the other class's never does.
+    wait_for(lambda: (c.emu.store.get(R.INGRESSES, "ours", "default") or {}).get(
+        "status", {}).get("loadBalancer", {}).get("ingress") == [{"ip": VIP}])
+    theirs = c.emu.store.get(R.INGRESSES, "theirs", "default")
+    assert theirs is not None and not (theirs.get("status") or {}).get("loadBalancer")
+    # The invalid Ingress is reported with an Event naming the field.
+    wait_for(lambda: any("spec.rules[0].host" in e.get("message", "")
+                         for e in c.events("bad")))
+    # Only the referenced Secret was read (by name), never a cluster-wide Secret list.
+    secret_paths = [t for (_verb, t, _code) in list(c.emu.log) if "/secrets" in t]
+    assert secret_paths and all("metadata.name%3Done-tls" in p or "metadata.name=one-tls" in p
+                                for p in secret_paths), secret_paths
+
+    # Endpoint change: Runtime API only, no reload.
+    master = c.ctl.syncer.plane.master
+    before = master.show_proc()
+    c.emu.store.update(R.ENDPOINTSLICES, endpoint_slice(
+        "svc-a", [("127.0.0.1", backends["B"].port)]))
+    wait_for(lambda: get(c.settings.https_port, "one.example.com", "/", https=True,
+                         sni="one.example.com").name == "B")
+    after = master.show_proc()
+    assert (after.master_pid, after.reloads) == (before.master_pid, before.reloads)
+
+    # Publish Service VIP changes -> status follows.
+    lb_svc2 = c.emu.store.get(R.SERVICES, "ingress", "portico-system")
+    assert lb_svc2 is not None
+    lb_svc2["status"] = {"loadBalancer": {"ingress": [{"ip": "192.0.2.11"}]}}
+    c.emu.store.update(R.SERVICES, lb_svc2)
+    wait_for(lambda: (c.emu.store.get(R.INGRESSES, "ours", "default") or {}).get(
+        "status", {}).get("loadBalancer", {}).get("ingress") == [{"ip": "192.0.2.11"}])
+
+
+@pytest.mark.lab
+def test_controller_debounces_bursts(cluster: Cluster, backends: dict[str, Backend]) -> None:
+    c = cluster
+    c.create(R.INGRESSCLASSES, dict(CLASS))
+    c.create(R.SERVICES, service("svc-a"))
+    c.create(R.ENDPOINTSLICES, endpoint_slice("svc-a", [("127.0.0.1", backends["A"].port)]))
+    _start(c)
+    wait_for(lambda: c.ctl.ready.is_set())
+    syncs = c.ctl.syncs
+    for i in range(30):  # a burst of 30 new Ingresses
+        c.create(R.INGRESSES, ingress(f"i{i}", [rule(f"h{i}.example.com",
+                                                      path("/", "Prefix", "svc-a"))]))
+    wait_for(lambda: c.http("h29.example.com").name == "A")
+    time.sleep(0.3)
+    assert c.ctl.syncs - syncs <= 5, "a burst must be coalesced into few syncs"
+    assert all(c.http(f"h{i}.example.com").name == "A" for i in range(30))

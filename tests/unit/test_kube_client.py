@@ -1,0 +1,136 @@
+"""KubeClient against the emulator: verbs, error conversion, timeouts, watch decoding."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from lb.errors import Conflict, Gone, KubeError, NotFound
+from lb.kube import resources as R
+from lb.kube.client import KubeClient, Throttled, WatchHandle
+from tests.emulator import Emulator
+
+
+@pytest.fixture
+def emu() -> Iterator[Emulator]:
+    e = Emulator(bookmark_interval=0.2).start()
+    yield e
+    e.stop()
+
+
+@pytest.fixture
+def kube(emu: Emulator) -> KubeClient:
+    return KubeClient.from_environment(server=emu.url, request_timeout=0.5,
+                                       watch_read_slack=0.5)
+
+
+def test_crud_round_trip_with_plain_dicts(kube: KubeClient) -> None:
+    pool = kube.create(R.IPADDRESSPOOLS, {"metadata": {"name": "p"},
+                                          "spec": {"addresses": ["192.0.2.0/28"],
+                                                   "unknownFutureField": True}})
+    assert pool["spec"]["unknownFutureField"] is True  # nothing validated or dropped
+    assert pool["kind"] == "IPAddressPool" and pool["apiVersion"] == "lb.portico.dev/v1alpha1"
+    got = kube.patch(R.IPADDRESSPOOLS, "p", {"status": {"conditions": []}}, subresource="status")
+    assert got["status"] == {"conditions": []}
+    items, rv = kube.list(R.IPADDRESSPOOLS)
+    assert [i["kind"] for i in items] == ["IPAddressPool"]  # list items get their kind back
+    assert rv == got["metadata"]["resourceVersion"]
+    kube.delete(R.IPADDRESSPOOLS, "p")
+    with pytest.raises(NotFound):
+        kube.get(R.IPADDRESSPOOLS, "p")
+
+
+def test_namespace_taken_from_body_and_required(kube: KubeClient) -> None:
+    s = kube.create(R.SERVICES, {"metadata": {"name": "s", "namespace": "a"}})
+    assert s["metadata"]["namespace"] == "a"
+    with pytest.raises(KubeError, match="namespace is required"):
+        kube.get(R.SERVICES, "s")
+    with pytest.raises(KubeError, match="invalid name"):
+        kube.get(R.SERVICES, "../x", "a")
+
+
+def test_errors_are_converted(emu: Emulator, kube: KubeClient) -> None:
+    s = kube.create(R.SERVICES, {"metadata": {"name": "s", "namespace": "a"}})
+    kube.patch(R.SERVICES, "s", {"spec": {"type": "LoadBalancer"}}, "a")
+    with pytest.raises(Conflict):
+        kube.replace(R.SERVICES, "s", s)
+    emu.faults.fail("GET", "/services/s", 429, retry_after=7)
+    with pytest.raises(Throttled) as exc:
+        kube.get(R.SERVICES, "s", "a")
+    assert exc.value.retry_after == 7.0 and exc.value.status == 429
+    emu.faults.fail("GET", "/services/s", 500)
+    with pytest.raises(KubeError) as exc2:
+        kube.get(R.SERVICES, "s", "a")
+    assert exc2.value.status == 500
+    # urllib3 must not retry silently: one request per call.
+    assert emu.count("GET", "/services/s") == 2
+
+
+def test_connection_refused_is_a_kube_error() -> None:
+    e = Emulator().start()
+    url = e.url
+    e.stop()
+    kube = KubeClient.from_environment(server=url, connect_timeout=0.5)
+    with pytest.raises(KubeError) as exc:
+        kube.list(R.SERVICES)
+    assert exc.value.status is None
+
+
+def test_read_timeout_fires_on_slow_response(emu: Emulator, kube: KubeClient) -> None:
+    emu.faults.delay("LIST", "services", 2.0)
+    t0 = time.monotonic()
+    with pytest.raises(KubeError, match="ReadTimeout|timed out"):
+        kube.list(R.SERVICES)
+    assert time.monotonic() - t0 < 1.5
+
+
+def test_watch_events_bookmarks_and_gone(emu: Emulator, kube: KubeClient) -> None:
+    _, rv = kube.list(R.SERVICES)
+    kube.create(R.SERVICES, {"metadata": {"name": "s", "namespace": "a"}})
+    events = list(kube.watch(R.SERVICES, rv, timeout_seconds=1))
+    assert events[0][0] == "ADDED" and events[0][1]["kind"] == "Service"
+    assert {t for t, _ in events[1:]} == {"BOOKMARK"}
+    emu.compact()
+    with pytest.raises(Gone):
+        list(kube.watch(R.SERVICES, rv, timeout_seconds=1))
+    emu.faults.fail("WATCH", "services", 410, as_watch_event=False)
+    with pytest.raises(Gone):
+        list(kube.watch(R.SERVICES, str(emu.store.resource_version), timeout_seconds=1))
+
+
+def test_watch_query_carries_server_timeout_and_bookmarks(emu: Emulator,
+                                                          kube: KubeClient) -> None:
+    list(kube.watch(R.SERVICES, "", namespace="a", label_selector="x=y", timeout_seconds=1))
+    target = next(t for v, t, _ in emu.log if v == "WATCH")
+    assert target.startswith("/api/v1/namespaces/a/services?")
+    for part in ("watch=1", "allowWatchBookmarks=true", "timeoutSeconds=1",
+                 "labelSelector=x%3Dy"):
+        assert part in target
+
+
+def test_abrupt_drop_raises_and_clean_drop_returns(emu: Emulator, kube: KubeClient) -> None:
+    def drop_later(abrupt: bool) -> None:
+        deadline = time.monotonic() + 5
+        while emu.store.watcher_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        emu.drop_watches(abrupt=abrupt)
+
+    threading.Thread(target=drop_later, args=(True,)).start()
+    with pytest.raises(KubeError, match="stream broke"):
+        list(kube.watch(R.SERVICES, "", timeout_seconds=10))
+    threading.Thread(target=drop_later, args=(False,)).start()
+    t0 = time.monotonic()
+    assert list(kube.watch(R.SERVICES, "", timeout_seconds=10)) == []
+    assert time.monotonic() - t0 < 5
+
+
+def test_watch_handle_cancels_a_blocked_watch(emu: Emulator, kube: KubeClient) -> None:
+    handle = WatchHandle()
+    threading.Timer(0.3, handle.cancel).start()
+    t0 = time.monotonic()
+    assert [t for t, _ in kube.watch(R.NODES, "", timeout_seconds=10, handle=handle)
+            if t != "BOOKMARK"] == []
+    assert time.monotonic() - t0 < 3

@@ -1,0 +1,314 @@
+"""Informer over real HTTP against the emulator, with injected faults.
+
+Each test checks convergence (the informer's cache and the view rebuilt from its callbacks
+both equal the server's objects) and the absence of lost or duplicated events.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from lb.kube import resources as R
+from lb.kube.backoff import Backoff
+from lb.kube.client import KubeClient
+from lb.kube.informer import Informer
+from tests.emulator import Emulator
+
+Obj = dict[str, Any]
+
+
+class View:
+    """Applies informer callbacks to a dict, failing on impossible sequences."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.objs: dict[tuple[str, str], str] = {}  # key -> resourceVersion
+        self.events: list[tuple[str, str, str]] = []
+        self.errors: list[str] = []
+
+    def __call__(self, etype: str, obj: Obj) -> None:
+        meta = obj["metadata"]
+        key = (meta.get("namespace", ""), meta["name"])
+        with self.lock:
+            self.events.append((etype, meta["name"], meta["resourceVersion"]))
+            if etype == "ADDED":
+                if key in self.objs:
+                    self.errors.append(f"duplicate ADDED {key}")
+                self.objs[key] = meta["resourceVersion"]
+            elif etype == "MODIFIED":
+                if key not in self.objs:
+                    self.errors.append(f"MODIFIED before ADDED {key}")
+                elif int(meta["resourceVersion"]) <= int(self.objs[key]):
+                    self.errors.append(f"MODIFIED not newer {key}")
+                self.objs[key] = meta["resourceVersion"]
+            elif etype == "DELETED":
+                if self.objs.pop(key, None) is None:
+                    self.errors.append(f"DELETED unknown {key}")
+
+    def count(self, etype: str, name: str) -> int:
+        with self.lock:
+            return sum(1 for t, n, _ in self.events if t == etype and n == name)
+
+
+def server_state(emu: Emulator) -> dict[tuple[str, str], str]:
+    return {(o["metadata"]["namespace"], o["metadata"]["name"]): o["metadata"]["resourceVersion"]
+            for o in emu.store.list(R.SERVICES)}
+
+
+def eventually(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return cond()
+
+
+def converged(emu: Emulator, inf: Informer, view: View) -> Callable[[], bool]:
+    def check() -> bool:
+        want = server_state(emu)
+        cache = {(o["metadata"]["namespace"], o["metadata"]["name"]):
+                 o["metadata"]["resourceVersion"] for o in inf.store.list()}
+        with view.lock:
+            return cache == want and view.objs == want
+    return check
+
+
+def drop(emu: Emulator, abrupt: bool) -> None:
+    """Drop the informer's watch once it is really open (sync happens before the watch)."""
+    assert eventually(lambda: emu.store.watcher_count() >= 1, timeout=5)
+    assert emu.drop_watches(abrupt=abrupt) >= 1
+
+
+@pytest.fixture
+def emu() -> Iterator[Emulator]:
+    e = Emulator(bookmark_interval=0.2).start()
+    yield e
+    e.stop()
+
+
+def make(emu: Emulator, rand: Callable[[], float] = lambda: 0.5,
+         request_timeout: float = 2.0, watch_s: int = 30) -> tuple[Informer, View]:
+    kube = KubeClient.from_environment(server=emu.url, request_timeout=request_timeout,
+                                       watch_read_slack=0.5)
+    view = View()
+    inf = Informer(kube, R.SERVICES, on_event=view,
+                   backoff=Backoff(base=0.05, cap=1.0, floor=0.01, rand=rand),
+                   watch_timeout_s=lambda: watch_s)
+    return inf, view
+
+
+def svc(name: str, **spec: Any) -> Obj:
+    return {"metadata": {"name": name, "namespace": "a"}, "spec": {"type": "LoadBalancer",
+                                                                  **spec}}
+
+
+def test_initial_list_then_watch(emu: Emulator) -> None:
+    emu.store.create(R.SERVICES, svc("pre"))
+    inf, view = make(emu)
+    inf.start()
+    try:
+        assert inf.wait_for_sync(5)
+        emu.store.create(R.SERVICES, svc("post"))
+        emu.store.patch(R.SERVICES, "pre", {"spec": {"ports": [{"port": 80}]}}, "a")
+        emu.store.delete(R.SERVICES, "post", "a")
+        assert eventually(lambda: view.count("DELETED", "post") == 1)
+        assert eventually(converged(emu, inf, view))
+        assert [t for t, n, _ in view.events if n == "pre"] == ["ADDED", "MODIFIED"]
+        assert inf.lists == 1 and not view.errors
+        # DELETED carries the last known object.
+        assert inf.store.get("a", "post") is None
+    finally:
+        inf.stop()
+
+
+def test_clean_watch_end_resumes_without_relist(emu: Emulator) -> None:
+    inf, view = make(emu)
+    inf.start()
+    try:
+        assert inf.wait_for_sync(5)
+        emu.store.create(R.SERVICES, svc("one"))
+        assert eventually(lambda: view.count("ADDED", "one") == 1)
+        drop(emu, abrupt=False)
+        emu.store.create(R.SERVICES, svc("two"))
+        assert eventually(converged(emu, inf, view))
+        assert inf.lists == 1 and inf.watches >= 2 and not view.errors
+        assert view.count("ADDED", "two") == 1
+    finally:
+        inf.stop()
+
+
+def test_abrupt_drop_relists_and_converges(emu: Emulator) -> None:
+    for i in range(5):
+        emu.store.create(R.SERVICES, svc(f"s{i}"))
+    inf, view = make(emu)
+    inf.start()
+    try:
+        assert inf.wait_for_sync(5)
+        # Keep the reconnect away while the world changes, then let it through.
+        emu.faults.delay("WATCH", "services", 0.3)
+        emu.faults.delay("LIST", "services", 0.3)
+        drop(emu, abrupt=True)
+        emu.store.delete(R.SERVICES, "s0", "a")
+        emu.store.patch(R.SERVICES, "s1", {"spec": {"x": 1}}, "a")
+        emu.store.create(R.SERVICES, svc("new"))
+        assert eventually(converged(emu, inf, view))
+        assert inf.lists >= 2 and not view.errors
+        assert view.count("DELETED", "s0") == 1 and view.count("ADDED", "new") == 1
+        assert view.count("MODIFIED", "s1") == 1
+        for i in range(2, 5):  # unchanged objects produce no synthetic events
+            assert [t for t, n, _ in view.events if n == f"s{i}"] == ["ADDED"]
+    finally:
+        inf.stop()
+
+
+def test_gone_relists_with_synthetic_events(emu: Emulator) -> None:
+    for i in range(4):
+        emu.store.create(R.SERVICES, svc(f"s{i}", n=i))
+    inf, view = make(emu)
+    inf.start()
+    try:
+        assert inf.wait_for_sync(5)
+        emu.store.create(R.SERVICES, svc("seen"))
+        assert eventually(lambda: view.count("ADDED", "seen") == 1)
+        # The resumed watch is held back while objects change and history is compacted,
+        # so it comes back with a resourceVersion that is gone.
+        emu.faults.delay("WATCH", "services", 0.4)
+        drop(emu, abrupt=False)
+        emu.store.delete(R.SERVICES, "s0", "a")
+        emu.store.patch(R.SERVICES, "s1", {"spec": {"n": 100}}, "a")
+        emu.store.create(R.SERVICES, svc("late"))
+        emu.compact()
+        assert eventually(converged(emu, inf, view))
+        assert inf.lists == 2 and not view.errors
+        deleted = [e for e in view.events if e[0] == "DELETED"]
+        assert [(t, n) for t, n, _ in deleted] == [("DELETED", "s0")]
+        assert view.count("MODIFIED", "s1") == 1 and view.count("ADDED", "late") == 1
+        assert sum(1 for t, _, _ in view.events if t == "ADDED") == 6  # 4 + seen + late
+        # Writes after the relist still arrive (the watch restarted from the list's rv).
+        emu.store.create(R.SERVICES, svc("after"))
+        assert eventually(lambda: view.count("ADDED", "after") == 1)
+    finally:
+        inf.stop()
+
+
+def test_deleted_callback_gets_last_known_object(emu: Emulator) -> None:
+    got: list[Obj] = []
+    inf, _ = make(emu)
+    inf.add_handler(lambda t, o: got.append(o) if t == "DELETED" else None)
+    inf.start()
+    try:
+        assert inf.wait_for_sync(5)
+        emu.store.create(R.SERVICES, {**svc("x"), "status": {"loadBalancer": {"ingress": [
+            {"ip": "192.0.2.7"}]}}})
+        assert eventually(lambda: inf.store.get("a", "x") is not None)
+        emu.faults.delay("WATCH", "services", 0.3)
+        drop(emu, abrupt=False)
+        emu.store.delete(R.SERVICES, "x", "a")
+        emu.compact()  # forces the relist path: the deletion is only seen as absence
+        assert eventually(lambda: len(got) == 1)
+        assert got[0]["status"]["loadBalancer"]["ingress"][0]["ip"] == "192.0.2.7"
+    finally:
+        inf.stop()
+
+
+def test_500_storm_is_backed_off(emu: Emulator) -> None:
+    # rand=1.0: the largest delays of the full-jitter window (0.05, 0.1, 0.2, 0.4, 0.8, 1 s...)
+    inf, view = make(emu, rand=lambda: 1.0)
+    inf.start()
+    try:
+        assert inf.wait_for_sync(5)
+        assert eventually(lambda: emu.store.watcher_count() == 1, timeout=5)
+        emu.faults.fail("*", "services", 500, count=10_000)
+        emu.reset_counts()
+        drop(emu, abrupt=True)
+        time.sleep(2.0)
+        storm = emu.count(path="/services")
+        # Without backoff this would be hundreds of requests per second (LAB-NOTES).
+        assert 3 <= storm < 12, storm
+        emu.faults.clear()
+        emu.store.create(R.SERVICES, svc("after-storm"))
+        assert eventually(converged(emu, inf, view))
+        assert inf.errors >= 3 and not view.errors
+    finally:
+        inf.stop()
+
+
+def test_throttled_list_honours_retry_after(emu: Emulator) -> None:
+    emu.faults.fail("LIST", "services", 429, retry_after=1)
+    inf, _ = make(emu, rand=lambda: 0.0)
+    t0 = time.monotonic()
+    inf.start()
+    try:
+        assert inf.wait_for_sync(5)
+        assert time.monotonic() - t0 >= 0.9  # waited Retry-After, not the 10 ms floor
+    finally:
+        inf.stop()
+
+
+def test_slow_list_times_out_and_recovers(emu: Emulator) -> None:
+    emu.store.create(R.SERVICES, svc("x"))
+    emu.faults.delay("LIST", "services", 3.0)
+    inf, view = make(emu, request_timeout=0.5)
+    t0 = time.monotonic()
+    inf.start()
+    try:
+        assert inf.wait_for_sync(5)
+        assert time.monotonic() - t0 < 2.5  # the read timeout fired; the delay did not pass
+        assert inf.errors == 1 and inf.lists == 2
+        assert eventually(converged(emu, inf, view))
+    finally:
+        inf.stop()
+
+
+def test_silent_watch_hits_client_read_timeout(emu: Emulator) -> None:
+    # Server timeout 1 s + 0.5 s slack = 1.5 s read timeout; the next watch stalls 4 s.
+    inf, view = make(emu, request_timeout=0.5, watch_s=1)
+    inf.start()
+    try:
+        assert inf.wait_for_sync(5)
+        emu.faults.delay("WATCH", "services", 4.0)
+        drop(emu, abrupt=False)
+        emu.store.create(R.SERVICES, svc("during"))
+        t0 = time.monotonic()
+        assert eventually(lambda: view.count("ADDED", "during") == 1, timeout=6)
+        assert time.monotonic() - t0 < 3.5
+        assert inf.errors >= 1 and not view.errors
+    finally:
+        inf.stop()
+
+
+def test_handler_exception_does_not_kill_informer(emu: Emulator) -> None:
+    inf, view = make(emu)
+    seen: Counter[str] = Counter()
+
+    def bad(etype: str, obj: Obj) -> None:
+        seen[etype] += 1
+        raise RuntimeError("consumer bug")
+
+    inf.add_handler(bad)
+    inf.start()
+    try:
+        assert inf.wait_for_sync(5)
+        emu.store.create(R.SERVICES, svc("a1"))
+        emu.store.create(R.SERVICES, svc("a2"))
+        assert eventually(lambda: seen["ADDED"] == 2)
+        assert eventually(converged(emu, inf, view))
+    finally:
+        inf.stop()
+
+
+def test_stop_is_prompt(emu: Emulator) -> None:
+    inf, _ = make(emu, watch_s=300)
+    inf.start()
+    assert inf.wait_for_sync(5)
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    inf.stop()
+    assert time.monotonic() - t0 < 1.0
