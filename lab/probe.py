@@ -88,7 +88,7 @@ def resolve(iface: str, src_mac: str, src_ip: str, target: str, timeout: float =
 
 def http_get(host: str, port: int = 80, timeout: float = 2.0) -> str | None:
     """Body of GET / or None on any failure (connection refused, timeout, ...)."""
-    conn = http.client.HTTPConnection(host if ":" not in host else f"[{host}]", port,
+    conn = http.client.HTTPConnection(host, port,
                                       timeout=timeout)
     try:
         conn.request("GET", "/")

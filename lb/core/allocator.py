@@ -522,10 +522,11 @@ class Allocator:
             home = None if isinstance(plan, Pending) else self._fit_existing(
                 rec.svc, rec.nsl, plan, rec.ips, rec.pool
             )
-            touched.add(key)
             if home is None:
+                touched.add(key)
                 self._drop(rec)
             elif home.name != rec.pool:
+                touched.add(key)
                 rec.pool = home.name
                 rec.result = Allocation(rec.result.ips, home.name)
         self._woken.clear()

@@ -101,6 +101,18 @@ class FakeClock:
                 self._cond.wait(min(left, _EVENT_POLL_S))
             return True
 
+    def wait_for_sleeps(self, total: int, timeout: float = 5.0) -> bool:
+        """Block (real time) until ``total`` sleeps have started since creation and a thread
+        is parked in one: "the worker went round its loop and is waiting again"."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self.slept) < total or self.sleepers < 1:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, _EVENT_POLL_S))
+            return True
+
     def _block(self, seconds: float, event: threading.Event | None) -> bool:
         with self._cond:
             self.slept.append(seconds)

@@ -98,3 +98,39 @@ def crds() -> list[dict[str, Any]]:
             if doc and doc.get("kind") == "CustomResourceDefinition":
                 out.append(doc)
     return out
+
+
+def _strict(schema: Any) -> Any:
+    """A copy of a CRD's OpenAPI schema that rejects unknown fields. The API server would
+    prune them silently, which hides typos in examples: the tests want to see them."""
+    if isinstance(schema, list):
+        return [_strict(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _strict(v) for k, v in schema.items()}
+    if ("properties" in out and "additionalProperties" not in out
+            and not out.get("x-kubernetes-preserve-unknown-fields")):
+        out["additionalProperties"] = False
+    return out
+
+
+def crd_problems(doc: dict[str, Any]) -> list[str] | None:
+    """Validation errors of a custom resource against its CRD in crds/ (None: no such CRD)."""
+    import jsonschema
+
+    group, _, version = doc.get("apiVersion", "").rpartition("/")
+    for crd in crds():
+        if crd["spec"]["group"] != group or crd["spec"]["names"]["kind"] != doc.get("kind"):
+            continue
+        for served in crd["spec"]["versions"]:
+            if served["name"] != version:
+                continue
+            schema = _strict(served["schema"]["openAPIV3Schema"])
+            # apiVersion/kind/metadata are checked by the API server itself.
+            schema.setdefault("properties", {}).update(
+                {"apiVersion": {"type": "string"}, "kind": {"type": "string"},
+                 "metadata": {"type": "object"}})
+            validator = jsonschema.Draft7Validator(schema)
+            return [f"{'.'.join(map(str, e.path)) or '<root>'}: {e.message}"
+                    for e in validator.iter_errors(doc)]
+    return None

@@ -413,8 +413,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._abort()
                 return
             if item == DROP_CLEAN:
+                # A terminated chunked response leaves the connection reusable (keep-alive),
+                # as with the real API server; closing it would race the client's pool.
                 self._end_stream()
-                self.close_connection = True
                 return
             assert isinstance(item, WatchEvent)
             self._send_event(item, match)

@@ -30,6 +30,7 @@ from lb.core.parse import (
     parse_ip,
     parse_l2_advertisement,
     parse_pool,
+    parse_service,
 )
 from lb.errors import InvalidObject
 
@@ -630,6 +631,22 @@ def test_every_field_the_parser_reads_is_declared(kind: str, spec: dict[str, Any
     assert any(p.startswith(".spec.") for p in seen)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_declared_spec_field_is_read_by_the_parser(kind: str) -> None:
+    seen: set[str] = set()
+    for k, spec in GOOD:
+        if k == kind and spec:
+            PARSERS[kind](Recorder(_obj(kind, spec), "", seen))
+    def norm(paths: set[str]) -> set[str]:
+        # Array items are not looked up by key, and every selector is read by one function.
+        return {re.sub(r"^.*[sS]electors\[\]", "<selector>", p) for p in paths
+                if not p.endswith("[]")}
+
+    declared = {p for p, _ in _walk(_schema(kind)) if p.startswith(".spec.") and "{}" not in p}
+    missing = norm(declared) - norm(seen)
+    assert not missing, f"{kind}: declared but never read by the parser: {missing}"
+
+
 def test_recorder_catches_a_misspelt_field() -> None:
     seen: set[str] = set()
     rec = Recorder({"spec": {"avoidBuggyIps": True}}, "", seen)
@@ -637,3 +654,39 @@ def test_recorder_catches_a_misspelt_field() -> None:
     spec.get("avoidBuggyIps")
     declared = {p for p, _ in _walk(_schema("IPAddressPool"))}
     assert ".spec.avoidBuggyIps" in seen and ".spec.avoidBuggyIps" not in declared
+
+
+# --- the examples in docs/api are valid --------------------------------------------------------
+
+DOCS = ROOT / "docs" / "api"
+
+
+def _doc_blocks() -> list[tuple[str, dict[str, Any]]]:
+    out: list[tuple[str, dict[str, Any]]] = []
+    for doc in sorted(DOCS.glob("*.md")):
+        last: dict[str, Any] | None = None
+        for i, block in enumerate(re.findall(r"```yaml\n(.*?)```", doc.read_text(), re.S)):
+            obj = yaml.safe_load(block)
+            if set(obj) == {"status"} and last is not None:
+                obj = dict(last, status=obj["status"])  # a status example for the object above
+            else:
+                last = obj
+            out.append((f"{doc.name}#{i}", obj))
+    return out
+
+
+def test_every_doc_page_exists() -> None:
+    assert {p.stem for p in DOCS.glob("*.md")} >= {
+        "ipaddresspool", "l2advertisement", "bgpadvertisement", "bgppeer",
+        "service-annotations"}
+
+
+@pytest.mark.parametrize(("where", "obj"), _doc_blocks(), ids=[w for w, _ in _doc_blocks()])
+def test_doc_examples_are_valid(where: str, obj: dict[str, Any]) -> None:
+    kind = obj["kind"]
+    if kind == "Service":
+        assert parse_service(obj, None) is not None
+        return
+    assert obj["apiVersion"] == "lb.portico.dev/v1alpha1"
+    assert api_server_errors(kind, obj) == []
+    PARSERS[kind](obj)

@@ -1,0 +1,317 @@
+"""Policy checks on the rendered chart: least-privilege RBAC, security contexts on every
+container, and the wiring the components rely on (args, env, ports, probes, Services)."""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.chart.chartkit import (
+    CASES,
+    NAMESPACE,
+    by_kind,
+    containers,
+    crd_problems,
+    crds,
+    documents,
+    one,
+    pod_spec,
+    render,
+    workloads,
+)
+
+RBAC_CASES = [c for c in CASES if by_kind(c, "ClusterRole") or by_kind(c, "Role")]
+WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
+READ_VERBS = {"get", "list", "watch"}
+# Verbs that let a subject grow its own rights or act as someone else.
+ESCALATION_VERBS = {"bind", "escalate", "impersonate", "approve", "sign"}
+
+
+def _rules(case: str) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for doc in [*by_kind(case, "ClusterRole"), *by_kind(case, "Role")]:
+        for rule in doc.get("rules", []):
+            out.append((f"{doc['kind']} {doc['metadata']['name']}", rule))
+    return out
+
+
+def _granted(case: str, role_suffix: str, group: str, resource: str) -> set[str]:
+    verbs: set[str] = set()
+    for role, rule in _rules(case):
+        if role.endswith(role_suffix) and group in rule.get("apiGroups", []) \
+                and resource in rule.get("resources", []) and not rule.get("resourceNames"):
+            verbs |= set(rule["verbs"])
+    return verbs
+
+
+def test_rbac_is_rendered_where_expected() -> None:
+    assert "default" in RBAC_CASES and "all-options" in RBAC_CASES
+    assert "components-off" not in RBAC_CASES  # rbac.create=false
+
+
+@pytest.mark.parametrize("case", RBAC_CASES)
+def test_rbac_has_no_wildcards(case: str) -> None:
+    for role, rule in _rules(case):
+        for field in ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"):
+            for item in rule.get(field, []):
+                assert "*" not in item, f"{case}: {role} has a wildcard in {field}: {rule}"
+        assert rule.get("apiGroups") is not None, f"{role}: every rule names its API groups"
+        assert rule.get("resources"), f"{role}: every rule names its resources"
+        assert not rule.get("nonResourceURLs"), f"{role}: no non-resource URLs needed"
+
+
+@pytest.mark.parametrize("case", RBAC_CASES)
+def test_rbac_grants_no_write_on_secrets_and_no_escalation(case: str) -> None:
+    secret_rules = 0
+    for role, rule in _rules(case):
+        verbs = set(rule["verbs"])
+        assert not verbs & ESCALATION_VERBS, f"{case}: {role}: {rule}"
+        if "" in rule["apiGroups"] and "secrets" in rule["resources"]:
+            secret_rules += 1
+            assert verbs <= READ_VERBS, f"{case}: {role} may write Secrets: {rule}"
+        assert not any(r in ("pods/exec", "pods/attach", "nodes/proxy", "serviceaccounts/token")
+                       for r in rule["resources"]), f"{case}: {role}: {rule}"
+    assert secret_rules >= 1, "the ingress (TLS) and the speaker (BGP passwords) read Secrets"
+
+
+def test_controller_reads_no_secrets_and_speaker_reads_them_only_in_its_namespace() -> None:
+    for role, rule in _rules("default"):
+        if "secrets" in rule["resources"]:
+            assert "controller" not in role, role
+            if "speaker" in role:
+                assert role.startswith("Role "), "speaker Secrets access must be namespaced"
+
+
+def test_status_writes_go_through_status_subresources() -> None:
+    for role, rule in _rules("default"):
+        writes = set(rule["verbs"]) & WRITE_VERBS
+        if not writes or set(rule["apiGroups"]) & {"coordination.k8s.io"}:
+            continue
+        for resource in rule["resources"]:
+            allowed_whole = {"events", "servicel2statuses"}
+            assert resource.endswith("/status") or resource in allowed_whole, (
+                f"{role} may write {resource} itself, not only its status: {rule}")
+
+
+def test_every_crd_is_readable_by_controller_and_speaker() -> None:
+    plurals = {c["spec"]["names"]["plural"] for c in crds()}
+    if not plurals:
+        pytest.skip("charts/portico/crds/ holds no CRD yet")
+    for component in ("controller", "speaker"):
+        for plural in plurals:
+            verbs = _granted("default", f"-{component}", "lb.portico.dev", plural)
+            assert {"list", "watch"} <= verbs, f"{component} cannot list/watch {plural}"
+
+
+def test_leader_election_lease_is_namespaced_and_named() -> None:
+    role = one("default", "Role", "-controller-leader-election")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    named = [r for r in role["rules"] if r.get("resourceNames")]
+    assert named and named[0]["resourceNames"] == ["portico-controller"]
+    assert set(named[0]["verbs"]) == {"get", "update", "patch"}
+    assert not by_kind("alternatives", "Role") or all(
+        not r["metadata"]["name"].endswith("leader-election")
+        for r in by_kind("alternatives", "Role"))
+
+
+@pytest.mark.parametrize("case", RBAC_CASES)
+def test_bindings_point_at_rendered_roles_and_service_accounts(case: str) -> None:
+    roles = {(d["kind"], d["metadata"]["name"]) for d in documents(case)
+             if d["kind"] in ("Role", "ClusterRole")}
+    accounts = {d["metadata"]["name"] for d in by_kind(case, "ServiceAccount")}
+    used = {pod_spec(w)["serviceAccountName"] for w in workloads(case)}
+    for binding in [*by_kind(case, "RoleBinding"), *by_kind(case, "ClusterRoleBinding")]:
+        ref = binding["roleRef"]
+        assert (ref["kind"], ref["name"]) in roles, binding["metadata"]["name"]
+        for subject in binding["subjects"]:
+            assert subject["kind"] == "ServiceAccount"
+            assert subject["namespace"] == NAMESPACE
+            assert subject["name"] in used, subject
+            if case != "alternatives":  # there, accounts are pre-existing (create: false)
+                assert subject["name"] in accounts, subject
+
+
+# --- security contexts -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_container_has_a_restrictive_security_context(case: str) -> None:
+    checked = 0
+    for workload in workloads(case):
+        pod = pod_spec(workload)
+        pod_sc = pod.get("securityContext", {})
+        for container in containers(workload):
+            where = f"{case}: {workload['kind']} {workload['metadata']['name']}/{container['name']}"
+            sc = container.get("securityContext")
+            assert sc, f"{where} has no securityContext"
+            assert sc.get("allowPrivilegeEscalation") is False, where
+            assert sc.get("readOnlyRootFilesystem") is True, where
+            assert sc.get("privileged", False) is False, where
+            assert sc.get("capabilities", {}).get("drop") == ["ALL"], where
+            seccomp = sc.get("seccompProfile") or pod_sc.get("seccompProfile")
+            assert seccomp == {"type": "RuntimeDefault"}, where
+            added = set(sc.get("capabilities", {}).get("add", []))
+            if container["name"] == "speaker":
+                assert added == {"NET_RAW", "NET_ADMIN"}, where
+            else:
+                assert not added, where
+                assert sc.get("runAsNonRoot") is True, where
+                assert pod_sc.get("runAsNonRoot") is True, where
+                assert int(sc.get("runAsUser", pod_sc.get("runAsUser", 0))) != 0, where
+            checked += 1
+    assert checked >= 1
+
+
+def test_only_the_speaker_uses_the_host_network() -> None:
+    for case in CASES:
+        for workload in workloads(case):
+            host = pod_spec(workload).get("hostNetwork", False)
+            assert host == workload["metadata"]["name"].endswith("-speaker"), workload["metadata"]
+            assert not pod_spec(workload).get("hostPID") and not pod_spec(workload).get("hostIPC")
+
+
+def test_writable_paths_are_emptydirs() -> None:
+    ingress = one("default", "Deployment", "-ingress")
+    mounts = {m["mountPath"]: m["name"] for m in containers(ingress)[0]["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec(ingress)["volumes"]}
+    assert "/var/run/portico-ingress" in mounts
+    assert "--state-dir=/var/run/portico-ingress" in containers(ingress)[0]["args"]
+    for name in mounts.values():
+        assert "emptyDir" in volumes[name]
+
+
+# --- wiring ----------------------------------------------------------------------------------
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def test_controller_runs_two_replicas_with_leader_election() -> None:
+    deploy = one("default", "Deployment", "-controller")
+    assert deploy["spec"]["replicas"] == 2
+    (container,) = containers(deploy)
+    assert container["args"][0] == "controller"
+    assert "--leader-elect" in container["args"]
+    assert "--lease-name=portico-controller" in container["args"]
+    env = _env(container)
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    alt = containers(one("alternatives", "Deployment", "-controller"))[0]
+    assert "--no-leader-elect" in alt["args"]
+
+
+def test_speaker_daemonset_reads_its_node_name_and_tolerates_control_plane() -> None:
+    ds = one("default", "DaemonSet", "-speaker")
+    (container,) = containers(ds)
+    assert container["args"][0] == "speaker"
+    assert _env(container)["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    keys = {t["key"] for t in pod_spec(ds).get("tolerations", [])}
+    assert "node-role.kubernetes.io/control-plane" in keys
+    off = one("alternatives", "DaemonSet", "-speaker")
+    assert "tolerations" not in pod_spec(off)
+    assert pod_spec(ds)["dnsPolicy"] == "ClusterFirstWithHostNet"
+
+
+def test_ingress_service_maps_80_443_onto_high_container_ports() -> None:
+    for case, kind in (("default", "Deployment"), ("all-options", "DaemonSet")):
+        service = next(s for s in by_kind(case, "Service")
+                       if s["spec"].get("type") == "LoadBalancer")
+        assert service["spec"]["externalTrafficPolicy"] == "Local"
+        workload = next(w for w in by_kind(case, kind) if w["metadata"]["name"] ==
+                        service["metadata"]["name"])
+        (container,) = containers(workload)
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        by_port = {p["port"]: p["targetPort"] for p in service["spec"]["ports"]}
+        assert set(by_port) == {80, 443}
+        for target in by_port.values():
+            assert ports[target] >= 1024, "HAProxy listens on unprivileged ports (non-root)"
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        assert service["spec"]["selector"].items() <= labels.items()
+        args = container["args"]
+        assert f"--http-port={ports['http']}" in args and f"--https-port={ports['https']}" in args
+        name = service["metadata"]["name"]
+        assert f"--publish-service={NAMESPACE}/{name}" in args
+
+
+def test_ingress_class_and_default_annotation() -> None:
+    cls = one("default", "IngressClass", "portico")
+    assert cls["spec"]["controller"] == "portico.dev/ingress"
+    assert "annotations" not in cls["metadata"]
+    default = by_kind("all-options", "IngressClass")[0]
+    assert default["metadata"]["annotations"] == {
+        "ingressclass.kubernetes.io/is-default-class": "true"}
+    assert not by_kind("alternatives", "IngressClass")
+
+
+def test_ingress_service_annotations_request_pool_and_addresses() -> None:
+    service = next(s for s in by_kind("all-options", "Service")
+                   if s["spec"].get("type") == "LoadBalancer")
+    annotations = service["metadata"]["annotations"]
+    assert annotations["lb.portico.dev/loadBalancerIPs"] == "192.0.2.10,2001:db8::10"
+    assert annotations["lb.portico.dev/address-pool"] == "public"
+    assert service["spec"]["loadBalancerClass"] == "portico.dev/lb"
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_probes_hit_healthz_and_readyz_on_a_declared_port(case: str) -> None:
+    for workload in workloads(case):
+        for container in containers(workload):
+            ports = {p["name"] for p in container["ports"]}
+            for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+                get = container[probe]["httpGet"]
+                assert get["path"] == path and get["port"] in ports, container["name"]
+            assert container["resources"]["requests"], container["name"]
+            assert container["resources"]["limits"]["memory"], container["name"]
+
+
+def test_pod_disruption_budgets_cover_controller_and_ingress() -> None:
+    pdbs = {p["metadata"]["name"]: p for p in by_kind("default", "PodDisruptionBudget")}
+    assert set(pdbs) == {"portico-controller", "portico-ingress"}
+    for name, pdb in pdbs.items():
+        workload = next(w for w in workloads("default") if w["metadata"]["name"] == name)
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        assert pdb["spec"]["minAvailable"] < workload["spec"]["replicas"], (
+            "a PDB as large as the Deployment would block every node drain")
+    assert not by_kind("alternatives", "PodDisruptionBudget")
+
+
+def test_service_monitors_select_the_metrics_services() -> None:
+    monitors = by_kind("all-options", "ServiceMonitor")
+    assert len(monitors) == 3
+    services = by_kind("all-options", "Service")
+    for monitor in monitors:
+        wanted = monitor["spec"]["selector"]["matchLabels"]
+        selected = [s for s in services if wanted.items() <= s["metadata"]["labels"].items()]
+        assert len(selected) == 1, monitor["metadata"]["name"]
+        (service,) = selected
+        assert service["spec"]["clusterIP"] == "None"
+        port_names = {p["name"] for p in service["spec"]["ports"]}
+        assert {e["port"] for e in monitor["spec"]["endpoints"]} <= port_names
+        assert monitor["metadata"]["labels"]["release"] == "kube-prometheus"
+    assert not by_kind("default", "ServiceMonitor")
+
+
+def test_image_reference_follows_values() -> None:
+    image = containers(one("default", "Deployment", "-controller"))[0]["image"]
+    assert image == "portico:0.1.0"
+    pinned = containers(one("all-options", "Deployment", "-controller"))[0]["image"]
+    assert pinned.startswith("registry.example.test/platform/portico@sha256:")
+
+
+def test_notes_tell_the_user_to_create_a_pool_and_an_advertisement() -> None:
+    notes = render("default")["portico/templates/NOTES.txt"]
+    block = notes.split("<<'YAML'\n", 1)[1].split("\n  YAML", 1)[0]
+    docs = [d for d in yaml.safe_load_all(textwrap.dedent(block)) if d]
+    kinds = [d["kind"] for d in docs]
+    assert kinds == ["IPAddressPool", "L2Advertisement"]
+    pool, advert = docs
+    assert advert["spec"]["ipAddressPools"] == [pool["metadata"]["name"]]
+    assert "kubectl get service hello" in notes
+    for doc in docs:
+        problems = crd_problems(doc)
+        if problems is None:
+            pytest.skip(f"no CRD for {doc['kind']} in charts/portico/crds/ yet")
+        assert problems == [], f"NOTES.txt example {doc['kind']}: {problems}"
