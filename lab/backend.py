@@ -4,6 +4,7 @@ which node answered, so a test sees which node the VIP's traffic reached."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.server
 import socket
 import sys
@@ -38,10 +39,8 @@ def main(argv: list[str] | None = None) -> int:
 
     server = Server(("::", args.port), Handler)
     print(f"backend node={args.node} listening on [::]:{args.port}", file=sys.stderr)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever(poll_interval=0.2)
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

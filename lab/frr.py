@@ -117,13 +117,14 @@ class FrrRouter:
 
     def start(self, timeout: float = 10.0) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        shutil.chown(self.workdir, "frr", "frr")
         self.rundir.mkdir(parents=True, exist_ok=True)
         shutil.chown(self.rundir, "frr", "frr")
         confs = {"zebra": "hostname z\n", "bgpd": self._bgpd_conf(), "bfdd": "hostname b\n"}
         daemons = ["zebra", *(["bfdd"] if self.bfd else []), "bgpd"]
         for d in daemons:
-            conf = self.workdir / f"{d}.conf"
+            # FRR drops to user frr: the config must be readable by it (pytest's tmp dirs are
+            # 0700 root), so it lives in the pathspace directory we own for frr.
+            conf = self.rundir / f"{d}.conf"
             conf.write_text(confs[d])
             shutil.chown(conf, "frr", "frr")
             log = open(self.workdir / f"{d}.log", "ab")  # noqa: SIM115 - kept by the child

@@ -54,9 +54,9 @@ def parse_answer(frame: bytes, target: str) -> str | None:
         op = int.from_bytes(frame[20:22], "big")
         if op == 2 and frame[28:32] == addr.packed:
             return _mac_str(frame[22:28])
-    elif etype == ETH_P_IPV6 and addr.version == 6 and len(frame) >= 78:
-        if frame[20] == 58 and frame[54] == 136 and frame[62:78] == addr.packed:
-            return _mac_str(frame[6:12])
+    elif (etype == ETH_P_IPV6 and addr.version == 6 and len(frame) >= 78
+          and frame[20] == 58 and frame[54] == 136 and frame[62:78] == addr.packed):
+        return _mac_str(frame[6:12])
     return None
 
 

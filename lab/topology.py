@@ -337,8 +337,10 @@ class Lab:
 
     def add_service(self, name: str, *, ips: list[str] | None = None, local: bool = False,
                     families: list[str] | None = None, annotations: dict[str, str] | None = None,
-                    set_status: bool | None = None, namespace: str = "default") -> None:
-        """A LoadBalancer Service on port 80. ``ips`` requests addresses (annotation); with
+                    set_status: bool | None = None, namespace: str = "default",
+                    port: int = 80) -> None:
+        """A LoadBalancer Service on ``port`` (backends listen on 80). ``ips`` requests
+        addresses (annotation); with
         ``set_status`` (default: when no controller runs) the status is written directly."""
         from lb.kube import resources as R
 
@@ -349,7 +351,7 @@ class Lab:
             {"IPv6" if ":" in i else "IPv4" for i in (ips or [])}) or ["IPv4"]
         spec: dict[str, Any] = {
             "type": "LoadBalancer", "selector": {"app": name},
-            "ports": [{"name": "http", "protocol": "TCP", "port": 80, "targetPort": 80}],
+            "ports": [{"name": "http", "protocol": "TCP", "port": port, "targetPort": 80}],
             "externalTrafficPolicy": "Local" if local else "Cluster",
             "ipFamilies": fams,
             "ipFamilyPolicy": "PreferDualStack" if len(fams) > 1 else "SingleStack",

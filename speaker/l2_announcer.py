@@ -55,6 +55,7 @@ class L2Announcer:
         self._stopping = False
         self._dup_last: dict[IPAddress, float] = {}
         self._build_problems: list[tuple[str, str, Any]] = []
+        self._stale: list[tuple[str, str]] = []
         self.responder = Responder(
             interfaces, Metrics(M.L2_REQUESTS, M.L2_REPLIES, M.L2_GRATUITOUS, M.L2_DUPLICATES,
                                 M.L2_ERRORS), log, self._on_duplicate, monotonic)
@@ -140,7 +141,13 @@ class L2Announcer:
             assert state.problems is not None
             state.problems += [(p.ref.kind, p.ref.name, p) for p in plan.problems]
             state.problems += self._build_problems
+            state.clear = list(self._stale)
         self.reporter.submit(state)
+
+    def set_stale_conditions(self, services: list[tuple[str, str]]) -> None:
+        """Services carrying our condition but holding no address any more."""
+        with self._lock:
+            self._stale = list(services)
 
     def set_build_problems(self, problems: Any) -> None:
         """Invalid objects found while building the snapshot: (kind, name, problems)."""

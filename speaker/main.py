@@ -27,8 +27,10 @@ from lb.kube.client import KubeClient
 from lb.kube.events import EventRecorder
 from lb.kube.informer import Informer
 from lb.kube.serve import start_http_server
+from lb.kube.status import find_condition
 from speaker.announcer import Announcer
 from speaker.core.build import build_snapshot, referenced_secrets
+from speaker.core.l2_report import CONDITION_TYPE
 from speaker.core.liveness import DEFAULT_INTERVAL, DEFAULT_TIMEOUT, LivenessConfig
 from speaker.l2_announcer import L2Announcer
 
@@ -148,6 +150,13 @@ class Speaker:
             bgp_advertisements=st[R.BGPADVERTISEMENTS], bgp_peers=st[R.BGPPEERS],
             secrets=self._secrets() if st[R.BGPPEERS] else {}, lb_class=self.args.lb_class)
         self.l2.set_build_problems(result.problems)
+        announced = {s.key for s in result.snapshot.services}
+        self.l2.set_stale_conditions([
+            (o["metadata"].get("namespace", ""), o["metadata"].get("name", ""))
+            for o in st[R.SERVICES]
+            if f"{o['metadata'].get('namespace', '')}/{o['metadata'].get('name', '')}"
+            not in announced
+            and find_condition((o.get("status") or {}).get("conditions"), CONDITION_TYPE)])
         for a in self.announcers:
             try:
                 a.sync(result.snapshot)
@@ -206,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     # Import scapy now (about 0.8 s): the first takeover must not pay for it.
-    import scapy.layers.inet6  # noqa: F401
+    import scapy.layers.inet6
     import scapy.layers.l2  # noqa: F401
 
     return speaker.run()

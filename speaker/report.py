@@ -17,7 +17,7 @@ from typing import Any
 from lb.core.model import FieldProblem, IPAddress
 from lb.errors import KubeError
 from lb.kube import resources as R
-from lb.kube.status import find_condition, set_condition
+from lb.kube.status import find_condition, remove_condition, set_condition
 from speaker.core.l2_report import CONDITION_TYPE, ServiceCondition
 
 RETRY_AFTER = 5.0  # seconds before re-trying failed status writes without a new state
@@ -36,6 +36,8 @@ class ReportState:
     gained: list[tuple[IPAddress, tuple[str, ...], str]] = field(default_factory=list)
     # duplicates seen: (vip, services, message)
     duplicates: list[tuple[IPAddress, tuple[str, ...], str]] = field(default_factory=list)
+    # Services whose L2 condition must go (they hold no announced address any more)
+    clear: list[tuple[str, str]] | None = None
 
 
 class Reporter:
@@ -47,6 +49,7 @@ class Reporter:
         self._cv = threading.Condition()
         self._conditions: list[ServiceCondition] = []
         self._problems: list[tuple[str, str, FieldProblem]] = []
+        self._clear: list[tuple[str, str]] = []
         self._gained: list[tuple[IPAddress, tuple[str, ...], str]] = []
         self._duplicates: list[tuple[IPAddress, tuple[str, ...], str]] = []
         self._dirty = False
@@ -71,6 +74,8 @@ class Reporter:
                 self._conditions = list(state.conditions)
             if state.problems is not None:
                 self._problems = list(state.problems)
+            if state.clear is not None:
+                self._clear = list(state.clear)
             self._gained += state.gained
             self._duplicates += state.duplicates
             self._dirty = True
@@ -86,7 +91,7 @@ class Reporter:
                 retry = not self._dirty
                 self._dirty = False
                 state = ReportState(list(self._conditions), list(self._problems),
-                                    self._gained, self._duplicates)
+                                    self._gained, self._duplicates, list(self._clear))
                 self._gained, self._duplicates = [], []
             if retry and not state.conditions:
                 continue
@@ -97,13 +102,13 @@ class Reporter:
 
     def _write(self, state: ReportState) -> bool:
         ok = True
-        for vip, services, message in state.gained:
+        for _vip, services, message in state.gained:
             for key in services:
                 ns, name = key.split("/", 1)
                 obj = self.lookup(R.SERVICES, ns, name)
                 if obj is not None:
                     self.events.normal(obj, "L2Announcing", message)
-        for vip, services, message in state.duplicates:
+        for _vip, services, message in state.duplicates:
             for key in services:
                 ns, name = key.split("/", 1)
                 obj = self.lookup(R.SERVICES, ns, name)
@@ -126,7 +131,28 @@ class Reporter:
         self._reported_problems &= current
         for cond in state.conditions or []:
             ok = self._write_condition(cond) and ok
+        for ns, name in state.clear or []:
+            ok = self._clear_condition(ns, name) and ok
         return ok
+
+    def _clear_condition(self, namespace: str, name: str) -> bool:
+        obj = self.lookup(R.SERVICES, namespace, name)
+        if obj is None:
+            return True
+        status = obj.get("status") or {}
+        if find_condition(status.get("conditions"), CONDITION_TYPE) is None:
+            return True
+        body = dict(obj)
+        body["status"] = dict(status, conditions=remove_condition(status.get("conditions"),
+                                                                   CONDITION_TYPE))
+        try:
+            self.client.replace(R.SERVICES, name, body, namespace=namespace,
+                                subresource="status")
+            return True
+        except KubeError as exc:
+            self.log.warning("l2_condition_clear_failed", object=f"{namespace}/{name}",
+                             error=str(exc))
+            return False
 
     def _write_condition(self, cond: ServiceCondition) -> bool:
         obj = self.lookup(R.SERVICES, cond.namespace, cond.name)

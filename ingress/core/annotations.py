@@ -122,13 +122,14 @@ def _check(short: str, value: str) -> object:
         problem = cookie_problem(value)
         return _Bad(f"cookie name {problem}") if problem else value
     if short == "rewrite-target":
-        if _REWRITE_RE.fullmatch(value):
+        if _REWRITE_RE.fullmatch(value) and ".." not in value:
             return value
-        return _Bad("must be a path of [A-Za-z0-9/._~%!*+,:@=&-] with optional $1..$9 groups")
+        return _Bad("must be a path of [A-Za-z0-9/._~%!*+,:@=&-] without '..', with optional "
+                    "$1 to $9 groups")
     # permanent-redirect
-    if _URL_RE.fullmatch(value) and len(value) <= 2048:
+    if _URL_RE.fullmatch(value) and len(value) <= 2048 and ".." not in value:
         return value
-    return _Bad("must be an http(s) URL of [A-Za-z0-9/._~%!*+,:@=&-]")
+    return _Bad("must be an http(s) URL of [A-Za-z0-9/._~%!*+,:@=&-] without '..'")
 
 
 def parse_annotations(annotations: dict[str, str]) -> AnnotationResult:

@@ -228,8 +228,12 @@ class _Builder:
         return name
 
 
+_PEM_BEGIN = re.compile(r"-----BEGIN ([A-Z0-9 ]{1,40})-----")
+_PEM_BODY = re.compile(r"[A-Za-z0-9+/=]{1,80}")
+
+
 def _pem_ok(data: bytes) -> bool:
-    # Strict PEM shape: only BEGIN/END armour lines and base64 lines, ASCII, bounded size.
+    """Strict PEM shape: BEGIN/END blocks of base64 lines, nothing in between, ASCII."""
     if len(data) > 256 * 1024:
         return False
     try:
@@ -237,10 +241,19 @@ def _pem_ok(data: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     lines = [ln for ln in text.replace("\r\n", "\n").split("\n") if ln]
-    if not lines:
-        return False
-    return all(re.fullmatch(r"-----(BEGIN|END) [A-Z0-9 ]{1,40}-----|[A-Za-z0-9+/=]{1,80}", ln)
-               for ln in lines) and lines[0].startswith("-----BEGIN")
+    label: str | None = None
+    blocks = 0
+    for ln in lines:
+        if label is None:
+            m = _PEM_BEGIN.fullmatch(ln)
+            if m is None:
+                return False
+            label = m.group(1)
+        elif ln == f"-----END {label}-----":
+            label, blocks = None, blocks + 1
+        elif not _PEM_BODY.fullmatch(ln):
+            return False
+    return label is None and blocks > 0
 
 
 def tls_pem(secret: Obj) -> bytes | str:

@@ -66,9 +66,10 @@ def path_problem(path: str) -> str | None:
         return "contains characters outside [A-Za-z0-9/._~%!*+,:@=&-]"
     if _PCT_RE.search(path):
         return "'%' must start a two-digit hex escape"
-    segments = path.split("/")
-    if "." in segments or ".." in segments:
-        return "must not contain '.' or '..' segments"
+    # '..' anywhere (not only as a segment): HAProxy routes on the raw path while backends
+    # normalise it, the classic way around a path-based allow-list.
+    if ".." in path or "." in path.split("/"):
+        return "must not contain '..' or '.' segments"
     if "//" in path:
         return "must not contain empty segments ('//')"
     return None

@@ -203,7 +203,10 @@ def metadata(ctx: Ctx, obj: object, *, namespaced: bool) -> tuple[str, str, Mapp
     meta = ctx.get_map(obj, "metadata", "metadata", required=True)
     if meta is None:
         return "?", "", {}
-    name = ctx.get_str(meta, "name", "metadata.name", 253, required=True) or ""
+    name = ctx.get_str(meta, "name", "metadata.name", 253, required=True)
+    if name == "":
+        ctx.add("metadata.name", "must not be empty", "MissingField")
+    name = name or ""
     namespace = ""
     if namespaced:
         namespace = ctx.get_str(meta, "namespace", "metadata.namespace", 63, required=True) or ""

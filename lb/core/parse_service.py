@@ -150,7 +150,10 @@ def _families(ctx: Ctx, spec: Mapping[str, object], policy: FamilyPolicy,
     if policy == "SingleStack" and len(fams) > 1:
         ctx.add("spec.ipFamilies", "lists two families but ipFamilyPolicy is SingleStack",
                 "InvalidIPFamilies")
-    if policy != "SingleStack" and len(fams) == 1:
+    # An explicit single family under PreferDualStack is the API server's verdict that the
+    # cluster cannot do dual stack: honour it. RequireDualStack always means both families.
+    if len(fams) == 1 and (policy == "RequireDualStack"
+                           or (policy == "PreferDualStack" and not explicit)):
         fams.append(IPV6 if fams[0] == IPV4 else IPV4)
     if explicit:
         for addr in requested:
@@ -192,6 +195,11 @@ def parse_service(obj: object, lb_class: str | None) -> LBService | None:
     Ours: ``spec.type`` LoadBalancer and ``spec.loadBalancerClass`` unset or equal to
     ``lb_class`` (a Service naming a class is never ours when we run without one). Raises
     InvalidObject, listing every problem, for a Service that is ours but invalid.
+
+    ``ip_families`` is ``spec.ipFamilies`` (primary first). Without it (emulators, objects
+    that never passed an API server) the family follows ``clusterIPs``, then the requested
+    addresses, then IPv4; dual-stack policies then add the other family. An explicit single
+    family with PreferDualStack is kept (the API server found the cluster single-stack).
     """
     if not isinstance(obj, Mapping):
         ctx = Ctx("Service", obj, namespaced=True)

@@ -84,7 +84,10 @@ def start_http_server(
         "address_family": family, "daemon_threads": True, "allow_reuse_address": True,
     })
     server = server_cls((host, port), Handler)
-    thread = threading.Thread(target=server.serve_forever, name="health-http", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="health-http",
+        daemon=True,
+    )
     thread.start()
     log.info("http_serving", addr=f"{host}:{server.server_address[1]}")
     return HealthServer(server, thread)

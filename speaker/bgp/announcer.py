@@ -35,6 +35,7 @@ from speaker.core.bgp_exabgp import (
     Shutdown,
     StateEvent,
     announce_commands,
+    eor_command,
     render_config,
     withdraw_commands,
 )
@@ -99,6 +100,7 @@ class BgpAnnouncer:
         self._state: dict[str, str] = {}  # neighbor -> connected|up|down
         self._since: dict[str, str] = {}  # neighbor -> RFC 3339 time of the last change
         self._announced: dict[str, frozenset[core.Route]] = {}
+        self._eor_sent: set[str] = set()  # neighbors told End-of-RIB since they came up
         self._reported: set[FieldProblem | core.PeerProblem] = set()
         self._status_written: dict[str, dict[str, Any] | None] = {}
         self.updates_sent = 0
@@ -169,6 +171,7 @@ class BgpAnnouncer:
         self._since[neighbor] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         # up: send the full set; down: the router dropped (or will drop) what we sent
         self._announced[neighbor] = frozenset()
+        self._eor_sent.discard(neighbor)
         s = self._session(neighbor)
         peer = s.peer if s else neighbor
         metrics.SESSIONS_UP.labels(self.node, peer).set(1 if state == "up" else 0)
@@ -228,17 +231,20 @@ class BgpAnnouncer:
             if n not in wanted or not self.proc.alive():
                 self._state.pop(n, None)
                 self._announced.pop(n, None)
+                self._eor_sent.discard(n)
         for s in plan.sessions:
             if s.neighbor not in self._state:
                 self._state[s.neighbor] = "down"
                 self._since[s.neighbor] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
                 self._announced[s.neighbor] = frozenset()
+                self._eor_sent.discard(s.neighbor)
                 metrics.SESSIONS_UP.labels(self.node, s.peer).set(0)
 
     def _sync_routes(self, s: core.Session, desired: frozenset[core.Route]) -> None:
         withdraw, announce = core.diff_routes(self._announced.get(s.neighbor, frozenset()),
                                               desired)
         if not withdraw and not announce:
+            self._send_eor(s)
             return
         cmds = [(c, n, "withdraw") for c, n in withdraw_commands(s.neighbor, withdraw)]
         cmds += [(c, n, "announce") for c, n in announce_commands(s.neighbor, announce)]
@@ -251,9 +257,17 @@ class BgpAnnouncer:
             self.updates_sent += count
             metrics.UPDATES_SENT.labels(self.node, s.peer, kind).inc(count)
         self._announced[s.neighbor] = desired
+        self._send_eor(s)
         metrics.PREFIXES_ANNOUNCED.labels(self.node, s.peer).set(len(desired))
         log.info("bgp_routes_synced", node=self.node, peer=s.peer, withdrawn=len(withdraw),
                  announced=len(announce), total=len(desired))
+
+    def _send_eor(self, s: core.Session) -> None:
+        if s.neighbor in self._eor_sent:
+            return
+        if not self.proc.send(eor_command(s.neighbor, s.family), ACK_TIMEOUT_S):
+            log.error("exabgp_command_rejected", node=self.node, peer=s.peer, kind="eor")
+        self._eor_sent.add(s.neighbor)
 
     def _withdraw_all(self) -> None:
         sent = False

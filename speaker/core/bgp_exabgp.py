@@ -83,6 +83,10 @@ def render_config(
             lines += [f"    md5-password {b64};", "    md5-base64 true;"]
         fam = "ipv4 unicast" if s.family == "IPv4" else "ipv6 unicast"
         lines += [
+            # End-of-RIB only after the speaker has re-sent its full route set: a restarting
+            # speaker must not tell a graceful-restart helper "done" with an empty table, or
+            # the router flushes the stale routes and re-learns them a moment later (a flap).
+            "    manual-eor true;",
             f"    family {{ {fam}; }}",
             f"    capability {{ graceful-restart {_token(graceful_restart_time)}; }}",
             f"    api {{ processes [ {PROCESS_NAME} ]; neighbor-changes; }}",
@@ -143,6 +147,11 @@ def withdraw_commands(
             part = prefixes[i : i + chunk]
             out.append((head + " nlri " + " ".join(_api_token(p) for p in part), len(part)))
     return out
+
+
+def eor_command(neighbor: str, family: str) -> str:
+    afi = "ipv4" if family == "IPv4" else "ipv6"
+    return f"neighbor {_api_token(neighbor)} announce eor {afi} unicast"
 
 
 # --- exabgp API output ----------------------------------------------------------------------------

@@ -163,9 +163,9 @@ def _closed_objects(schema: dict[str, Any], node: dict[str, Any], path: str) -> 
     """Paths of schema objects with declared properties that still accept unknown keys."""
     node = _resolve(schema, node)
     out = []
-    if "properties" in node and node.get("additionalProperties") is not False:
-        if node.get("type") == "object":
-            out.append(path)
+    if ("properties" in node and node.get("additionalProperties") is not False
+            and node.get("type") == "object"):
+        out.append(path)
     for key, child in node.get("properties", {}).items():
         out += _closed_objects(schema, child, f"{path}.{key}" if path else key)
     return out

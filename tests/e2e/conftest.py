@@ -6,6 +6,7 @@ machine has a Docker client but no engine, so that is what happens here).
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import subprocess
@@ -39,6 +40,8 @@ def _why_unusable() -> str | None:
 
 
 _REASON = _why_unusable()
+# The summary line points at the function that decided (pytest prints the number as given).
+_REASON_LINE = inspect.getsourcelines(_why_unusable)[1]
 
 
 
@@ -57,7 +60,7 @@ def pytest_runtest_makereport(
     # them all at this file folds the whole suite into one line.
     report = yield
     if _REASON is not None and report.skipped and isinstance(report.longrepr, tuple):
-        report.longrepr = (__file__, 0, f"Skipped: {_REASON}")
+        report.longrepr = (__file__, _REASON_LINE, f"Skipped: {_REASON}")
     return report
 
 

@@ -90,6 +90,9 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def _answer(self) -> None:
+        if self.headers.get("Upgrade", "").lower() == "echo":
+            self._tunnel()
+            return
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
@@ -100,6 +103,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def _tunnel(self) -> None:
+        # A WebSocket stand-in: after 101 the connection is a raw byte tunnel (line echo).
+        self.send_response(101)
+        self.send_header("Upgrade", "echo")
+        self.send_header("Connection", "Upgrade")
+        self.end_headers()
+        self.wfile.flush()
+        for line in self.rfile:
+            self.wfile.write(self.server.name.encode() + b":" + line)
+            self.wfile.flush()
+        self.close_connection = True
 
     do_GET = do_POST = _answer
 
@@ -238,9 +253,20 @@ class World:
             else:
                 self.services[key] = o
 
+    def set_endpoints(self, svc: str, endpoints: list[tuple[str, int]],
+                      ns: str = "default") -> None:
+        """Replace the Service's slices: one slice per distinct target port."""
+        self.slices = [s for s in self.slices if not (
+            s["metadata"]["namespace"] == ns
+            and s["metadata"]["labels"]["kubernetes.io/service-name"] == svc)]
+        for port in sorted({p for _, p in endpoints}):
+            sl = endpoint_slice(svc, [e for e in endpoints if e[1] == port], ns)
+            sl["metadata"]["name"] = f"{svc}-{port}"
+            self.slices.append(sl)
+
     def backend_service(self, svc: str, backends: list[Backend], ns: str = "default") -> None:
-        self.add(service(svc, ns), endpoint_slice(svc, [("127.0.0.1", b.port)
-                                                        for b in backends], ns))
+        self.add(service(svc, ns))
+        self.set_endpoints(svc, [("127.0.0.1", b.port) for b in backends], ns)
 
     def snapshot(self) -> Snapshot:
         return Snapshot(tuple(self.ingresses.values()), tuple(self.classes),
@@ -278,3 +304,49 @@ def harness(state_dir: Path, accept_proxy: bool = False) -> Iterator[Harness]:
         yield h
     finally:
         plane.stop()
+
+
+# --- wrk -----------------------------------------------------------------------------------
+
+WRK = shutil.which("wrk")
+
+
+@dataclass
+class WrkResult:
+    requests: int
+    non_2xx: int
+    socket_errors: int
+    rps: float
+    output: str
+
+
+def parse_wrk(out: str) -> WrkResult:
+    import re
+
+    req = re.search(r"(\d+) requests in", out)
+    non = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+                     out)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    return WrkResult(int(req.group(1)) if req else 0, int(non.group(1)) if non else 0,
+                     sum(int(x) for x in sock.groups()) if sock else 0,
+                     float(rps.group(1)) if rps else 0.0, out)
+
+
+@contextmanager
+def wrk_load(url: str, host: str, seconds: int = 8, connections: int = 16,
+             threads: int = 2) -> Iterator[list[WrkResult]]:
+    """Run wrk in the background (bounded by -d); yields a list filled with the result."""
+    assert WRK is not None
+    proc = subprocess.Popen([WRK, "-t", str(threads), "-c", str(connections), "-d",
+                             f"{seconds}s", "--timeout", "5s", "-H", f"Host: {host}", url],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    box: list[WrkResult] = []
+    try:
+        yield box
+        out, _ = proc.communicate(timeout=seconds + 30)
+        box.append(parse_wrk(out.decode(errors="replace")))
+    finally:
+        if proc.poll() is None:
+            proc.kill()  # by the PID we started
+            proc.wait(5)

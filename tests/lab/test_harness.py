@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
 
 from lab import netns
 from lab.topology import Lab
+from lb.kube import resources as R
 
 pytestmark = pytest.mark.lab
 
@@ -42,13 +44,13 @@ def test_nodes_serve_but_never_answer_arp_for_vips(bare_lab: Lab) -> None:
                               lab.url + "/api/v1/nodes"], capture_output=True, text=True)
         assert '"NodeList"' in out.stdout
         # ... and the store is the test's own.
-        assert len(lab.store.list(__import__("lb.kube.resources").kube.resources.NODES)) == 3
+        assert len(lab.store.list(R.NODES)) == 3
         names = set(lab.namespaces)
         pids = [p.popen.pid for p in lab.procs.values()]
     assert not names & _netns_names()
     for pid in pids:
         with pytest.raises(ProcessLookupError):
-            __import__("os").kill(pid, 0)
+            os.kill(pid, 0)
 
 
 def test_teardown_after_failure(bare_lab: Lab) -> None:

@@ -299,7 +299,7 @@ def test_ip_pattern_accepts_every_address_the_parser_accepts(text: str) -> None:
 _NOISE = st.text(alphabet="0123456789abcdefABCDEF:.:/- x%", max_size=40)
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(st.one_of(_NOISE, ip_texts(), st.builds(lambda a, b: f"{a}-{b}", ip_texts(), ip_texts()),
                  st.builds(lambda a, n: f"{a}/{n}", ip_texts(), st.integers(0, 130))))
 def test_patterns_agree_with_the_parser(text: str) -> None:
@@ -317,7 +317,7 @@ def test_patterns_agree_with_the_parser(text: str) -> None:
             parsed[0] == "ReversedRange" or "host bits" in parsed[1]), (text, parsed)
 
 
-@settings(max_examples=800, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(st.lists(st.one_of(st.integers(0, 2**33), st.sampled_from(
     [0, 65535, 65536, 2**32 - 1, 2**32])), min_size=1, max_size=4),
        st.booleans())

@@ -70,7 +70,7 @@ def test_put_conflicts_on_stale_resource_version_and_bumps_generation(emu: Emula
 
 
 def test_status_subresource_separation(emu: Emulator) -> None:
-    _, a = call(emu, "POST", SVC, svc("x"))
+    _, _a = call(emu, "POST", SVC, svc("x"))
     st = {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}
     code, b = call(emu, "PATCH", SVC + "/x/status", {"status": st, "spec": {"type": "X"}},
                    "application/merge-patch+json")
@@ -114,7 +114,7 @@ def test_list_selectors(emu: Emulator) -> None:
     assert names("labelSelector=!tier,app!%3Ddb") == ["z"]
     assert names("fieldSelector=metadata.namespace%3Db") == ["z"]
     assert names("fieldSelector=metadata.name%3Dy") == ["y"]
-    code, body = call(emu, "GET", SVC)
+    _code, body = call(emu, "GET", SVC)
     assert [i["metadata"]["name"] for i in body["items"]] == ["x", "y"]
     assert call(emu, "GET", "/api/v1/services?labelSelector=%3D%3D")[0] == 400
 

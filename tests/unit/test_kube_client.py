@@ -82,7 +82,7 @@ def test_connection_refused_is_a_kube_error() -> None:
 def test_read_timeout_fires_on_slow_response(emu: Emulator, kube: KubeClient) -> None:
     emu.faults.delay("LIST", "services", 2.0)
     t0 = time.monotonic()
-    with pytest.raises(KubeError, match="ReadTimeout|timed out"):
+    with pytest.raises(KubeError, match=r"ReadTimeout|timed out"):
         kube.list(R.SERVICES)
     assert time.monotonic() - t0 < 1.5
 

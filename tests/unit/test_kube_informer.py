@@ -47,9 +47,8 @@ class View:
                 elif int(meta["resourceVersion"]) <= int(self.objs[key]):
                     self.errors.append(f"MODIFIED not newer {key}")
                 self.objs[key] = meta["resourceVersion"]
-            elif etype == "DELETED":
-                if self.objs.pop(key, None) is None:
-                    self.errors.append(f"DELETED unknown {key}")
+            elif etype == "DELETED" and self.objs.pop(key, None) is None:
+                self.errors.append(f"DELETED unknown {key}")
 
     def count(self, etype: str, name: str) -> int:
         with self.lock:

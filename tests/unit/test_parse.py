@@ -459,6 +459,15 @@ def test_service_families_follow_cluster_ips_when_ip_families_is_absent() -> Non
     assert s is not None and s.ip_families == ("IPv6",)
 
 
+def test_service_explicit_families_are_honoured() -> None:
+    s = parse_service(svc(ipFamilyPolicy="PreferDualStack", ipFamilies=["IPv4"]), None)
+    assert s is not None and s.ip_families == ("IPv4",)  # single-stack cluster
+    s = parse_service(svc(ipFamilyPolicy="RequireDualStack", ipFamilies=["IPv6"]), None)
+    assert s is not None and s.ip_families == ("IPv6", "IPv4")
+    s = parse_service(svc(ipFamilies=["IPv6"]), None)
+    assert s is not None and (s.ip_families, s.family_policy) == (("IPv6",), "SingleStack")
+
+
 def test_service_legacy_load_balancer_ip_is_honoured() -> None:
     s = parse_service(svc(loadBalancerIP="192.0.2.7"), None)
     assert s is not None and s.requested_ips == (ipaddress.ip_address("192.0.2.7"),)
@@ -558,3 +567,5 @@ def test_namespace_labels() -> None:
     assert only(parse_namespace_labels, {"metadata": {"name": "x", "labels": ["a"]}}) == (
         "metadata.labels", "InvalidSpec")
     assert only(parse_namespace_labels, {}) == ("metadata", "MissingField")
+    assert only(parse_namespace_labels, {"metadata": {"name": ""}}) == (
+        "metadata.name", "MissingField")

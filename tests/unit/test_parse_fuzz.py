@@ -118,20 +118,20 @@ def test_every_valid_template_parses() -> None:
         assert PARSERS[kind](copy.deepcopy(obj)) is not None, kind
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.sampled_from(sorted(PARSERS)), JSON)
 def test_free_form_json_never_crashes_a_parser(kind: str, obj: Any) -> None:
     _survives(kind, obj)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.sampled_from(sorted(PARSERS)), JSON, JSON)
 def test_objects_with_random_top_level_parts(kind: str, meta: Any, spec: Any) -> None:
     _survives(kind, {"metadata": meta, "spec": spec})
     _survives(kind, {"metadata": {"name": "n", "namespace": "x"}, "spec": spec})
 
 
-@settings(max_examples=800, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(st.sampled_from(sorted(PARSERS)), st.data())
 def test_valid_objects_with_fields_replaced_never_crash(kind: str, data: st.DataObject) -> None:
     obj: Any = copy.deepcopy(VALID[kind])
