@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lab.frr import BgpLab, FrrRouter, RouterNeighbor, bgp_lab
+from lb.logs import configure
 from speaker.bgp.announcer import BgpAnnouncer
 from tests.lab.bgp_helpers import (
     NODE_ASN,
@@ -126,6 +127,7 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/pb-bench")
     args = ap.parse_args()
     work = Path(args.work)
+    configure("bench", "warning")  # per-route debug lines would dominate the measurement
     with bgp_lab("pb-", nodes=2) as lab:
         run(lab, work, args.sizes, args.family, args.speakers)
 

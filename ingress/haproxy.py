@@ -29,7 +29,7 @@ from pathlib import Path
 
 import structlog
 
-from ingress.core.render import CFG, DEFAULT_CERT, Rendered
+from ingress.core.render import CFG, DEFAULT_CERT, MAP_FILES, Rendered
 from ingress.errors import HAProxyError, RuntimeApiError
 from ingress.haproxy_runtime import MasterClient, ProcInfo, RuntimeClient
 
@@ -160,6 +160,11 @@ class DataPlane:
         for p in (self.conf / "certs").glob("*.pem"):
             if f"certs/{p.name}" not in keep:
                 p.unlink(missing_ok=True)
+
+    def write_maps(self, rendered: Rendered) -> None:
+        for name in MAP_FILES:
+            if name in rendered.files:
+                _write_atomic(self.conf / name, rendered.files[name].encode())
 
     def start(self, timeout_s: float = 30.0) -> ProcInfo:
         log_file = open(self.run / "haproxy.log", "ab")  # noqa: SIM115 - owned by the child

@@ -25,6 +25,7 @@ import structlog
 from prometheus_client import Counter, Gauge, Histogram
 
 from ingress.core.model import (
+    MIN_SLOTS,
     Config,
     Endpoint,
     Event,
@@ -34,8 +35,8 @@ from ingress.core.model import (
     endpoints_for,
     slot_count,
 )
-from ingress.core.render import Rendered, Settings, render
-from ingress.core.runtime import all_commands
+from ingress.core.render import MAP_FILES, Rendered, Settings, is_plain, render, spare_name
+from ingress.core.runtime import UnsafeToken, all_commands, map_commands
 from ingress.errors import HAProxyError, RuntimeApiError
 from ingress.haproxy import DataPlane, certificate_problem
 from lb.core.model import ObjectRef
@@ -88,7 +89,9 @@ class Syncer:
         self.plane = plane
         self.settings = settings
         self.cfg = cfg or Config()
-        self.fingerprint: tuple[tuple[str, str], ...] | None = None
+        self.applied: Rendered | None = None  # what the running HAProxy was given
+        self.real_backends: set[str] = set()  # backends with a section of their own
+        self.aliases: dict[str, str] = {}  # backend -> spare standing in for it
         self.slots: dict[str, int] = {}
         self.assigned: dict[str, tuple[Endpoint | None, ...]] = {}
         self.certs: dict[str, bytes] = {}
@@ -127,6 +130,26 @@ class Syncer:
             SYNC_SECONDS.observe(time.monotonic() - start)
         return result
 
+    def _aliases_for(self, model: Model, slots: dict[str, int]) -> dict[str, str] | None:
+        """Spare assignments letting this model run on the applied config, or None."""
+        pinned = {model.default_backend} | {r.backend for r in model.routes
+                                            if r.kind == "Regex"}
+        aliases: dict[str, str] = {}
+        for name, spare in self.aliases.items():
+            be = model.backends.get(name)
+            if be is not None and is_plain(be, slots[name]) and name not in pinned:
+                aliases[name] = spare
+        used = set(aliases.values())
+        free = [spare_name(i) for i in range(self.settings.spare_backends)
+                if spare_name(i) not in used]
+        for name, be in sorted(model.backends.items()):
+            if name in self.real_backends or name in aliases:
+                continue
+            if name in pinned or not is_plain(be, slots[name]) or not free:
+                return None
+            aliases[name] = free.pop(0)
+        return aliases
+
     def _sync(self, snap: Snapshot, result: SyncResult) -> None:
         for _round in range(MAX_QUARANTINE_ROUNDS + 1):
             model = self._model(snap, result)
@@ -138,15 +161,19 @@ class Syncer:
                 eps = endpoints_for(be, snap.services.get(key), snap.slices.get(key, ()))
                 slots[name] = slot_count(self.slots.get(name), len(eps))
                 assigned[name] = assign_slots(self.assigned.get(name, ()), eps, slots[name])
-            fingerprint = render(model, slots, None, self.settings).structural()
             running = self.plane.proc is not None and self.plane.proc.poll() is None
-            if running and fingerprint == self.fingerprint:
-                self._runtime(model, slots, assigned, result)
-                return
+            if running and self.applied is not None:
+                aliases = self._aliases_for(model, slots)
+                if aliases is not None:
+                    light = render(model, slots, None, self.settings, aliases)
+                    if light.fixed() == self.applied.fixed():
+                        self._runtime(model, light, slots, assigned, aliases, result)
+                        return
             full = render(model, slots, assigned, self.settings)
             check = self.plane.check(full)
             if check.ok:
-                self._apply(full, fingerprint, slots, assigned, result)
+                self._apply(full, render(model, slots, None, self.settings), model, slots,
+                            assigned, result)
                 BACKENDS.set(len(model.backends))
                 return
             CONFIG_ERRORS.inc()
@@ -166,42 +193,59 @@ class Syncer:
                     result.events.append(Event(o, "Warning", "ConfigRejected",
                                                "HAProxy rejected the configuration rendered "
                                                "from this Ingress; it is not routed"))
-            result.events = [e for e in result.events if e.reason != "ConfigRejected"
-                             or e.ref in owners]
         result.error = "config still rejected after quarantining; last good config kept"
 
-    def _apply(self, full: Rendered, fingerprint: tuple[tuple[str, str], ...],
-               slots: dict[str, int], assigned: dict[str, tuple[Endpoint | None, ...]],
-               result: SyncResult) -> None:
+    def _apply(self, full: Rendered, fingerprint: Rendered, model: Model, slots: dict[str, int],
+               assigned: dict[str, tuple[Endpoint | None, ...]], result: SyncResult) -> None:
         try:
             self.plane.apply(full)
         except (HAProxyError, RuntimeApiError, OSError) as exc:
             result.error = f"apply failed: {exc}"
-            self.fingerprint = None  # unknown state: next pass applies again
+            self.applied = None  # unknown state: next pass applies again
             return
         RELOADS.inc()
         result.reloaded = True
-        self.fingerprint = fingerprint
+        self.applied = fingerprint  # slots rendered empty: comparable with later renders
+        self.real_backends = set(model.backends)
+        self.aliases = {}
         self.slots, self.assigned = slots, assigned
         self.certs = dict(full.certs)
 
-    def _runtime(self, model: Model, slots: dict[str, int],
-                 assigned: dict[str, tuple[Endpoint | None, ...]], result: SyncResult) -> None:
-        commands = all_commands(self.assigned, assigned)
+    def _runtime(self, model: Model, light: Rendered, slots: dict[str, int],
+                 assigned: dict[str, tuple[Endpoint | None, ...]], aliases: dict[str, str],
+                 result: SyncResult) -> None:
+        assert self.applied is not None
+        # Server slots by the name HAProxy knows them under (spares for aliased backends).
+        old = {self.aliases.get(n, n): a for n, a in self.assigned.items()}
+        new = {aliases.get(n, n): a for n, a in assigned.items()}
+        freed = set(self.aliases.values()) - set(aliases.values())
+        for spare in freed:
+            new[spare] = (None,) * MIN_SLOTS
         try:
+            servers = all_commands({k: v for k, v in old.items() if k in new},
+                                   {k: v for k, v in new.items() if k not in freed})
+            drains = all_commands(old, {k: new[k] for k in freed})
+            adds, dels = map_commands(self.applied.maps(), light.maps())
+            commands = servers + adds + dels + drains
             replies = self.plane.runtime.execute(commands)
             bad = [(c, r) for c, r in zip(commands, replies, strict=True)
                    if r and not r.startswith("IP changed") and "no need to change" not in r]
             if bad:
                 raise RuntimeApiError(f"{bad[0][0]!r} -> {bad[0][1][:200]!r}")
-        except RuntimeApiError as exc:
+        except (RuntimeApiError, UnsafeToken) as exc:
             log.warning("runtime_update_failed", error=str(exc))
-            self.fingerprint = None  # reapply everything on the next pass
+            self.applied = None  # reapply everything on the next pass
             result.error = str(exc)
             return
+        if adds or dels:
+            # Keep the files in step so that a restart or reload sees the same maps.
+            self.plane.write_maps(light)
+            self.applied = Rendered({**self.applied.files, **{
+                k: v for k, v in light.files.items() if k in MAP_FILES}},
+                self.applied.certs, self.applied.owners)
         RUNTIME.inc(len(commands))
         result.runtime_commands = len(commands)
-        self.slots, self.assigned = slots, assigned
+        self.slots, self.assigned, self.aliases = slots, assigned, aliases
         new_certs = {f"certs/{c.name}.pem": c.pem for c in model.certs}
         for name, pem in new_certs.items():
             if self.certs.get(name) != pem:
@@ -210,5 +254,5 @@ class Syncer:
                     result.cert_updates += 1
                     self.certs[name] = pem
                 else:
-                    self.fingerprint = None
+                    self.applied = None
                     result.error = f"certificate {name} rotation failed; reload next pass"

@@ -374,7 +374,7 @@ class Lab:
         """One EndpointSlice for ``service`` with one endpoint per node (ready or not)."""
         from lb.kube import resources as R
 
-        body = {
+        body: dict[str, Any] = {
             "metadata": {"name": f"{service}-lab", "namespace": namespace,
                          "labels": {"kubernetes.io/service-name": service}},
             "addressType": "IPv4",

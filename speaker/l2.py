@@ -63,7 +63,7 @@ class _SockFprog(ctypes.Structure):
 def attach_filter(sock: socket.socket, prog_bytes: bytes, count: int) -> None:
     buf = ctypes.create_string_buffer(prog_bytes)
     fprog = _SockFprog(count, ctypes.addressof(buf))
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(fprog))  # type: ignore[arg-type]
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(fprog))
 
 
 def _mac_bytes(mac: str) -> bytes:
@@ -200,9 +200,9 @@ class Responder:
             timeouts += [d[0] - now for d in self._due.values() if d]
             timeouts += [t - now for t in self._probe_due.values()]
             timeout = max(0.0, min(1.0, *timeouts))
-            socks = [i.sock for i in self._ifaces.values()]
+            fds: list[Any] = [self._wake_r, *(i.sock for i in self._ifaces.values())]
             try:
-                ready, _, _ = select.select([self._wake_r, *socks], [], [], timeout)
+                ready, _, _ = select.select(fds, [], [], timeout)
             except (OSError, ValueError):  # a socket closed under us by a rescan
                 ready = []
             if self._wake_r in ready:

@@ -486,12 +486,13 @@ def assign_slots(previous: tuple[Endpoint | None, ...], endpoints: tuple[Endpoin
     endpoint that did not change. Endpoints beyond ``slots`` are left out (caller grows).
     """
     want = set(endpoints)
-    out: list[Endpoint | None] = [
-        e if e is not None and e in want else None for e in previous[:slots]
-    ]
-    out += [None] * (slots - len(out))
+    prev = list(previous[:slots]) + [None] * (slots - len(previous[:slots]))
+    out: list[Endpoint | None] = [e if e is not None and e in want else None for e in prev]
     placed = {e for e in out if e is not None}
-    free = [i for i, e in enumerate(out) if e is None]
+    # Fill slots that were already empty before reusing slots freed in this pass: fewer
+    # address moves, and a removed endpoint keeps serving until its slot is drained.
+    free = [i for i, e in enumerate(prev) if e is None] + [
+        i for i, e in enumerate(prev) if e is not None and e not in want]
     for ep in endpoints:
         if ep in placed:
             continue

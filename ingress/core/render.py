@@ -27,7 +27,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ingress.core.model import HOSTLESS, Backend, Endpoint, Model, Route
+from ingress.core.annotations import Annotations
+from ingress.core.model import HOSTLESS, MIN_SLOTS, Backend, Endpoint, Model, Route
 from lb.core.model import ObjectRef
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
@@ -75,6 +76,9 @@ class Settings:
     # Old workers keep serving long-lived connections after a reload; cap how long (memory).
     hard_stop_after: str = "1h"
     threads: int = 0  # 0: HAProxy's default (one per CPU)
+    # Pre-rendered empty backends that a new plain backend can take over at run time; when
+    # all are in use the next new backend costs one reload, which frees them all again.
+    spare_backends: int = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +88,23 @@ class Rendered:
     owners: Mapping[int, ObjectRef] = field(default_factory=dict)  # cfg line -> source
 
     def structural(self) -> tuple[tuple[str, str], ...]:
-        """What decides a reload: every file but the certificates' contents."""
+        """Every file but the certificates' contents."""
         return tuple(sorted(self.files.items()))
+
+    def fixed(self) -> tuple[str, str]:
+        """What decides a reload: haproxy.cfg and the crt-list (maps change at run time)."""
+        return (self.files.get(CFG, ""), self.files.get(CRT_LIST, ""))
+
+    def maps(self) -> dict[str, dict[str, str]]:
+        """Map files as key -> value, for Runtime API diffs."""
+        out: dict[str, dict[str, str]] = {}
+        for name in MAP_FILES:
+            entries: dict[str, str] = {}
+            for line in self.files.get(name, "").splitlines():
+                key, _, value = line.partition(" ")
+                entries[key] = value
+            out[name] = entries
+        return out
 
 
 CFG = "haproxy.cfg"
@@ -93,8 +112,10 @@ HOSTS_MAP = "hosts.map"
 EXACT_MAP = "exact.map"
 PREFIX_MAP = "prefix.map"
 CRT_LIST = "certs.list"
+MAP_FILES = ("hosts.map", "exact.map", "prefix.map")
 DEFAULT_CERT = "certs/default.pem"
 NOT_FOUND = "be__default_404"
+SPARE_PREFIX = "be__spare_"  # '__' cannot come from a (DNS-label) namespace
 
 
 def _server_lines(be: Backend, slots: int, assigned: tuple[Endpoint | None, ...]) -> list[str]:
@@ -146,22 +167,48 @@ def _prefix_key(r: Route) -> str:
     return r.host + ("/" if r.path == "/" else r.path + "/")
 
 
+def is_plain(be: Backend, slots: int) -> bool:
+    """A backend a spare can stand in for: no per-backend options, the minimum slots."""
+    return (slots == MIN_SLOTS and be.ann == Annotations() and not be.ssl_redirect
+            and be.rewrite is None)
+
+
+def _spare_lines(name: str) -> list[str]:
+    return [f"backend {cfg_name(name)}", "    balance roundrobin"] + [
+        f"    server s{i + 1} 127.0.0.1:1 disabled" for i in range(MIN_SLOTS)]
+
+
+def spare_name(i: int) -> str:
+    return f"{SPARE_PREFIX}{i}"
+
+
 def render(model: Model, slots: Mapping[str, int],
            assigned: Mapping[str, tuple[Endpoint | None, ...]] | None,
-           settings: Settings) -> Rendered:
-    """Everything HAProxy reads. ``assigned=None`` renders all slots empty (fingerprint)."""
+           settings: Settings, aliases: Mapping[str, str] | None = None) -> Rendered:
+    """Everything HAProxy reads. ``assigned=None`` renders all slots empty (fingerprint).
+
+    ``aliases`` maps new plain backends to spare backends already running, so that a new
+    Ingress (even with a new Service) goes live through Runtime API map and server commands
+    without a reload; aliased backends get no section of their own, every reference to them
+    names the spare. The next reload renders them for real (``aliases`` empty).
+    """
     s = settings
+    alias = aliases or {}
+
+    def eff(name: str) -> str:
+        return alias.get(name, name)
+
     hosts = sorted({r.host for r in model.routes if r.host != HOSTLESS})
     exact: dict[str, str] = {}
     prefix: dict[str, str] = {}
     regex: list[Route] = []
     for r in model.routes:
         if r.kind == "Exact":
-            exact[r.host + r.path] = r.backend
+            exact[r.host + r.path] = eff(r.backend)
     for r in model.routes:
         if r.kind == "Prefix":
-            exact.setdefault(r.host + r.path if r.path != "/" else r.host + "/", r.backend)
-            prefix[_prefix_key(r)] = r.backend
+            exact.setdefault(r.host + r.path if r.path != "/" else r.host + "/", eff(r.backend))
+            prefix[_prefix_key(r)] = eff(r.backend)
         elif r.kind == "Regex":
             regex.append(r)
     files: dict[str, str] = {
@@ -200,6 +247,9 @@ def render(model: Model, slots: Mapping[str, int],
     emit("defaults")
     emit("    mode http")
     emit("    option forwardfor")
+    # A connection refused by an endpoint that just went away is retried on another one.
+    emit("    retries 3")
+    emit("    option redispatch 1")
     # Measured (LAB-NOTES): zero errors on reload under keep-alive load with this option.
     emit("    option idle-close-on-response")
     emit("    timeout connect 5s")
@@ -238,20 +288,25 @@ def render(model: Model, slots: Mapping[str, int],
     emit("    http-request set-var(txn.key) var(txn.hk),concat(,txn.path,)")
     emit(f"    http-request set-var(txn.be) var(txn.key),map_str({EXACT_MAP})")
     for r in sorted(regex, key=lambda r: (-len(r.path), r.host, r.path)):
-        emit(f"    http-request set-var(txn.be) str({cfg_name(r.backend)}) if "
+        emit(f"    http-request set-var(txn.be) str({cfg_name(eff(r.backend))}) if "
              f"!{{ var(txn.be) -m found }} {{ var(txn.hk) -m str {cfg_quote(r.host)} }} "
              f"{{ path -m reg {cfg_quote('^' + r.path.lstrip('^'))} }}", r.owner)
     emit(f"    http-request set-var(txn.be) var(txn.key),map_beg({PREFIX_MAP}) "
          "if !{ var(txn.be) -m found }")
     emit("    use_backend %[var(txn.be)] if { var(txn.be) -m found }")
-    emit(f"    default_backend {cfg_name(model.default_backend or NOT_FOUND)}")
+    emit(f"    default_backend {cfg_name(eff(model.default_backend or NOT_FOUND))}")
     emit(f"backend {NOT_FOUND}")
     emit('    http-request return status 404 content-type text/plain string "404 not found"')
     first_owner: dict[str, ObjectRef] = {}
     for r in model.routes:
         first_owner.setdefault(r.backend, r.owner)
+    for i in range(s.spare_backends):
+        for text in _spare_lines(spare_name(i)):
+            emit(text)
     for name, be in sorted(model.backends.items()):
-        n = slots.get(name, 4)
+        if name in alias:
+            continue
+        n = slots.get(name, MIN_SLOTS)
         got = (assigned or {}).get(name, ())
         owner = first_owner.get(name, ObjectRef("Service", be.service, be.namespace))
         for text in _backend_lines(be, n, got):

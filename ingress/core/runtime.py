@@ -13,7 +13,9 @@ from collections.abc import Mapping
 
 from ingress.core.model import Endpoint
 
-_TOKEN_RE = re.compile(r"[A-Za-z0-9_.:/-]{1,200}")
+# Only space, tab, ';', '\\' and line ends have a meaning in the Runtime API grammar; the
+# allow-list is the character set of identifiers, IPs, host names and allow-listed paths.
+_TOKEN_RE = re.compile(r"[A-Za-z0-9_.:/*~%!+,@=&-]{1,2100}")
 
 
 class UnsafeToken(ValueError):
@@ -28,24 +30,32 @@ def runtime_token(value: str) -> str:
 
 def slot_commands(backend: str, old: tuple[Endpoint | None, ...],
                   new: tuple[Endpoint | None, ...]) -> list[str]:
-    """Commands turning slot state ``old`` into ``new`` (same slot count), only changes."""
-    out: list[str] = []
+    """Commands turning slot state ``old`` into ``new`` (same slot count), only changes.
+
+    Order matters under load: first enable slots that were empty, then move slots to new
+    addresses, and only then put removed endpoints into maintenance, so the backend never
+    passes through a moment with no ready server (which would answer 503).
+    """
     b = runtime_token(backend)
+    fill: list[str] = []
+    move: list[str] = []
+    drain: list[str] = []
     for i, ep in enumerate(new):
         before = old[i] if i < len(old) else None
         if ep == before:
             continue
         server = f"{b}/s{i + 1}"
         if ep is None:
-            out.append(f"set server {server} state maint")
+            drain.append(f"set server {server} state maint")
             continue
+        target = fill if before is None else move
         if before is not None:
-            # Moving an active slot to a new address: drain it first so no request is sent
-            # to the new address with the old server's connection pool.
-            out.append(f"set server {server} state maint")
-        out.append(f"set server {server} addr {runtime_token(ep.ip)} port {int(ep.port)}")
-        out.append(f"set server {server} state ready")
-    return out
+            # Moving an active slot: take it out first so no new request goes to it while
+            # its address changes.
+            target.append(f"set server {server} state maint")
+        target.append(f"set server {server} addr {runtime_token(ep.ip)} port {int(ep.port)}")
+        target.append(f"set server {server} state ready")
+    return fill + move + drain
 
 
 def all_commands(old: Mapping[str, tuple[Endpoint | None, ...]],
@@ -54,3 +64,27 @@ def all_commands(old: Mapping[str, tuple[Endpoint | None, ...]],
     for name in sorted(new):
         out += slot_commands(name, old.get(name, ()), new[name])
     return out
+
+
+def map_commands(old: Mapping[str, Mapping[str, str]],
+                 new: Mapping[str, Mapping[str, str]]) -> tuple[list[str], list[str]]:
+    """(adds and sets, deletions) turning map contents ``old`` into ``new``.
+
+    Adds go to the path maps before the host map (a host becomes visible only once its
+    paths are there); deletions go the other way round.
+    """
+    adds: list[str] = []
+    dels: list[str] = []
+    for name in ("exact.map", "prefix.map", "hosts.map"):
+        o, n = old.get(name, {}), new.get(name, {})
+        f = runtime_token(name)
+        for key in sorted(n):
+            if key not in o:
+                adds.append(f"add map {f} {runtime_token(key)} {runtime_token(n[key])}")
+            elif o[key] != n[key]:
+                adds.append(f"set map {f} {runtime_token(key)} {runtime_token(n[key])}")
+    for name in ("hosts.map", "exact.map", "prefix.map"):
+        o, n = old.get(name, {}), new.get(name, {})
+        f = runtime_token(name)
+        dels += [f"del map {f} {runtime_token(key)}" for key in sorted(o) if key not in n]
+    return adds, dels

@@ -232,10 +232,15 @@ class _Space:
 
 
 class _PoolState:
-    __slots__ = ("conflicting", "conflicts_with", "fams", "name", "pool", "restricted", "spaces")
+    __slots__ = (
+        "conflicting", "conflicts_with", "fams", "name", "pool", "raw", "restricted", "spaces",
+    )
 
-    def __init__(self, pool: Pool, spaces: dict[Family, _Space]) -> None:
+    def __init__(
+        self, pool: Pool, spaces: dict[Family, _Space], raw: dict[Family, IntervalSet]
+    ) -> None:
         self.pool = pool
+        self.raw = raw
         self.name = pool.name
         self.spaces = spaces
         self.fams = frozenset(spaces)
@@ -453,10 +458,12 @@ class Allocator:
                 per_family.setdefault(r.family, []).append((r.first, r.last))
             prev = old.get(pool.name)
             spaces: dict[Family, _Space] = {}
+            raw: dict[Family, IntervalSet] = {}
             for f in FAMILIES:
                 if f not in per_family:
                     continue
-                usable = UsableSet(IntervalSet(per_family[f]), pool.avoid_buggy_ips and f == IPV4)
+                raw[f] = IntervalSet(per_family[f])
+                usable = UsableSet(raw[f], pool.avoid_buggy_ips and f == IPV4)
                 if not usable:
                     continue
                 sp = prev.spaces.get(f) if prev is not None else None
@@ -465,16 +472,16 @@ class Allocator:
                     used = self._used[f]
                     sp.assigned = sum(1 for n in used if sp.contains(n))
                 spaces[f] = sp
-            states[pool.name] = _PoolState(pool, spaces)
+            states[pool.name] = _PoolState(pool, spaces, raw)
 
         # Overlaps: oldest first wins, the newer pool is conflicting.
         accepted: list[_PoolState] = []
         for st in sorted(states.values(), key=lambda s: (s.pool.created, s.name)):
             for a in accepted:
+                # configured ranges, not usable addresses: an overlap is a configuration
+                # error even where avoidBuggyIPs leaves nothing to allocate
                 common = [
-                    (f, sp.usable.space & a.spaces[f].usable.space)
-                    for f, sp in st.spaces.items()
-                    if f in a.spaces
+                    (f, space & a.raw[f]) for f, space in st.raw.items() if f in a.raw
                 ]
                 common = [(f, c) for f, c in common if c]
                 if common:

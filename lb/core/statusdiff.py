@@ -78,25 +78,25 @@ def format_time(t: datetime | str) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def find_condition(conditions: Sequence[Mapping[str, JSON]] | None, type_: str) -> (
+def find_condition(conditions: Sequence[Mapping[str, JSON]] | None, type: str) -> (
     Mapping[str, JSON] | None
 ):
     for c in conditions or ():
-        if c.get("type") == type_:
+        if c.get("type") == type:
             return c
     return None
 
 
 def set_condition(
     conditions: Sequence[Mapping[str, JSON]] | None,
-    type_: str,
+    type: str,
     status: str | bool,
     reason: str,
     message: str,
     now: datetime | str,
     observed_generation: int | None = None,
 ) -> list[dict[str, JSON]]:
-    """A new conditions list with ``type_`` set (metav1.Condition shape).
+    """A new conditions list with ``type`` set (metav1.Condition shape).
 
     lastTransitionTime moves only when ``status`` changes, so re-applying the same condition
     yields an identical list and therefore no status patch. Order of other conditions is kept.
@@ -107,13 +107,13 @@ def set_condition(
     out: list[dict[str, JSON]] = []
     found = False
     for c in conditions or ():
-        if c.get("type") != type_:
+        if c.get("type") != type:
             out.append(dict(c))
             continue
         found = True
         same = c.get("status") == status_s
         new: dict[str, JSON] = {
-            "type": type_,
+            "type": type,
             "status": status_s,
             "reason": reason,
             "message": message,
@@ -127,7 +127,7 @@ def set_condition(
         out.append(new)
     if not found:
         cond: dict[str, JSON] = {
-            "type": type_,
+            "type": type,
             "status": status_s,
             "reason": reason,
             "message": message,
@@ -140,6 +140,6 @@ def set_condition(
 
 
 def remove_condition(
-    conditions: Sequence[Mapping[str, JSON]] | None, type_: str
+    conditions: Sequence[Mapping[str, JSON]] | None, type: str
 ) -> list[dict[str, JSON]]:
-    return [dict(c) for c in conditions or () if c.get("type") != type_]
+    return [dict(c) for c in conditions or () if c.get("type") != type]

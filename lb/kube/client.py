@@ -246,8 +246,12 @@ class KubeClient:
 
     # ----- verbs --------------------------------------------------------------------------
 
-    def get(self, res: Resource, name: str, namespace: str | None = None) -> Obj:
-        obj = self._json("GET", res, res.api_path(_ns(res, namespace), name))
+    def get(
+        self, res: Resource, name: str, namespace: str | None = None,
+        timeout: float | None = None,
+    ) -> Obj:
+        obj = self._json("GET", res, res.api_path(_ns(res, namespace), name),
+                         read_timeout=timeout)
         return _typed(res, obj)
 
     def list(
@@ -257,6 +261,7 @@ class KubeClient:
         label_selector: str | None = None,
         field_selector: str | None = None,
         limit: int | None = None,
+        timeout: float | None = None,
     ) -> tuple[list[Obj], str]:
         """All items (following ``continue`` pages) and the list's resourceVersion."""
         path = res.api_path(namespace if res.namespaced else None)
@@ -268,7 +273,7 @@ class KubeClient:
                 query["limit"] = str(limit)
             if cont:
                 query["continue"] = cont
-            body = self._json("GET", res, path, query=query)
+            body = self._json("GET", res, path, query=query, read_timeout=timeout)
             meta = body.get("metadata") or {}
             got = body.get("items") or []
             if not isinstance(got, list):
@@ -329,38 +334,46 @@ class KubeClient:
             resp.close()
             resp.release_conn()
 
-    def create(self, res: Resource, body: Obj, namespace: str | None = None) -> Obj:
+    def create(
+        self, res: Resource, body: Obj, namespace: str | None = None,
+        timeout: float | None = None,
+    ) -> Obj:
         ns = _ns(res, namespace if namespace is not None else _body_ns(body))
-        return _typed(res, self._json("POST", res, res.api_path(ns), body=_with_type(res, body)))
+        return _typed(res, self._json("POST", res, res.api_path(ns), body=_with_type(res, body),
+                                      read_timeout=timeout))
 
     def replace(
         self, res: Resource, name: str, body: Obj, namespace: str | None = None,
-        subresource: str | None = None,
+        subresource: str | None = None, timeout: float | None = None,
     ) -> Obj:
         ns = _ns(res, namespace if namespace is not None else _body_ns(body))
         path = res.api_path(ns, name, subresource)
-        return _typed(res, self._json("PUT", res, path, body=_with_type(res, body)))
+        return _typed(res, self._json("PUT", res, path, body=_with_type(res, body),
+                                      read_timeout=timeout))
 
     def patch(
         self, res: Resource, name: str, patch: Any, namespace: str | None = None,
         subresource: str | None = None, patch_type: str = "merge",
+        timeout: float | None = None,
     ) -> Obj:
         if patch_type not in PATCH_TYPES:
             raise KubeError(f"unknown patch type {patch_type!r}")
         path = res.api_path(_ns(res, namespace), name, subresource)
         return _typed(res, self._json(
-            "PATCH", res, path, body=patch, content_type=PATCH_TYPES[patch_type]
+            "PATCH", res, path, body=patch, content_type=PATCH_TYPES[patch_type],
+            read_timeout=timeout,
         ))
 
     def delete(
         self, res: Resource, name: str, namespace: str | None = None,
-        resource_version: str | None = None,
+        resource_version: str | None = None, timeout: float | None = None,
     ) -> None:
         body: Obj | None = None
         if resource_version:
             body = {"kind": "DeleteOptions", "apiVersion": "v1",
                     "preconditions": {"resourceVersion": resource_version}}
-        self._request("DELETE", res, res.api_path(_ns(res, namespace), name), body=body)
+        self._request("DELETE", res, res.api_path(_ns(res, namespace), name), body=body,
+                      read_timeout=timeout)
 
     def close(self) -> None:
         self._pool.clear()

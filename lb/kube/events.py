@@ -68,7 +68,7 @@ class EventRecorder:
     def record(
         self,
         involved: dict[str, Any],
-        type_: str,
+        type: str,
         reason: str,
         message: str,
         action: str | None = None,
@@ -76,7 +76,7 @@ class EventRecorder:
     ) -> None:
         """Record an Event about ``involved`` (the object dict). Never raises."""
         try:
-            self._record(involved, type_, reason, message, action, resource)
+            self._record(involved, type, reason, message, action, resource)
         except Exception:  # the caller's reconcile must never fail because of an Event
             self.failures += 1
             log.exception("event_record_failed", reason=reason)
@@ -88,7 +88,7 @@ class EventRecorder:
         self.record(involved, WARNING, reason, message)
 
     def _record(
-        self, involved: dict[str, Any], type_: str, reason: str, message: str,
+        self, involved: dict[str, Any], type: str, reason: str, message: str,
         action: str | None, resource: Resource | None,
     ) -> None:
         meta = involved.get("metadata") or {}
@@ -96,9 +96,9 @@ class EventRecorder:
         obj_ns = str(meta.get("namespace") or "")
         # Events about cluster-scoped objects live in "default", as kubectl looks for them.
         ns = obj_ns or "default"
-        if type_ not in (NORMAL, WARNING):
-            log.error("event_bad_type", type=type_, reason=reason)
-            type_ = WARNING
+        if type not in (NORMAL, WARNING):
+            log.error("event_bad_type", type=type, reason=reason)
+            type = WARNING
         if not _CAMEL.match(reason):
             log.error("event_reason_not_camelcase", reason=reason)
         message = _CONTROL.sub(" ", message)[:MAX_MESSAGE]
@@ -108,11 +108,11 @@ class EventRecorder:
         )
         uid = str(meta.get("uid") or "")
         obj_id = uid or f"{kind}/{obj_ns}/{name}"
-        key = (obj_id, reason, message, type_)
+        key = (obj_id, reason, message, type)
         now_mono = self.clock.monotonic()
         stamp = rfc3339(self.clock.now())
         log.info("event", object=f"{obj_ns}/{name}" if obj_ns else name, kind=kind,
-                 type=type_, reason=reason, message=message)
+                 type=type, reason=reason, message=message)
 
         with self._lock:
             seen = self._seen.get(key)
@@ -154,7 +154,7 @@ class EventRecorder:
             "involvedObject": involved_ref,
             "reason": reason,
             "message": message,
-            "type": type_,
+            "type": type,
             "source": source,
             "firstTimestamp": stamp,
             "lastTimestamp": stamp,

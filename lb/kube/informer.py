@@ -38,6 +38,10 @@ RELISTS = Counter(
     ["resource", "cause"],
 )
 
+# Page size of the (re)list, as client-go's reflector: bounds the API server's memory per
+# request on large clusters.
+LIST_PAGE = 500
+
 # A watch that ends sooner than this without delivering anything is treated as a failure
 # (a server or proxy closing streams at once would otherwise become a hot reconnect loop).
 MIN_HEALTHY_WATCH_S = 1.0
@@ -216,7 +220,7 @@ class Informer:
         RELISTS.labels(self.res.plural, cause).inc()
         items, rv = self.client.list(
             self.res, namespace=self.namespace, label_selector=self.label_selector,
-            field_selector=self.field_selector,
+            field_selector=self.field_selector, limit=LIST_PAGE,
         )
         events = self.store._replace(items)
         self.last_resource_version = rv

@@ -66,6 +66,9 @@ class LeaderElector:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lost_called = False
+        # One attempt must fit in the renew deadline (client-go bounds it with a context);
+        # the client's default 30 s read timeout would outlast it.
+        self._call_timeout = max(1.0, renew_deadline / 2)
 
     @property
     def is_leader(self) -> bool:
@@ -82,7 +85,8 @@ class LeaderElector:
         now = self.clock.monotonic()
         stamp = rfc3339_micro(self.clock.now())
         try:
-            lease = self.client.get(LEASES, self.name, self.namespace)
+            lease = self.client.get(LEASES, self.name, self.namespace,
+                                    timeout=self._call_timeout)
         except NotFound:
             return self._create(now, stamp)
         except KubeError as e:
@@ -113,7 +117,8 @@ class LeaderElector:
         body = dict(lease)
         body["spec"] = new_spec
         try:
-            updated = self.client.replace(LEASES, self.name, body, self.namespace)
+            updated = self.client.replace(LEASES, self.name, body, self.namespace,
+                                          timeout=self._call_timeout)
         except Conflict:
             log.info("lease_race_lost", lease=self.name)
             return False
@@ -135,7 +140,8 @@ class LeaderElector:
             },
         }
         try:
-            created = self.client.create(LEASES, body, self.namespace)
+            created = self.client.create(LEASES, body, self.namespace,
+                                         timeout=self._call_timeout)
         except Conflict:  # AlreadyExists: someone created it first
             log.info("lease_race_lost", lease=self.name)
             return False
@@ -219,7 +225,8 @@ class LeaderElector:
             return False
         self._leader = False
         try:
-            lease = self.client.get(LEASES, self.name, self.namespace)
+            lease = self.client.get(LEASES, self.name, self.namespace,
+                                    timeout=self._call_timeout)
             spec = dict(lease.get("spec") or {})
             if spec.get("holderIdentity") != self.identity:
                 return False
@@ -227,7 +234,8 @@ class LeaderElector:
             spec.update(holderIdentity="", leaseDurationSeconds=1,
                         renewTime=rfc3339_micro(self.clock.now()))
             lease["spec"] = spec
-            self.client.replace(LEASES, self.name, lease, self.namespace)
+            self.client.replace(LEASES, self.name, lease, self.namespace,
+                                timeout=self._call_timeout)
         except KubeError as e:
             log.warning("lease_release_failed", lease=self.name, error=str(e))
             return False

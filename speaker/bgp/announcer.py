@@ -41,7 +41,8 @@ from speaker.core.bgp_exabgp import (
 )
 from speaker.core.snapshot import ClusterSnapshot
 
-log = structlog.get_logger().bind(component="speaker-bgp")
+# lazy proxy: resolves at first use, so the speaker's lb.logs.configure() applies
+log = structlog.get_logger(component="speaker-bgp")
 
 ACK_TIMEOUT_S = 30.0  # a 500-NLRI command is parsed in well under 1 s; 30 s means wedged
 TICK_S = 1.0  # worker wakes at least this often: backoff expiry, status retries

@@ -32,7 +32,8 @@ import structlog
 
 from speaker.core.bgp_exabgp import Ack, ApiMessage, parse_api_line
 
-log = structlog.get_logger().bind(component="speaker-bgp")
+# lazy proxy: resolves at first use, so the speaker's lb.logs.configure() applies
+log = structlog.get_logger(component="speaker-bgp")
 
 RELAY = Path(__file__).with_name("relay.py")
 PR_SET_PDEATHSIG = 1
@@ -127,6 +128,10 @@ class ExaBgpProcess:
             "exabgp.log.statistics": "false",
             "exabgp.log.packets": "false",
             "exabgp.log.configuration": "false",  # would echo the parsed config
+            # one "route added/removed" line per prefix: 20,000 lines per 10k-VIP pass cost
+            # seconds of exabgp CPU; session/network lines stay on
+            "exabgp.log.processes": "false",
+            "exabgp.log.rib": "false",
             "exabgp.tcp.bind": "",  # never listen: we only connect out
         })
         # exabgp reads both dotted and underscore spellings; use underscores for shells

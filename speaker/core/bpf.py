@@ -135,9 +135,9 @@ def _build(v4: list[ipaddress.IPv4Address], v6: list[ipaddress.IPv6Address],
         if not precise:
             a.op(JA, 0, "accept")
         else:
-            for i, vip in enumerate(v6):
+            for i, vip6 in enumerate(v6):
                 nxt = f"v6next{i}"
-                for j, word in enumerate(_words(vip)):
+                for j, word in enumerate(_words(vip6)):
                     a.op(LD_W_ABS, 62 + 4 * j)
                     a.op(JEQ_K, word, "accept" if j == 3 else 0, nxt)
                 a.label(nxt)

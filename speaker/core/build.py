@@ -22,6 +22,7 @@ from lb.core.model import (
     L2Advertisement,
     LBService,
     Pool,
+    TrafficPolicy,
 )
 from lb.core.parse import (
     parse_bgp_advertisement,
@@ -92,7 +93,8 @@ def _fallback_service(obj: Obj) -> LBService | None:
                 and (ip := _ip(i.get("ip"))) is not None)
     if not ips:
         return None
-    policy = "Local" if spec.get("externalTrafficPolicy") == "Local" else "Cluster"
+    policy: TrafficPolicy = (
+        "Local" if spec.get("externalTrafficPolicy") == "Local" else "Cluster")
     return LBService(str(meta.get("namespace", "")), str(meta.get("name", "")),
                      status_ips=ips, traffic_policy=policy)
 

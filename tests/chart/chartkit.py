@@ -13,6 +13,9 @@ import yaml
 helm = pytest.importorskip(
     "helm_python", reason="helm-python-sdk (the Helm engine) is not installed: "
     "pip install helm-python-sdk")
+kubernetes_validate = pytest.importorskip(
+    "kubernetes_validate", reason="kubernetes-validate (the Kubernetes API schemas) is not "
+    "installed: pip install kubernetes-validate")
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "portico"

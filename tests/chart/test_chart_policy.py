@@ -4,6 +4,7 @@ container, and the wiring the components rely on (args, env, ports, probes, Serv
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,12 +12,14 @@ import yaml
 
 from tests.chart.chartkit import (
     CASES,
+    CHART,
     NAMESPACE,
     by_kind,
     containers,
     crd_problems,
     crds,
     documents,
+    helm,
     one,
     pod_spec,
     render,
@@ -271,7 +274,10 @@ def test_probes_hit_healthz_and_readyz_on_a_declared_port(case: str) -> None:
     for workload in workloads(case):
         for container in containers(workload):
             ports = {p["name"] for p in container["ports"]}
-            for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+            # The controller's standby replica is healthy but never /readyz (see
+            # controller.yaml), so its readiness uses /healthz.
+            ready = "/healthz" if container["name"] == "controller" else "/readyz"
+            for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", ready)):
                 get = container[probe]["httpGet"]
                 assert get["path"] == path and get["port"] in ports, container["name"]
             assert container["resources"]["requests"], container["name"]
@@ -327,3 +333,26 @@ def test_notes_tell_the_user_to_create_a_pool_and_an_advertisement() -> None:
         if problems is None:
             pytest.skip(f"no CRD for {doc['kind']} in charts/portico/crds/ yet")
         assert problems == [], f"NOTES.txt example {doc['kind']}: {problems}"
+
+
+def test_names_follow_the_release_name() -> None:
+    with helm.Chart.load(str(CHART)) as chart:
+        rendered = chart.render({}, name="edge", namespace="lb", is_install=True)
+    docs = [d for p, t in rendered.items() if not p.endswith("NOTES.txt")
+            for d in yaml.safe_load_all(t) if d]
+    names = {d["metadata"]["name"] for d in docs if d["kind"] in ("Deployment", "DaemonSet",
+                                                                  "Service")}
+    assert names == {"edge-portico-controller", "edge-portico-speaker", "edge-portico-ingress"}
+    ingress = next(d for d in docs if d["kind"] == "Deployment"
+                   and d["metadata"]["name"].endswith("-ingress"))
+    assert "--publish-service=lb/edge-portico-ingress" in containers(ingress)[0]["args"]
+    assert "edge-portico-ingress" in rendered["portico/templates/NOTES.txt"]
+
+
+def test_packaged_chart_keeps_crds_schema_and_templates(tmp_path: Path) -> None:
+    archive = helm.package(str(CHART), destination=str(tmp_path))
+    with helm.Chart.load(archive) as packed, helm.Chart.load(str(CHART)) as source:
+        assert {f["name"] for f in packed.templates} == {f["name"] for f in source.templates}
+        assert len(packed.crds) == len(crds())
+        assert packed.schema == source.schema
+        assert packed.values == source.values

@@ -7,7 +7,6 @@ import json
 import os
 from typing import Any
 
-import kubernetes_validate
 import pytest
 import yaml
 
@@ -19,6 +18,7 @@ from tests.chart.chartkit import (
     NOTES,
     documents,
     helm,
+    kubernetes_validate,
     render,
     sourced_documents,
     values_for,

@@ -8,11 +8,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate
 import pytest
 import yaml
 
-from tests.chart.chartkit import ROOT, crd_problems, values_for
+from tests.chart.chartkit import ROOT, crd_problems, kubernetes_validate, values_for
 
 EXAMPLES = ROOT / "examples"
 KUBE_VERSIONS = ("1.27.0", "1.37.0")

@@ -9,7 +9,8 @@ import socket
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -48,6 +49,18 @@ _REASONS = {400: "BadRequest", 404: "NotFound", 405: "MethodNotAllowed", 409: "C
             429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}
 
 
+@dataclass
+class Access:
+    """One access-log entry; iterable as (verb, path?query, status)."""
+
+    verb: str
+    target: str
+    status: int = 0  # filled in when the answer is known (200 for a watch stream)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.verb, self.target, self.status))
+
+
 class Emulator:
     """A small Kubernetes API server for tests. ``Emulator().start()`` -> ``.url``."""
 
@@ -64,12 +77,14 @@ class Emulator:
         self.faults = Faults()
         self.bookmark_interval = bookmark_interval
         self.requests: Counter[tuple[str, str]] = Counter()  # (verb, path) -> count
-        self.log: deque[tuple[str, str, int]] = deque(maxlen=100_000)  # (verb, target, status)
+        self.log: deque[Access] = deque(maxlen=100_000)
         self._log_lock = threading.Lock()
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._routes: dict[tuple[str, str], Resource] = {}
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
         for r in self.store.resources:
             self._routes[(r.prefix, r.plural)] = r
 
@@ -106,6 +121,12 @@ class Emulator:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+        # Idle keep-alive connections would keep their handler threads blocked in a read.
+        with self._conns_lock:
+            conns = list(self._conns)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
         if self._thread is not None:
             self._thread.join(timeout=5)
 
@@ -138,10 +159,12 @@ class Emulator:
             self.requests.clear()
             self.log.clear()
 
-    def _account(self, verb: str, path: str, target: str, status: int) -> None:
+    def _account(self, verb: str, path: str, target: str) -> Access:
+        entry = Access(verb, target)
         with self._log_lock:
             self.requests[(verb, path)] += 1
-            self.log.append((verb, target, status))
+            self.log.append(entry)
+        return entry
 
     # ----- routing ------------------------------------------------------------------------
 
@@ -178,6 +201,17 @@ class _Handler(BaseHTTPRequestHandler):
     # Headers and body go out in separate writes; without TCP_NODELAY, Nagle plus the
     # client's delayed ACK adds ~40 ms to every request.
     disable_nagle_algorithm = True
+
+    def setup(self) -> None:
+        super().setup()
+        with self.emu._conns_lock:
+            self.emu._conns.add(self.connection)
+
+    def finish(self) -> None:
+        with self.emu._conns_lock:
+            self.emu._conns.discard(self.connection)
+        with contextlib.suppress(OSError):
+            super().finish()
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # the access log lives in Emulator.requests/log
@@ -230,6 +264,7 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         q = {k: v[-1] for k, v in parse_qs(url.query).items()}
         self._status = 0
+        entry: Access | None = None
         verb = method
         try:
             body = self._body() if method in ("POST", "PUT", "PATCH", "DELETE") else None
@@ -240,6 +275,9 @@ class _Handler(BaseHTTPRequestHandler):
             res, ns, name, sub = emu.route(url.path)
             if method == "GET" and name is None:
                 verb = "WATCH" if q.get("watch") in ("1", "true") else "LIST"
+            # Counted before answering: a test that asserts right after its call returns
+            # must see it.
+            entry = emu._account(verb, url.path, self.path)
             rule = emu.faults.take(method, verb, self.path)
             if rule is not None and self._apply_fault(rule, verb):
                 return
@@ -248,13 +286,17 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self._dispatch(method, res, ns, name, sub, q, body)
         except ApiError as e:
+            if entry is None:
+                entry = emu._account(verb, url.path, self.path)
+            entry.status = e.code
             self._send_error(e)
         except SelectorError as e:
             self._send_error(ApiError(400, "BadRequest", str(e)))
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         finally:
-            emu._account(verb, url.path, self.path, self._status)
+            if entry is not None and not entry.status:
+                entry.status = self._status
 
     def _apply_fault(self, rule: FaultRule, verb: str) -> bool:
         """Stall and/or fail; True when the request has been answered."""

@@ -135,17 +135,22 @@ def test_slots_grow_by_powers_of_two_and_keep_surviving_endpoints() -> None:
     first = assign_slots((), tuple(e[:3]), 4)
     assert first == (e[0], e[1], e[2], None)
     second = assign_slots(first, (e[1], e[2], e[4]), 4)
-    assert second == (e[4], e[1], e[2], None)  # e1/e2 did not move
-    cmds = slot_commands("be_x", first, second)
-    assert cmds == ["set server be_x/s1 state maint",
-                    "set server be_x/s1 addr 10.0.0.4 port 80",
-                    "set server be_x/s1 state ready"]
-    assert slot_commands("be_x", second, second) == []
-    assert slot_commands("be_x", second, (None, e[1], e[2], None)) == [
+    assert second == (None, e[1], e[2], e[4])  # e1/e2 stay; the empty slot is filled first
+    # Enable the new endpoint before draining the old one: never zero ready servers.
+    assert slot_commands("be_x", first, second) == [
+        "set server be_x/s4 addr 10.0.0.4 port 80", "set server be_x/s4 state ready",
         "set server be_x/s1 state maint"]
+    assert slot_commands("be_x", second, second) == []
+    third = assign_slots(second, (e[1], e[2], e[4], e[5]), 4)
+    assert third == (e[5], e[1], e[2], e[4])
+    moved = assign_slots(third, (e[0], e[2], e[4], e[5]), 4)
+    assert moved == (e[5], e[0], e[2], e[4])
+    assert slot_commands("be_x", third, moved) == [
+        "set server be_x/s2 state maint", "set server be_x/s2 addr 10.0.0.0 port 80",
+        "set server be_x/s2 state ready"]
 
 
-@pytest.mark.parametrize("bad", ["a b", "x;shutdown", "x\nset", "", "a" * 300])
+@pytest.mark.parametrize("bad", ["a b", "x;shutdown", "x\nset", "", "a" * 3000, "a\\b", "a\tb"])
 def test_runtime_token_refuses(bad: str) -> None:
     with pytest.raises(UnsafeToken):
         runtime_token(bad)

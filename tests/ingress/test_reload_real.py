@@ -123,8 +123,55 @@ def test_long_lived_connection_survives_other_changes_and_reloads(
             assert not hx.sync().reloaded
             assert _echo(s, f"r{i}") == f"P0:r{i}\n".encode()
         hx.world.add(ingress("third", [rule("third.example.com",
-                                             path("/", "Prefix", "other"))]))
+                                             path("/", "Prefix", "other"))],
+                             annotations={"ingress.portico.dev/proxy-read-timeout": "5"}))
         assert hx.sync().reloaded  # a structural change: the old worker keeps the tunnel
         assert _echo(s, "after-reload") == b"P0:after-reload\n"
     finally:
         s.close()
+
+
+def test_new_ingresses_go_live_without_reload_through_spares(
+    hx: Harness, pool: list[Backend]
+) -> None:
+    spares = hx.settings.spare_backends
+    hx.world.backend_service("base", [pool[0]])
+    hx.world.add(ingress("base", [rule("base.example.com", path("/", "Prefix", "base"))]))
+    hx.sync()
+    reloads = hx.plane.master.show_proc().reloads
+    # New hosts and paths on an existing backend: maps only.
+    hx.world.add(ingress("more", [rule("more.example.com", path("/x", "Exact", "base"))]))
+    assert not hx.sync().reloaded
+    assert hx.get("more.example.com", "/x").name == "P0"
+    assert hx.get("more.example.com", "/y").status == 404
+    # New Services: each takes a spare backend, until they run out.
+    for i in range(spares):
+        svc = f"new{i}"
+        hx.world.backend_service(svc, [pool[1 + i % 3]])
+        hx.world.add(ingress(svc, [rule(f"{svc}.example.com", path("/", "Prefix", svc))]))
+        res = hx.sync()
+        assert not res.reloaded and res.runtime_commands > 0
+        assert hx.get(f"{svc}.example.com", "/").name == pool[1 + i % 3].name
+    assert hx.plane.master.show_proc().reloads == reloads
+    # Endpoint change of an aliased backend: runtime, on the spare.
+    hx.world.set_endpoints("new0", [("127.0.0.1", pool[3].port)])
+    assert not hx.sync().reloaded
+    assert hx.get("new0.example.com", "/").name == "P3"
+    # Deleting an aliased Ingress frees its spare (drained), still no reload.
+    del hx.world.ingresses[("default", "new1")]
+    assert not hx.sync().reloaded
+    assert hx.get("new1.example.com", "/").status == 404
+    # Spares exhausted (one freed, so two more): the second costs one reload that renders
+    # every backend for real; all routes keep working.
+    for svc in ("extra0", "extra1"):
+        hx.world.backend_service(svc, [pool[2]])
+        hx.world.add(ingress(svc, [rule(f"{svc}.example.com", path("/", "Prefix", svc))]))
+    assert hx.sync().reloaded
+    assert hx.plane.master.show_proc().reloads == reloads + 1
+    assert not hx.syncer.aliases
+    for i in range(spares):
+        if i != 1:
+            want = "P3" if i == 0 else pool[1 + i % 3].name
+            assert hx.get(f"new{i}.example.com", "/").name == want
+    assert hx.get("extra1.example.com", "/").name == "P2"
+    assert hx.get("more.example.com", "/x").name == "P0"

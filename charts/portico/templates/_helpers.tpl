@@ -129,3 +129,20 @@ podAntiAffinity:
           matchLabels:
             {{- include "portico.selectorLabels" . | nindent 12 }}
 {{- end }}
+
+{{/* Namespaced rules of the ingress: cluster-wide, or a Role in ingress.watchNamespace. */}}
+{{- define "portico.ingressNamespacedRules" }}
+  - apiGroups: ["networking.k8s.io"]
+    resources: ["ingresses"]
+    verbs: ["get", "list", "watch"]
+  - apiGroups: ["networking.k8s.io"]
+    resources: ["ingresses/status"]
+    verbs: ["patch"]
+  - apiGroups: ["discovery.k8s.io"]
+    resources: ["endpointslices"]
+    verbs: ["get", "list", "watch"]
+  # One list+watch per referenced TLS Secret, with a metadata.name field selector.
+  - apiGroups: [""]
+    resources: ["secrets"]
+    verbs: ["get", "list", "watch"]
+{{- end }}
