@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -56,26 +54,23 @@ def frr_config(neighbours: list[str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def router(cluster: Cluster) -> Iterator[tuple[str, str]]:
+def router(cluster: Cluster,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """An FRR container on the kind network peering with every node; yields (name, ip)."""
     if not BGP_RANGE:
         pytest.skip("PORTICO_E2E_BGP_RANGE not set (kind/run-e2e.sh sets it)")
     name = f"portico-e2e-frr-{uuid.uuid4().hex[:8]}"
     nodes = sorted(cluster.node_addresses().values())
-    with tempfile.TemporaryDirectory() as tmp:
-        conf_dir = Path(tmp)
-        (conf_dir / "daemons").write_text(DAEMONS)
-        (conf_dir / "vtysh.conf").write_text("service integrated-vtysh-config\n")
-        (conf_dir / "frr.conf").write_text(frr_config(nodes))
-        conf_dir.chmod(0o755)
-        for f in conf_dir.iterdir():
-            f.chmod(0o644)
-        docker("run", "-d", "--name", name, "--network", "kind",
-               "--cap-add", "NET_ADMIN", "--cap-add", "NET_RAW", "--cap-add", "SYS_ADMIN",
-               "-v", f"{conf_dir}/daemons:/etc/frr/daemons:ro",
-               "-v", f"{conf_dir}/vtysh.conf:/etc/frr/vtysh.conf:ro",
-               "-v", f"{conf_dir}/frr.conf:/etc/frr/frr.conf:ro",
-               FRR_IMAGE)
+    # Mounted as FRR's whole /etc/frr (its start script chowns it), so it must outlive the
+    # container: a pytest temporary directory, not a `with` block.
+    conf_dir = tmp_path_factory.mktemp("frr")
+    (conf_dir / "daemons").write_text(DAEMONS)
+    (conf_dir / "vtysh.conf").write_text("service integrated-vtysh-config\n")
+    (conf_dir / "frr.conf").write_text(frr_config(nodes))
+    conf_dir.chmod(0o755)
+    docker("run", "-d", "--name", name, "--network", "kind",
+           "--cap-add", "NET_ADMIN", "--cap-add", "NET_RAW", "--cap-add", "SYS_ADMIN",
+           "-v", f"{conf_dir}:/etc/frr", FRR_IMAGE)
     try:
         yield name, container_ip(name)
     finally:

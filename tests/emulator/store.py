@@ -366,6 +366,10 @@ class Store:
             kind.watchers.add(w)
             return w, replay
 
+    def compacted_rv(self, res: Resource) -> int:
+        with self.lock:
+            return self._kind(res).compacted_rv
+
     def unsubscribe(self, w: Watcher) -> None:
         with self.lock:
             self._kind(w.res).watchers.discard(w)

@@ -18,7 +18,7 @@ from typing import Any
 
 from ingress.core.render import Settings
 from ingress.haproxy import DataPlane
-from ingress.sync import Snapshot, SyncResult, Syncer, slices_by_service
+from ingress.sync import Snapshot, Syncer, SyncResult, slices_by_service
 
 HAPROXY = shutil.which("haproxy")
 CLASS = {"metadata": {"name": "portico"}, "spec": {"controller": "portico.dev/ingress"}}
@@ -137,6 +137,9 @@ class Backend:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+Backends = dict[str, Backend]
 
 
 def start_backend(name: str) -> Backend:

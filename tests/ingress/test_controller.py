@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from ingress.controller import IngressController
-from ingress.haproxy import DataPlane
 from ingress.core.render import Settings
+from ingress.haproxy import DataPlane
 from ingress.sync import Syncer
 from lb.kube import resources as R
 from lb.kube.client import KubeClient
@@ -21,7 +21,7 @@ from tests.emulator import Emulator
 from tests.ingress.helpers import (
     CLASS,
     HAPROXY,
-    Backend,
+    Backends,
     endpoint_slice,
     free_port,
     get,
@@ -90,7 +90,7 @@ def _start(c: Cluster) -> threading.Thread:
 
 
 @pytest.mark.lab
-def test_controller_end_to_end(cluster: Cluster, backends: dict[str, Backend],
+def test_controller_end_to_end(cluster: Cluster, backends: Backends,
                                tmp_path: Path) -> None:
     c = cluster
     c.create(R.INGRESSCLASSES, dict(CLASS))
@@ -146,7 +146,7 @@ def test_controller_end_to_end(cluster: Cluster, backends: dict[str, Backend],
 
 
 @pytest.mark.lab
-def test_controller_debounces_bursts(cluster: Cluster, backends: dict[str, Backend]) -> None:
+def test_controller_debounces_bursts(cluster: Cluster, backends: Backends) -> None:
     c = cluster
     c.create(R.INGRESSCLASSES, dict(CLASS))
     c.create(R.SERVICES, service("svc-a"))

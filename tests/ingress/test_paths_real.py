@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.ingress.helpers import Harness, get, ingress, path, rule
+from tests.ingress.helpers import Backends, Harness, get, ingress, path, rule
 
 # (kind(s), paths, request path, expected backend or "D" for the default backend)
 TABLE: list[tuple[list[str], list[str], str, str]] = [
@@ -42,7 +42,7 @@ TABLE: list[tuple[list[str], list[str], str, str]] = [
 
 
 @pytest.fixture
-def table_world(hx: Harness, backends: dict) -> Harness:  # type: ignore[type-arg]
+def table_world(hx: Harness, backends: Backends) -> Harness:
     for name in "ABCD":
         hx.world.backend_service(f"svc-{name.lower()}", [backends[name]])
     for row, (kinds, paths, _req, _exp) in enumerate(TABLE):
@@ -68,7 +68,7 @@ def test_spec_path_table(table_world: Harness) -> None:
 
 
 @pytest.mark.lab
-def test_hosts_and_wildcards(hx: Harness, backends: dict) -> None:  # type: ignore[type-arg]
+def test_hosts_and_wildcards(hx: Harness, backends: Backends) -> None:
     for name in "ABCD":
         hx.world.backend_service(f"svc-{name.lower()}", [backends[name]])
     hx.world.add(
@@ -86,7 +86,7 @@ def test_hosts_and_wildcards(hx: Harness, backends: dict) -> None:  # type: igno
 
 
 @pytest.mark.lab
-def test_builtin_404_and_503_without_endpoints(hx: Harness, backends: dict) -> None:  # type: ignore[type-arg]
+def test_builtin_404_and_503_without_endpoints(hx: Harness, backends: Backends) -> None:
     hx.world.backend_service("svc-a", [backends["A"]])
     hx.world.add(ingress("i", [rule("h.example.com", path("/up", "Prefix", "svc-a"),
                                     path("/down", "Prefix", "svc-empty"),
@@ -101,7 +101,7 @@ def test_builtin_404_and_503_without_endpoints(hx: Harness, backends: dict) -> N
 
 
 @pytest.mark.lab
-def test_forwarded_headers(hx: Harness, backends: dict) -> None:  # type: ignore[type-arg]
+def test_forwarded_headers(hx: Harness, backends: Backends) -> None:
     hx.world.backend_service("svc-a", [backends["A"]])
     hx.world.add(ingress("i", [rule("h.example.com", path("/", "Prefix", "svc-a"))]))
     hx.sync()
@@ -112,7 +112,7 @@ def test_forwarded_headers(hx: Harness, backends: dict) -> None:  # type: ignore
 
 
 @pytest.mark.lab
-def test_service_port_by_name(hx: Harness, backends: dict) -> None:  # type: ignore[type-arg]
+def test_service_port_by_name(hx: Harness, backends: Backends) -> None:
     hx.world.backend_service("svc-a", [backends["A"]])
     hx.world.add(ingress("i", [rule("h.example.com", path("/", "Prefix", "svc-a", "http"))]))
     hx.sync()
@@ -120,7 +120,7 @@ def test_service_port_by_name(hx: Harness, backends: dict) -> None:  # type: ign
 
 
 @pytest.mark.lab
-def test_unknown_port_is_503(hx: Harness, backends: dict) -> None:  # type: ignore[type-arg]
+def test_unknown_port_is_503(hx: Harness, backends: Backends) -> None:
     hx.world.backend_service("svc-a", [backends["A"]])
     hx.world.add(ingress("i", [rule("h.example.com", path("/", "Prefix", "svc-a", 81))]))
     hx.sync()

@@ -26,6 +26,7 @@ from ingress.haproxy import certificate_problem
 from tests.ingress.helpers import (
     CLASS,
     HAPROXY,
+    Backends,
     Harness,
     endpoint_slice,
     ingress,
@@ -40,8 +41,8 @@ HOSTILE = [";", "{", "}", '"', "'", "\\", "#", "$", "${X}", "\r", "\n", "\0", "\
 
 
 def values() -> list[tuple[str, str]]:
-    out = [(f"mid{repr(h)}", f"a{MARK}{h}b") for h in HOSTILE]
-    out += [(f"end{repr(h)}", f"/{MARK}{h}") for h in HOSTILE]
+    out = [(f"mid{h!r}", f"a{MARK}{h}b") for h in HOSTILE]
+    out += [(f"end{h!r}", f"/{MARK}{h}") for h in HOSTILE]
     out += [("leading-dash", f"-{MARK}"), ("1MB", MARK + "a" * (1024 * 1024)),
             ("1MB-path", "/" + MARK + "a" * (1024 * 1024)),
             ("newline-directive", f"{MARK}\n    server evil 192.0.2.66:80"),
@@ -229,7 +230,7 @@ def test_every_hostile_render_passes_haproxy_check(tmp_path: Path) -> None:
 
 
 @pytest.mark.lab
-def test_hostile_ingresses_do_not_disturb_victim_traffic(hx: Harness, backends: dict) -> None:  # type: ignore[type-arg]
+def test_hostile_ingresses_do_not_disturb_victim_traffic(hx: Harness, backends: Backends) -> None:
     hx.world.backend_service("victim-svc", [backends["A"]])
     hx.world.backend_service("svc", [backends["B"]])
     hx.world.add(VICTIM)

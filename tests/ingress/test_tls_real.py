@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.ingress.helpers import Harness, get, ingress, make_cert, path, rule, tls_secret
+from tests.ingress.helpers import Backends, Harness, get, ingress, make_cert, path, rule, tls_secret
 
 A = "ingress.portico.dev/"
+Certs = dict[str, tuple[bytes, bytes, bytes]]
 N = "nginx.ingress.kubernetes.io/"
 
 
@@ -22,7 +23,7 @@ def certs(tmp_path: Path) -> dict[str, tuple[bytes, bytes, bytes]]:
 
 
 @pytest.mark.lab
-def test_sni_default_cert_and_redirect(hx: Harness, backends: dict, certs: dict) -> None:  # type: ignore[type-arg]
+def test_sni_default_cert_and_redirect(hx: Harness, backends: Backends, certs: Certs) -> None:
     hx.world.backend_service("svc-a", [backends["A"]])
     hx.world.backend_service("svc-b", [backends["B"]])
     c1, k1, der1 = certs["one"]
@@ -55,7 +56,7 @@ def test_sni_default_cert_and_redirect(hx: Harness, backends: dict, certs: dict)
 
 
 @pytest.mark.lab
-def test_certificate_rotation_without_reload(hx: Harness, backends: dict, certs: dict) -> None:  # type: ignore[type-arg]
+def test_certificate_rotation_without_reload(hx: Harness, backends: Backends, certs: Certs) -> None:
     hx.world.backend_service("svc-a", [backends["A"]])
     c1, k1, der1 = certs["one"]
     c3, k3, der3 = certs["rot"]
@@ -74,7 +75,7 @@ def test_certificate_rotation_without_reload(hx: Harness, backends: dict, certs:
 
 
 @pytest.mark.lab
-def test_invalid_secret_falls_back_to_default_cert(hx: Harness, backends: dict, certs: dict) -> None:  # type: ignore[type-arg]
+def test_invalid_secret_falls_back_to_default_cert(hx: Harness, backends: Backends, certs: Certs) -> None:
     hx.world.backend_service("svc-a", [backends["A"]])
     c1, _k1, der1 = certs["one"]
     _c2, k2, _ = certs["wild"]
@@ -89,7 +90,7 @@ def test_invalid_secret_falls_back_to_default_cert(hx: Harness, backends: dict, 
 
 
 @pytest.mark.lab
-def test_annotations_behave(hx: Harness, backends: dict) -> None:  # type: ignore[type-arg]
+def test_annotations_behave(hx: Harness, backends: Backends) -> None:
     hx.world.backend_service("svc-a", [backends["A"]])
     hx.world.add(
         ingress("rw", [rule("rw.example.com", path("/api", "Prefix", "svc-a"))],
@@ -125,7 +126,7 @@ def test_annotations_behave(hx: Harness, backends: dict) -> None:  # type: ignor
 
 
 @pytest.mark.lab
-def test_class_selection_and_default_class(hx: Harness, backends: dict) -> None:  # type: ignore[type-arg]
+def test_class_selection_and_default_class(hx: Harness, backends: Backends) -> None:
     hx.world.backend_service("svc-a", [backends["A"]])
     hx.world.add(
         ingress("other", [rule("other.example.com", path("/", "Prefix", "svc-a"))], cls="nginx"),

@@ -134,3 +134,29 @@ def test_watch_handle_cancels_a_blocked_watch(emu: Emulator, kube: KubeClient) -
     assert [t for t, _ in kube.watch(R.NODES, "", timeout_seconds=10, handle=handle)
             if t != "BOOKMARK"] == []
     assert time.monotonic() - t0 < 3
+
+
+def test_list_follows_continue_pages(emu: Emulator, kube: KubeClient) -> None:
+    for i in range(7):
+        kube.create(R.SERVICES, {"metadata": {"name": f"s{i}", "namespace": "a"}})
+    items, rv = kube.list(R.SERVICES, limit=3)
+    assert [i["metadata"]["name"] for i in items] == [f"s{i}" for i in range(7)]
+    assert emu.count("LIST") == 3 and rv == str(emu.store.resource_version)
+    # An expired continue token is a 410: the caller lists again from scratch.
+    emu.faults.delay("LIST", "continue=", 0.2)
+
+    def write_and_compact() -> None:
+        emu.store.create(R.SERVICES, {"metadata": {"name": "late", "namespace": "a"}})
+        emu.compact()
+
+    t = threading.Timer(0.1, write_and_compact)
+    t.start()
+    with pytest.raises(Gone):
+        kube.list(R.SERVICES, limit=3)
+    t.join()
+
+
+def test_per_call_timeout_overrides_default(emu: Emulator, kube: KubeClient) -> None:
+    kube.create(R.SERVICES, {"metadata": {"name": "s", "namespace": "a"}})
+    emu.faults.delay("GET", "/services/s", 0.8)
+    assert kube.get(R.SERVICES, "s", "a", timeout=3)["metadata"]["name"] == "s"
