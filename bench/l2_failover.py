@@ -31,12 +31,12 @@ often loses nothing; the ARP gap shows the takeover itself.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import os
 import select
 import signal
 import socket
-import statistics
 import struct
 import sys
 import threading
@@ -45,19 +45,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab import netns
-from lab.topology import PROBE_IP4_A, PROBE_MAC, Lab, wait_until
+from lab.topology import PROBE_MAC, Lab, wait_until
 
 INTERVAL = 0.01  # 100 Hz probes
 VIP = "192.0.2.210"
 SETTLE = 0.6  # s of steady probing before a fault
 OBSERVE = 3.0  # s after the fault that a trial records
 ICMP_ID = os.getpid() & 0xFFFF
+# Unassigned addresses of segment A (outside the VIP pool .192/27 and every host).
+ARP_SENDERS = [f"192.0.2.{i}" for i in range(240, 248)]
+ARP_SENDER_INDEX = {ipaddress.IPv4Address(a).packed: i for i, a in enumerate(ARP_SENDERS)}
 
 
 def _checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    s: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     s = (s >> 16) + (s & 0xFFFF)
     s += s >> 16
     return ~s & 0xFFFF
@@ -114,7 +117,10 @@ class Prober:
         pkt = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
         pkt.bind((self.iface, 0x0003))
         pkt.setblocking(False)
-        arp = arp_request(PROBE_MAC, PROBE_IP4_A, self.vip)
+        # The sender address cycles through ARP_SENDERS so that each reply names its round
+        # (replies are addressed to the asking IP): a late answer is never mistaken for an
+        # answer to the next round.
+        arps = [arp_request(PROBE_MAC, ip, self.vip) for ip in ARP_SENDERS]
         self._ready.set()
         seq = 0
         next_t = time.monotonic()
@@ -124,15 +130,12 @@ class Prober:
                 rec = self.rec
                 seq += 1
                 rec.sent[seq] = now
-                try:
+                # EHOSTUNREACH while no neighbour answers: that probe is simply lost.
+                with contextlib.suppress(OSError):
                     icmp.sendto(_echo(seq), (self.vip, 0))
-                except OSError:
-                    pass  # no neighbour yet (EHOSTUNREACH after failed resolution)
                 rec.arp_rounds.append(now)
-                try:
-                    pkt.send(arp)
-                except OSError:
-                    pass
+                with contextlib.suppress(OSError):
+                    pkt.send(arps[(len(rec.arp_rounds) - 1) % len(arps)])
                 # Fixed schedule, not "now + interval": a late tick does not shift the rest.
                 next_t += INTERVAL
                 if next_t < now:
@@ -166,11 +169,16 @@ class Prober:
                         and int.from_bytes(data[icmp_off + 4:icmp_off + 6], "big") == ICMP_ID):
                     seq = int.from_bytes(data[icmp_off + 6:icmp_off + 8], "big")
                     self.rec.replies.append((t, seq, _mac(data[6:12])))
-            elif etype == 0x0806 and int.from_bytes(data[20:22], "big") == 2:
-                if data[28:32] == self.vip_b and _mac(data[32:38]) == PROBE_MAC:
-                    # Round = index of the latest ARP request sent into this record.
-                    rnd = len(self.rec.arp_rounds) - 1
-                    self.rec.arp_replies.append((t, rnd, _mac(data[22:28])))
+            elif (etype == 0x0806 and int.from_bytes(data[20:22], "big") == 2
+                  and data[28:32] == self.vip_b and _mac(data[32:38]) == PROBE_MAC):
+                # Round: the latest one sent from the address this reply answers.
+                k = len(ARP_SENDERS)
+                residue = ARP_SENDER_INDEX.get(bytes(data[38:42]))
+                last = len(self.rec.arp_rounds) - 1
+                if residue is not None and last >= 0:
+                    rnd = last - ((last - residue) % k)
+                    if rnd >= 0:
+                        self.rec.arp_replies.append((t, rnd, _mac(data[22:28])))
 
 
 @dataclass
@@ -282,7 +290,7 @@ def timeline_png(trial: Trial, lab: Lab, path: Path) -> None:
         ax.scatter(lost_x, [-0.8] * len(lost_x), marker="x", color="red", s=12,
                    label="lost probe")
     ax.axvline(0, color="black", linestyle="--", linewidth=1)
-    ax.set_yticks(list(ypos.values()) + [-0.8], [*ypos, "lost"])
+    ax.set_yticks([*ypos.values(), -0.8], [*ypos, "lost"])
     ax.set_xlabel(f"seconds since fault ({trial.scenario}: owner {trial.owner})")
     ax.set_title(f"Portico L2 failover, 100 Hz probes per node MAC — scenario "
                  f"{trial.scenario}: outage {trial.outage * 1000:.0f} ms, "

@@ -275,7 +275,7 @@ class Lab:
                 "--node-name", node, "--namespace", SPEAKER_NAMESPACE,
                 "--interfaces", "pl-eth0,pl-eth1", "--liveness-interface", "pl-eth0",
                 "--metrics-addr", f"{n.mgmt}:7473", "--log-level", "info",
-                *self.speaker_args]
+                "--state-dir", str(self.dir / f"state-{node}"), *self.speaker_args]
 
     def start_speaker(self, node: str) -> Proc:
         return self.spawn(f"speaker-{node}", self.node(node).ns, self.speaker_argv(node),

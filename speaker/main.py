@@ -190,7 +190,7 @@ class Speaker:
             if self.synced():
                 self.rebuild()
         self.log.info("stopping", graceful=True)
-        for a in reversed(self.announcers):
+        for a in self.announcers:  # layer 2 first: its hand-over is the time-critical one
             try:
                 a.stop(graceful=True)
             except Exception as exc:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from ingress.core.validate import cookie_problem
@@ -134,6 +135,18 @@ def _check(short: str, value: str) -> object:
 
 def parse_annotations(annotations: dict[str, str]) -> AnnotationResult:
     """Validate the annotations of one Ingress."""
+    relevant = tuple(sorted(
+        (k, v) for k, v in annotations.items()
+        if isinstance(k, str) and isinstance(v, str) and (
+            k.startswith(PORTICO) or k.startswith(NGINX))
+    ))
+    return _parse(relevant)
+
+
+@lru_cache(maxsize=4096)
+def _parse(items: tuple[tuple[str, str], ...]) -> AnnotationResult:
+    """Memoised: most Ingresses share a handful of annotation sets (often none)."""
+    annotations = dict(items)
     errors: list[tuple[str, str]] = []
     warnings: list[tuple[str, str]] = []
     raw: dict[str, tuple[str, str]] = {}  # short name -> (full key, value)

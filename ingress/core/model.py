@@ -32,12 +32,11 @@ Semantics (docs/ingress.md has the user-facing version):
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 
 from ingress.core.annotations import Annotations, parse_annotations
@@ -161,6 +160,7 @@ def _age_key(ing: Obj) -> tuple[str, str, str]:
             str(meta.get("name", "")))
 
 
+@lru_cache(maxsize=65536)
 def backend_name(namespace: str, service: str, port: int | str, detail: str) -> str:
     """HAProxy proxy name from validated parts plus a hash of everything else."""
     digest = hashlib.sha256(f"{namespace}/{service}/{port}/{detail}".encode()).hexdigest()[:10]
@@ -185,47 +185,158 @@ def _rewrite(route_path: str, kind: Kind, target: str) -> tuple[str, str]:
     return (prefix_regex(route_path), replacement + joiner + "\\1")
 
 
-class _Builder:
-    def __init__(self, cfg: Config, services: Mapping[tuple[str, str], Obj]) -> None:
-        self.cfg = cfg
-        self.services = services
-        self.events: list[Event] = []
-        self.backends: dict[str, Backend] = {}
+@lru_cache(maxsize=4096)
+def _detail(ann: Annotations, ssl_redirect: bool, rewrite: tuple[str, str] | None) -> str:
+    return repr((ann, ssl_redirect, rewrite))
 
-    def warn(self, ref: ObjectRef, reason: str, message: str) -> None:
-        self.events.append(Event(ref, "Warning", reason, message[:1024]))
 
-    def backend(self, ref: ObjectRef, where: str, spec: Obj, ann: Annotations,
-                ssl_redirect: bool, route: tuple[str, Kind] | None) -> str | None:
-        svc = spec.get("service")
-        if not isinstance(svc, Mapping):
-            what = "resource backends are not supported" if spec.get("resource") else (
-                "service is required")
-            self.warn(ref, "InvalidIngress", f"{where}: {what}")
-            return None
-        sname = svc.get("name")
-        if not isinstance(sname, str) or label_problem(sname):
-            self.warn(ref, "InvalidIngress", f"{where}.service.name: not a DNS-1123 label")
-            return None
-        port = svc.get("port") or {}
-        number, pname = port.get("number"), port.get("name")
-        pval: int | str
-        if isinstance(number, int) and not isinstance(number, bool) and 1 <= number <= 65535:
-            pval = number
-        elif number is None and isinstance(pname, str) and not port_name_problem(pname):
-            pval = pname
-        else:
-            self.warn(ref, "InvalidIngress",
-                      f"{where}.service.port: need number 1-65535 or an IANA port name")
-            return None
-        rewrite = None
-        if ann.rewrite_target and route is not None:
-            rewrite = _rewrite(route[0], route[1], ann.rewrite_target)
-        detail = repr((ann, ssl_redirect, rewrite))
-        name = backend_name(ref.namespace or "", sname, pval, detail)
-        self.backends[name] = Backend(name, ref.namespace or "", sname, pval, ann, ssl_redirect,
-                                      rewrite)
-        return name
+_NO_ANNOTATIONS = Annotations()
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedPath:
+    where: str
+    host: str
+    path: str  # normalised (Prefix: no trailing slash)
+    kind: Kind
+    service: str
+    port: int | str
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedIngress:
+    """Everything about one Ingress that does not depend on any other object."""
+
+    ref: ObjectRef
+    age: tuple[str, str, str]
+    named: bool  # metadata names valid: the Ingress is addressable (status, Events)
+    routable: bool  # names and annotations valid
+    ann: Annotations
+    events: tuple[Event, ...]
+    tls: tuple[tuple[str, str, tuple[tuple[int, str], ...]], ...]  # (where, secret, hosts)
+    default: tuple[str, int | str] | None
+    paths: tuple[ParsedPath, ...]
+
+
+def _backend_ref(spec: Obj, where: str, warn: list[Event],
+                 ref: ObjectRef) -> tuple[str, int | str] | None:
+    def bad(msg: str) -> None:
+        warn.append(Event(ref, "Warning", "InvalidIngress", f"{where}{msg}"[:1024]))
+
+    svc = spec.get("service") if isinstance(spec, Mapping) else None
+    if not isinstance(svc, Mapping):
+        resource = isinstance(spec, Mapping) and spec.get("resource")
+        bad(": resource backends are not supported" if resource else ": service is required")
+        return None
+    sname = svc.get("name")
+    if not isinstance(sname, str) or label_problem(sname):
+        bad(".service.name: not a DNS-1123 label")
+        return None
+    raw_port = svc.get("port")
+    port: Mapping[str, Any] = raw_port if isinstance(raw_port, Mapping) else {}
+    number, pname = port.get("number"), port.get("name")
+    if isinstance(number, int) and not isinstance(number, bool) and 1 <= number <= 65535:
+        return sname, number
+    if number is None and isinstance(pname, str) and not port_name_problem(pname):
+        return sname, pname
+    bad(".service.port: need number 1-65535 or an IANA port name")
+    return None
+
+
+def parse_ingress(ing: Obj) -> ParsedIngress:
+    """Validate one Ingress on its own (pure; memoisable per object)."""
+    meta = ing.get("metadata") or {}
+    ref = _ref(ing)
+    events: list[Event] = []
+
+    def warn(reason: str, message: str) -> None:
+        events.append(Event(ref, "Warning", reason, message[:1024]))
+
+    def done(routable: bool, ann: Annotations = _NO_ANNOTATIONS, tls: tuple[Any, ...] = (),
+             default: tuple[str, int | str] | None = None,
+             paths: tuple[ParsedPath, ...] = (), named: bool = True) -> ParsedIngress:
+        return ParsedIngress(ref, _age_key(ing), named, routable, ann, tuple(events), tls,
+                             default, paths)
+
+    problems = []
+    for fname, value, check in (("metadata.name", meta.get("name"), name_problem),
+                                ("metadata.namespace", meta.get("namespace"), label_problem)):
+        p = check(value) if isinstance(value, str) else "must be a string"
+        if p:
+            problems.append(f"{fname}: {p}")
+    if problems:
+        warn("InvalidIngress", "; ".join(problems) + " (Ingress ignored)")
+        return done(False, named=False)
+    annotations = meta.get("annotations") or {}
+    result = parse_annotations(dict(annotations) if isinstance(annotations, Mapping) else {})
+    for key, msg in result.warnings:
+        warn("UnsupportedAnnotation", f"{key!r}: {msg}")
+    if result.errors:
+        for key, msg in result.errors:
+            warn("InvalidAnnotation", f"{key}: {msg} (Ingress not routed)")
+        return done(False)
+    ann = result.value
+    spec = ing.get("spec") or {}
+    tls_out: list[tuple[str, str, tuple[tuple[int, str], ...]]] = []
+    for i, tls in enumerate(spec.get("tls") or []):
+        where = f"spec.tls[{i}]"
+        secret = tls.get("secretName") if isinstance(tls, Mapping) else None
+        if not isinstance(secret, str) or name_problem(secret):
+            warn("InvalidIngress", f"{where}.secretName: not a DNS-1123 name")
+            continue
+        hosts = []
+        for j, host in enumerate(tls.get("hosts") or []):
+            p = host_problem(host) if isinstance(host, str) else "must be a string"
+            if p:
+                warn("InvalidIngress", f"{where}.hosts[{j}]: {p}")
+                continue
+            hosts.append((j, host))
+        tls_out.append((where, secret, tuple(hosts)))
+    default = None
+    if spec.get("defaultBackend") is not None:
+        default = _backend_ref(spec["defaultBackend"], "spec.defaultBackend", events, ref)
+    paths: list[ParsedPath] = []
+    for i, rule in enumerate(spec.get("rules") or []):
+        if not isinstance(rule, Mapping):
+            continue
+        where = f"spec.rules[{i}]"
+        host = rule.get("host") or HOSTLESS
+        if host != HOSTLESS:
+            p = host_problem(host) if isinstance(host, str) else "must be a string"
+            if p:
+                warn("InvalidIngress", f"{where}.host: {p}")
+                continue
+        http = rule.get("http") or {}
+        for j, item in enumerate(http.get("paths") or [] if isinstance(http, Mapping) else []):
+            pwhere = f"{where}.http.paths[{j}]"
+            if not isinstance(item, Mapping):
+                continue
+            path = item.get("path", "/") or "/"
+            ptype = item.get("pathType")
+            kind: Kind
+            if ptype == "Exact":
+                kind = "Exact"
+            elif ptype == "Prefix" or (ptype == "ImplementationSpecific" and not ann.use_regex):
+                kind = "Prefix"
+            elif ptype == "ImplementationSpecific":
+                kind = "Regex"
+            else:
+                warn("InvalidIngress", f"{pwhere}.pathType: must be Exact, Prefix or "
+                     "ImplementationSpecific")
+                continue
+            if not isinstance(path, str):
+                warn("InvalidIngress", f"{pwhere}.path: must be a string")
+                continue
+            p = regex_problem(path) if kind == "Regex" else path_problem(path)
+            if p:
+                warn("InvalidIngress", f"{pwhere}.path: {p}")
+                continue
+            norm = path if kind != "Prefix" else (path.rstrip("/") or "/")
+            target = _backend_ref(item.get("backend") or {}, f"{pwhere}.backend", events, ref)
+            if target is None:
+                continue
+            paths.append(ParsedPath(pwhere, host, norm, kind, target[0], target[1]))
+    return done(True, ann, tuple(tls_out), default, tuple(paths))
 
 
 _PEM_BEGIN = re.compile(r"-----BEGIN ([A-Z0-9 ]{1,40})-----")
@@ -276,65 +387,67 @@ def tls_pem(secret: Obj) -> bytes | str:
     return b"".join(parts)
 
 
+Memo = dict[int, tuple[Obj, ParsedIngress]]
+
+
 def build_model(
     ingresses: Iterable[Obj],
     classes: Iterable[Obj],
     services: Mapping[tuple[str, str], Obj],
     secrets: Mapping[tuple[str, str], Obj],
-    cfg: Config = Config(),
+    cfg: Config | None = None,
+    memo: Memo | None = None,
 ) -> Model:
-    """All routes, backends and certificates of the Ingresses of our class."""
+    """All routes, backends and certificates of the Ingresses of our class.
+
+    ``memo`` (optional, owned by the caller) caches ``parse_ingress`` by object identity:
+    informer stores hand out the same dict until an object changes, so a resync of 10,000
+    Ingresses re-parses only the changed ones. Entries keep a reference to their object,
+    so an id is never mistaken for a recycled one.
+    """
+    cfg = cfg or Config()
     names, default = our_classes(classes, cfg)
-    b = _Builder(cfg, services)
-    ours: list[ObjectRef] = []
-    parsed: list[tuple[Obj, ObjectRef, Annotations]] = []
-    for ing in sorted(ingresses, key=_age_key):
+    events: list[Event] = []
+
+    def warn(ref: ObjectRef, reason: str, message: str) -> None:
+        events.append(Event(ref, "Warning", reason, message[:1024]))
+
+    parsed: list[ParsedIngress] = []
+    seen: set[int] = set()
+    for ing in ingresses:
         if not is_ours(ing, names, default, cfg):
             continue
-        meta = ing.get("metadata") or {}
-        ref = _ref(ing)
-        problems = []
-        for fname, value, check in (("metadata.name", meta.get("name"), name_problem),
-                                    ("metadata.namespace", meta.get("namespace"), label_problem)):
-            p = check(value) if isinstance(value, str) else "must be a string"
-            if p:
-                problems.append(f"{fname}: {p}")
-        if problems:
-            b.warn(ref, "InvalidIngress", "; ".join(problems) + " (Ingress ignored)")
-            continue
-        ours.append(ref)
-        annotations = meta.get("annotations") or {}
-        result = parse_annotations(dict(annotations) if isinstance(annotations, Mapping) else {})
-        for key, msg in result.warnings:
-            b.warn(ref, "UnsupportedAnnotation", f"{key!r}: {msg}")
-        if result.errors:
-            for key, msg in result.errors:
-                b.warn(ref, "InvalidAnnotation", f"{key}: {msg} (Ingress not routed)")
-            continue
-        parsed.append((ing, ref, result.value))
+        entry = memo.get(id(ing)) if memo is not None else None
+        if entry is not None and entry[0] is ing:
+            pi = entry[1]
+        else:
+            pi = parse_ingress(ing)
+            if memo is not None:
+                memo[id(ing)] = (ing, pi)
+        seen.add(id(ing))
+        parsed.append(pi)
+    if memo is not None:
+        for key in [k for k in memo if k not in seen]:
+            del memo[key]
+    parsed.sort(key=lambda p: p.age)
+    ours = [p.ref for p in parsed if p.named]
+    for p in parsed:
+        events.extend(p.events)
+    routable = [p for p in parsed if p.routable]
 
     # TLS first: it decides which hosts redirect to HTTPS.
     tls_hosts: dict[str, ObjectRef] = {}  # host -> owning Ingress
     cert_hosts: dict[tuple[str, str], list[str]] = {}
     wanted: set[tuple[str, str]] = set()
-    for ing, ref, _ann in parsed:
-        for i, tls in enumerate((ing.get("spec") or {}).get("tls") or []):
-            where = f"spec.tls[{i}]"
-            secret = tls.get("secretName") if isinstance(tls, Mapping) else None
-            if not isinstance(secret, str) or name_problem(secret):
-                b.warn(ref, "InvalidIngress", f"{where}.secretName: not a DNS-1123 name")
-                continue
-            skey = (ref.namespace or "", secret)
+    for p in routable:
+        for where, secret, hosts_ in p.tls:
+            skey = (p.ref.namespace or "", secret)
             wanted.add(skey)
-            for j, host in enumerate(tls.get("hosts") or []):
-                p = host_problem(host) if isinstance(host, str) else "must be a string"
-                if p:
-                    b.warn(ref, "InvalidIngress", f"{where}.hosts[{j}]: {p}")
-                    continue
-                owner = tls_hosts.setdefault(host, ref)
-                if owner != ref:
-                    b.warn(ref, "RouteConflict", f"{where}.hosts[{j}]: TLS host {host} is "
-                           f"already served by older {owner}")
+            for j, host in hosts_:
+                owner = tls_hosts.setdefault(host, p.ref)
+                if owner != p.ref:
+                    warn(p.ref, "RouteConflict", f"{where}.hosts[{j}]: TLS host {host} is "
+                         f"already served by older {owner}")
                     continue
                 hosts = cert_hosts.setdefault(skey, [])
                 if host not in hosts:
@@ -344,86 +457,58 @@ def build_model(
         sref = ObjectRef("Secret", sname, ns)
         secret_obj = secrets.get((ns, sname))
         if secret_obj is None:
-            owner = tls_hosts[hosts[0]]
-            b.warn(owner, "SecretNotFound", f"TLS Secret {ns}/{sname} not found; "
-                   "hosts served with the default certificate")
+            warn(tls_hosts[hosts[0]], "SecretNotFound", f"TLS Secret {ns}/{sname} not found; "
+                 "hosts served with the default certificate")
             continue
         pem = tls_pem(secret_obj)
         if isinstance(pem, str):
-            b.warn(sref, "InvalidSecret", pem)
-            b.warn(tls_hosts[hosts[0]], "InvalidSecret", f"Secret {ns}/{sname}: {pem}")
+            warn(sref, "InvalidSecret", pem)
+            warn(tls_hosts[hosts[0]], "InvalidSecret", f"Secret {ns}/{sname}: {pem}")
             continue
         stem = "c_" + hashlib.sha256(f"{ns}/{sname}".encode()).hexdigest()[:16]
         certs.append(TLSCert(stem, sref, tuple(hosts), pem))
 
+    backends: dict[str, Backend] = {}
+
+    def backend(p: ParsedIngress, svc: str, port: int | str, redirect: bool,
+                route: tuple[str, Kind] | None) -> str:
+        ann = p.ann
+        rewrite = None
+        if ann.rewrite_target and route is not None:
+            rewrite = _rewrite(route[0], route[1], ann.rewrite_target)
+        ns = p.ref.namespace or ""
+        name = backend_name(ns, svc, port, _detail(ann, redirect, rewrite))
+        if name not in backends:
+            backends[name] = Backend(name, ns, svc, port, ann, redirect, rewrite)
+        return name
+
     routes: dict[tuple[str, str, str], Route] = {}
     default_backend: str | None = None
     default_owner: ObjectRef | None = None
-    for ing, ref, ann in parsed:
-        spec = ing.get("spec") or {}
-        if spec.get("defaultBackend") is not None:
+    for p in routable:
+        if p.default is not None:
             if default_owner is not None:
-                b.warn(ref, "RouteConflict",
-                       f"spec.defaultBackend: older {default_owner} already sets it")
+                warn(p.ref, "RouteConflict",
+                     f"spec.defaultBackend: older {default_owner} already sets it")
             else:
-                be = b.backend(ref, "spec.defaultBackend", spec["defaultBackend"], ann,
-                               ann.force_ssl_redirect, None)
-                if be is not None:
-                    default_backend, default_owner = be, ref
-        for i, rule in enumerate(spec.get("rules") or []):
-            if not isinstance(rule, Mapping):
+                default_backend = backend(p, p.default[0], p.default[1],
+                                          p.ann.force_ssl_redirect, None)
+                default_owner = p.ref
+        for pp in p.paths:
+            redirect = p.ann.force_ssl_redirect or (p.ann.ssl_redirect and pp.host in tls_hosts)
+            rkey = (pp.host, pp.path, pp.kind)
+            existing = routes.get(rkey)
+            if existing is not None:
+                if existing.owner != p.ref:
+                    warn(p.ref, "RouteConflict", f"{pp.where}: {pp.kind} {pp.host}{pp.path} is "
+                         f"already routed by older {existing.owner}")
                 continue
-            where = f"spec.rules[{i}]"
-            host = rule.get("host") or HOSTLESS
-            if host != HOSTLESS:
-                p = host_problem(host) if isinstance(host, str) else "must be a string"
-                if p:
-                    b.warn(ref, "InvalidIngress", f"{where}.host: {p}")
-                    continue
-            redirect = ann.force_ssl_redirect or (ann.ssl_redirect and host in tls_hosts)
-            http = rule.get("http") or {}
-            for j, item in enumerate(http.get("paths") or []):
-                pwhere = f"{where}.http.paths[{j}]"
-                if not isinstance(item, Mapping):
-                    continue
-                path = item.get("path", "/") or "/"
-                ptype = item.get("pathType")
-                kind: Kind
-                if ptype == "Exact":
-                    kind = "Exact"
-                elif ptype == "Prefix" or (ptype == "ImplementationSpecific"
-                                           and not ann.use_regex):
-                    kind = "Prefix"
-                elif ptype == "ImplementationSpecific":
-                    kind = "Regex"
-                else:
-                    b.warn(ref, "InvalidIngress", f"{pwhere}.pathType: must be Exact, Prefix "
-                           "or ImplementationSpecific")
-                    continue
-                if not isinstance(path, str):
-                    b.warn(ref, "InvalidIngress", f"{pwhere}.path: must be a string")
-                    continue
-                p = regex_problem(path) if kind == "Regex" else path_problem(path)
-                if p:
-                    b.warn(ref, "InvalidIngress", f"{pwhere}.path: {p}")
-                    continue
-                norm = path if kind != "Prefix" else (path.rstrip("/") or "/")
-                be = b.backend(ref, f"{pwhere}.backend", item.get("backend") or {}, ann,
-                               redirect, (norm, kind))
-                if be is None:
-                    continue
-                rkey = (host, norm, kind)
-                existing = routes.get(rkey)
-                if existing is not None:
-                    if existing.owner != ref:
-                        b.warn(ref, "RouteConflict", f"{pwhere}: {kind} {host}{norm} is "
-                               f"already routed by older {existing.owner}")
-                    continue
-                routes[rkey] = Route(host, norm, kind, be, ref)
+            be = backend(p, pp.service, pp.port, redirect, (pp.path, pp.kind))
+            routes[rkey] = Route(pp.host, pp.path, pp.kind, be, p.ref)
     used = {r.backend for r in routes.values()} | ({default_backend} if default_backend else set())
-    backends = {n: be for n, be in sorted(b.backends.items()) if n in used}
-    return Model(backends, tuple(routes.values()), default_backend, tuple(certs), tuple(ours),
-                 frozenset(wanted), tuple(b.events))
+    return Model({n: backends[n] for n in sorted(backends) if n in used},
+                 tuple(routes.values()), default_backend, tuple(certs), tuple(ours),
+                 frozenset(wanted), tuple(events))
 
 
 # --- endpoints -------------------------------------------------------------------------------

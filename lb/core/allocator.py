@@ -386,6 +386,7 @@ class Allocator:
         self._pool_input: list[Pool] = []
         self._pools: dict[str, _PoolState] = {}
         self._order: list[_PoolState] = []
+        self._keep_order: list[_PoolState] = []
         self._auto_restricted: list[_PoolState] = []
         self._auto_generic: list[_PoolState] = []
         # accepted (non-conflicting) pools are disjoint: one sorted interval index per family
@@ -513,6 +514,7 @@ class Allocator:
             ]
         self._pools = states
         self._order = sorted(states.values(), key=_PoolState.order_key)
+        self._keep_order = sorted(self._order, key=lambda st: st.conflicting)  # stable
         live_auto = [st for st in self._order if st.pool.auto_assign and not st.conflicting]
         self._auto_restricted = [st for st in live_auto if st.restricted]
         self._auto_generic = [st for st in live_auto if not st.restricted]
@@ -523,12 +525,15 @@ class Allocator:
         for key, rec in list(self._records.items()):
             before = old.get(rec.pool)
             now = states.get(rec.pool)
-            if before is not None and now is not None and before.pool == now.pool:
+            if (
+                before is not None and now is not None and before.pool == now.pool
+                and not before.conflicting and not now.conflicting
+            ):
+                # still the one accepted pool holding these addresses: still valid, same home
                 continue
             plan = self._plan(rec.svc)
             home = None if isinstance(plan, Pending) else self._fit_existing(
-                rec.svc, rec.nsl, plan, rec.ips, rec.pool
-            )
+                rec.svc, rec.nsl, plan, rec.ips)
             if home is None:
                 touched.add(key)
                 self._drop(rec)
@@ -575,14 +580,14 @@ class Allocator:
         if rec is not None:
             old = rec.svc
             if old.ip_families == svc.ip_families and old.family_policy == svc.family_policy:
-                st = self._fit_existing(svc, namespace_labels, plan, rec.ips, rec.pool)
+                st = self._fit_existing(svc, namespace_labels, plan, rec.ips)
                 if st is not None:
                     return self._keep(rec, svc, namespace_labels, st)
             prior = dict(rec.ips)
             self._drop(rec)
         elif svc.status_ips:
             ips = self._ordered(plan, [(_fam(ip), int(ip)) for ip in svc.status_ips])
-            st = self._fit_existing(svc, namespace_labels, plan, ips, None)
+            st = self._fit_existing(svc, namespace_labels, plan, ips)
             if st is not None:
                 return self._commit(svc, namespace_labels, st, ips)
             for f, n in ips:
@@ -628,7 +633,7 @@ class Allocator:
                 continue
             status = svc.status_ips
             ips = self._ordered(plan, [(_fam(ip), int(ip)) for ip in status])
-            home = self._fit_existing(svc, nsl, plan, ips, None)
+            home = self._fit_existing(svc, nsl, plan, ips)
             if home is None:
                 retry.append((svc, nsl))
             else:
@@ -738,7 +743,7 @@ class Allocator:
                 return Pending(R_NO_POOL_MATCHES, self._no_pool_message(svc))
             return out
         out = []
-        for st in self._order:
+        for st in self._keep_order if keep else self._order:
             if st.conflicting and not keep:
                 continue
             if not st.pool.auto_assign and not (
@@ -774,9 +779,13 @@ class Allocator:
         nsl: Mapping[str, str],
         plan: _Plan,
         ips: Sequence[tuple[Family, int]],
-        prefer: str | None,
     ) -> _PoolState | None:
-        """The pool in which ``ips`` form a valid allocation for ``svc`` now, or None."""
+        """The pool in which ``ips`` form a valid allocation for ``svc`` now, or None.
+
+        The pool is a function of the current configuration only (never of history), so a
+        rebuild finds the same pool as the live state: accepted pools first (they are
+        disjoint, so at most one contains the addresses), then conflicting ones, each group
+        in preference order."""
         requested = plan.requested
         if len(ips) == 1:  # fast path (rebuild of single-stack Services)
             f, n = ips[0]
@@ -802,10 +811,6 @@ class Allocator:
         cands = self._candidates(svc, nsl, plan, keep=True)
         if isinstance(cands, Pending):
             return None
-        if prefer is not None:
-            pst = self._pools.get(prefer)
-            if pst is not None and pst in cands and pst.contains_all(ips):
-                return pst
         for st in cands:
             if st.contains_all(ips):
                 return st

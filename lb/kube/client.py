@@ -12,6 +12,7 @@ is converted here into ``lb.errors`` (KubeError, Conflict, Gone, NotFound).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 from collections.abc import Callable, Iterator
@@ -110,8 +111,10 @@ class WatchHandle:
         resp = self._resp
         if resp is not None and hasattr(resp, "shutdown"):
             # urllib3 >= 2.3: shuts the socket down so a read blocked in another thread
-            # returns immediately.
-            resp.shutdown()
+            # returns immediately. It raises ValueError once the response has let go of its
+            # socket (stream finished meanwhile): then there is nothing to cut.
+            with contextlib.suppress(ValueError, OSError):
+                resp.shutdown()
 
 
 class KubeClient:
@@ -201,7 +204,11 @@ class KubeClient:
         stream: bool = False,
     ) -> urllib3.BaseHTTPResponse:
         verb = "WATCH" if query and query.get("watch") else method
-        headers = {"Accept": "application/json", "User-Agent": USER_AGENT, **self._auth()}
+        try:
+            auth = self._auth()
+        except Exception as e:  # a failing exec plugin or token refresh: report, don't crash
+            raise KubeError(f"{method} {path}: credentials unavailable: {e}") from e
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT, **auth}
         data: bytes | None = None
         if body is not None:
             data = json.dumps(body, separators=(",", ":")).encode()

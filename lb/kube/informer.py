@@ -16,6 +16,7 @@ from __future__ import annotations
 import builtins
 import random
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -166,6 +167,7 @@ class Informer:
         need_list = True
         cause = "initial"
         while not self._stop.is_set():
+            just_listed = need_list
             if need_list:
                 try:
                     self._list(cause)
@@ -173,7 +175,9 @@ class Informer:
                 except KubeError as e:
                     self._fail("list", e)
                     continue
-            started = self.clock.monotonic()
+            # Real time on purpose: this guards against a hot reconnect loop on the network,
+            # which a fake clock in tests would otherwise misreport as an instant watch.
+            started = time.monotonic()
             delivered = 0
             try:
                 self.watches += 1
@@ -190,17 +194,25 @@ class Informer:
                     delivered += 1
                     self._apply(etype, obj)
             except Gone as e:
-                log.info("watch_expired", resource=str(self.res), error=str(e))
                 need_list, cause = True, "gone"
+                if just_listed and delivered == 0:
+                    # 410 for the version a list just returned: relisting at once would spin.
+                    self._fail("watch", e)
+                else:
+                    log.info("watch_expired", resource=str(self.res), error=str(e))
                 continue
             except KubeError as e:
+                if self._stop.is_set():
+                    return
+                if delivered or time.monotonic() - started >= MIN_HEALTHY_WATCH_S:
+                    self.backoff.reset()  # it was healthy until now: a fresh failure streak
                 self._fail("watch", e)
                 need_list, cause = True, "error"
                 continue
             if self._stop.is_set():
                 return
             # The stream ended cleanly: resume from the last resourceVersion seen.
-            if delivered == 0 and self.clock.monotonic() - started < MIN_HEALTHY_WATCH_S:
+            if delivered == 0 and time.monotonic() - started < MIN_HEALTHY_WATCH_S:
                 self._fail("watch", KubeError("watch ended at once without events"))
                 need_list, cause = True, "error"
             else:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
+from prometheus_client import Gauge
 
 from lb.errors import Conflict, KubeError, NotFound
 from lb.kube.client import KubeClient
@@ -27,6 +28,8 @@ from lb.kube.clock import Clock, RealClock, rfc3339_micro
 from lb.kube.resources import LEASES
 
 log = structlog.get_logger("lb.kube.leader")
+
+IS_LEADER = Gauge("portico_leader_is_leader", "1 while this replica holds the Lease.", ["lease"])
 
 # client-go's JitterFactor for the acquire loop: spreads candidates' retries.
 ACQUIRE_JITTER = 1.2
@@ -103,7 +106,7 @@ class LeaderElector:
         if holder and holder != self.identity and self._observed_at + duration > now:
             if self._leader:
                 log.warning("lease_taken", lease=self.name, holder=holder)
-            self._leader = False
+            self._set_follower()
             return False
         new_spec = dict(spec)
         new_spec.update(
@@ -156,6 +159,7 @@ class LeaderElector:
         self._observed_rv = str((lease.get("metadata") or {}).get("resourceVersion") or "")
         self._observed_at = now
         self._last_renew = now
+        IS_LEADER.labels(self.name).set(1)
         if not self._leader:
             log.info("leader_acquired", lease=self.name, identity=self.identity,
                      previous=was or None)
@@ -193,9 +197,13 @@ class LeaderElector:
         )
         if not lost:
             return True  # transient failure; keep trying until renew_deadline
-        self._leader = False
+        self._set_follower()
         self._lose()
         return False
+
+    def _set_follower(self) -> None:
+        self._leader = False
+        IS_LEADER.labels(self.name).set(0)
 
     def _lose(self) -> None:
         if self._lost_called:
@@ -223,7 +231,7 @@ class LeaderElector:
     def release(self) -> bool:
         if not self._leader:
             return False
-        self._leader = False
+        self._set_follower()
         try:
             lease = self.client.get(LEASES, self.name, self.namespace,
                                     timeout=self._call_timeout)

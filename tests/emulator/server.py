@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import queue
+import select
 import socket
 import threading
 import time
@@ -56,6 +57,7 @@ class Access:
     verb: str
     target: str
     status: int = 0  # filled in when the answer is known (200 for a watch stream)
+    authorization: str = ""  # the Authorization header, to check credential plumbing
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.verb, self.target, self.status))
@@ -159,8 +161,8 @@ class Emulator:
             self.requests.clear()
             self.log.clear()
 
-    def _account(self, verb: str, path: str, target: str) -> Access:
-        entry = Access(verb, target)
+    def _account(self, verb: str, path: str, target: str, auth: str = "") -> Access:
+        entry = Access(verb, target, authorization=auth)
         with self._log_lock:
             self.requests[(verb, path)] += 1
             self.log.append(entry)
@@ -277,7 +279,8 @@ class _Handler(BaseHTTPRequestHandler):
                 verb = "WATCH" if q.get("watch") in ("1", "true") else "LIST"
             # Counted before answering: a test that asserts right after its call returns
             # must see it.
-            entry = emu._account(verb, url.path, self.path)
+            entry = emu._account(verb, url.path, self.path,
+                                 self.headers.get("Authorization") or "")
             rule = emu.faults.take(method, verb, self.path)
             if rule is not None and self._apply_fault(rule, verb):
                 return
@@ -410,7 +413,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
 
     def _watch(self, res: Resource, ns: str | None, q: dict[str, str]) -> None:
-        emu, store = self.emu, self.emu.store
+        store = self.emu.store
         rv_s = q.get("resourceVersion", "")
         try:
             since = int(rv_s) if rv_s not in ("", "0") else None
@@ -435,7 +438,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         finally:
             store.unsubscribe(w)
-        _ = emu
 
     def _stream(
         self, w: Watcher, replay: list[WatchEvent], res: Resource, match: Pred,
@@ -466,6 +468,9 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 item = w.q.get(timeout=wait)
             except queue.Empty:
+                if self._client_gone():
+                    self.close_connection = True
+                    return
                 continue
             if item == DROP_ABRUPT:
                 self._abort()
@@ -477,6 +482,15 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             assert isinstance(item, WatchEvent)
             self._send_event(item, match)
+
+    def _client_gone(self) -> bool:
+        """A watching client never sends anything; readable-with-EOF means it hung up, so
+        the watcher is removed now rather than at the next write."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
 
     def _bookmark(self, w: Watcher, res: Resource) -> None:
         rv = self.emu.store.bookmark_rv(w)

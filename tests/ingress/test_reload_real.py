@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -23,9 +24,9 @@ pytestmark = pytest.mark.lab
 
 
 @pytest.fixture
-def pool() -> list[Backend]:
+def pool() -> Iterator[list[Backend]]:
     made = [start_backend(f"P{i}") for i in range(4)]
-    yield made  # type: ignore[misc]
+    yield made
     for b in made:
         b.stop()
 

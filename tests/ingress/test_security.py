@@ -69,7 +69,7 @@ def _secret(crt: bytes, key: bytes, type_: str = "kubernetes.io/tls") -> dict[st
 PEM = b"-----BEGIN CERTIFICATE-----\nQUJD\n-----END CERTIFICATE-----\n"
 KEYPEM = b"-----BEGIN PRIVATE KEY-----\nREVG\n-----END PRIVATE KEY-----\n"
 
-Mutator = Callable[[dict[str, Any], str], None]
+Mutator = Callable[[dict[str, Any], str], object]
 
 
 def _paths(o: dict[str, Any]) -> dict[str, Any]:
@@ -98,13 +98,17 @@ FIELDS: dict[str, Mutator] = {
     "annotation.key": lambda o, v: o["metadata"]["annotations"].__setitem__(
         "nginx.ingress.kubernetes.io/" + v, "true"),
 }
+
+
+def _annotation(key: str) -> Mutator:
+    def mutate(o: dict[str, Any], v: str) -> None:
+        o["metadata"]["annotations"][key] = v
+    return mutate
+
+
 for _short in SUPPORTED:
-    FIELDS[f"annotation.{_short}"] = (
-        lambda o, v, s=_short: o["metadata"]["annotations"].__setitem__(
-            "ingress.portico.dev/" + s, v))
-    FIELDS[f"annotation.nginx.{_short}"] = (
-        lambda o, v, s=_short: o["metadata"]["annotations"].__setitem__(
-            "nginx.ingress.kubernetes.io/" + s, v))
+    FIELDS[f"annotation.{_short}"] = _annotation("ingress.portico.dev/" + _short)
+    FIELDS[f"annotation.nginx.{_short}"] = _annotation("nginx.ingress.kubernetes.io/" + _short)
 
 
 def _render_texts(m: Model) -> list[str]:

@@ -75,7 +75,7 @@ def test_certificate_rotation_without_reload(hx: Harness, backends: Backends, ce
 
 
 @pytest.mark.lab
-def test_invalid_secret_falls_back_to_default_cert(hx: Harness, backends: Backends, certs: Certs) -> None:
+def test_invalid_secret_uses_default_cert(hx: Harness, backends: Backends, certs: Certs) -> None:
     hx.world.backend_service("svc-a", [backends["A"]])
     c1, _k1, der1 = certs["one"]
     _c2, k2, _ = certs["wild"]

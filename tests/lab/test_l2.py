@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import ipaddress
 import signal
+import socket
 from collections.abc import Iterator
 
 import pytest
+from scapy.layers.l2 import ARP, Ether
 
+from lab import netns
+from lab.probe import ETH_P_ARP
 from lab.topology import Lab, wait_until
 from lb.core.model import LABEL_EXCLUDE_LB
 from lb.kube import resources as R
@@ -203,3 +207,26 @@ def test_owner_crash_moves_the_vip(l2lab: Lab, cleanup: list) -> None:  # type: 
     # The restarted speaker warms up, then takes its VIP back (hash order is stable).
     wait_until(lambda: l2lab.who_has(vip, timeout=0.2) == {l2lab.node(owner).mac_a}, 15,
                what="VIP back on the restarted owner")
+
+
+def test_foreign_mac_claiming_a_vip_is_reported(l2lab: Lab, cleanup: list) -> None:  # type: ignore[type-arg]
+    vip = "192.0.2.206"
+    add_service(l2lab, cleanup, "dup", vip)
+    owner = owner_of(l2lab, vip)
+    foreign = "02:ee:00:00:00:99"
+    garp = bytes(Ether(src=foreign, dst="ff:ff:ff:ff:ff:ff")
+                 / ARP(op=1, hwsrc=foreign, psrc=vip, pdst=vip))
+
+    def send() -> None:
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+        try:
+            s.bind(("pl-eth0", ETH_P_ARP))
+            s.send(garp)
+        finally:
+            s.close()
+
+    netns.run_in_netns(l2lab.client, send)
+    ev = wait_until(lambda: [e for e in l2lab.events("DuplicateL2Announcement")
+                             if vip in e["message"]], 10, what="duplicate Event")
+    assert owner in ev[0]["message"] and foreign in ev[0]["message"]
+    assert ev[0]["type"] == "Warning"

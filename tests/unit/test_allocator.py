@@ -525,17 +525,27 @@ def test_overlapping_pools_newer_is_conflicting_and_serves_nothing_new() -> None
 
 
 def test_pool_becoming_conflicting_keeps_its_allocations() -> None:
-    a = Allocator([pool("b", "192.0.2.4/30", created="2024-02-01T00:00:00Z")])
-    ips(a.allocate(svc("x"), NOLABELS))
-    changed = a.set_pools([pool("b", "192.0.2.4/30", created="2024-02-01T00:00:00Z"),
-                           pool("a", "192.0.2.0/29", created="2024-01-01T00:00:00Z")])
+    b_pool = pool("b", "192.0.2.4/30", created="2024-02-01T00:00:00Z")
+    a = Allocator([b_pool])
+    assert ips(a.allocate(svc("x"), NOLABELS)) == ["192.0.2.4"]
+    assert ips(a.allocate(svc("y", requested_ips=["192.0.2.6"]), NOLABELS)) == ["192.0.2.6"]
+    # an older pool now overlaps b's lower half: b is conflicting
+    changed = a.set_pools([b_pool, pool("a", "192.0.2.0/30", "192.0.2.4/31",
+                                        created="2024-01-01T00:00:00Z")])
     assert a.pool_stats()["b"].conflicting
-    assert "default/x" not in changed
-    assert a.allocation("default/x") == Allocation((ipaddress.ip_address("192.0.2.4"),), "b")
-    # the older pool does not hand out the held address
-    got = [ips(a.allocate(svc(f"s{i}"), NOLABELS)) for i in range(7)]
-    assert ["192.0.2.4"] not in got
-    assert a.pool_stats()["a"].families[IPV4].assigned == 8
+    # x's address lies in the accepted pool a too: kept, re-homed there
+    assert changed == {"default/x"}
+    assert a.allocation("default/x") == Allocation((ipaddress.ip_address("192.0.2.4"),), "a")
+    # y's address is only in the conflicting pool: kept there (never moved)
+    assert a.allocation("default/y") == Allocation((ipaddress.ip_address("192.0.2.6"),), "b")
+    # the older pool never hands out a held address
+    got = [ips(a.allocate(svc(f"s{i}"), NOLABELS)) for i in range(5)]
+    assert got[:5] == [["192.0.2.0"], ["192.0.2.1"], ["192.0.2.2"], ["192.0.2.3"],
+                       ["192.0.2.5"]]
+    assert a.pool_stats()["a"].families[IPV4].assigned == 6
+    assert a.pool_stats()["b"].families[IPV4].assigned == 3  # .4 .5 .6 of .4-.7
+    # a new Service may not take the conflicting pool's free address .7
+    pend(a.allocate(svc("z", requested_ips=["192.0.2.7"]), NOLABELS), "AddressNotInPool")
 
 
 def test_invalid_ranges_are_reported_and_skipped() -> None:

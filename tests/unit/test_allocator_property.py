@@ -30,6 +30,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
+    initialize,
     invariant,
     rule,
     run_state_machine_as_test,
@@ -77,11 +78,13 @@ def _ip(f: Family, n: int) -> IPAddress:
 def ranges(draw: st.DrawFn, family: Family) -> AddressRange:
     lo, hi = UNIVERSE[family]
     a = draw(st.integers(lo, hi))
-    b = draw(st.integers(a, min(hi, a + 5)))
+    # narrow ranges: pools fill up, so exhaustion, sharing and waking are common
+    b = draw(st.integers(a, min(hi, a + 2)))
     return AddressRange(family, a, b, f"{_ip(family, a)}-{_ip(family, b)}")
 
 
 service_allocations = st.one_of(
+    st.none(),
     st.none(),
     st.builds(
         ServiceAllocation,
@@ -96,7 +99,7 @@ service_allocations = st.one_of(
 @st.composite
 def pool_specs(draw: st.DrawFn) -> tuple[tuple[AddressRange, ...], bool, bool,
                                          ServiceAllocation | None]:
-    rs = draw(st.lists(st.one_of(ranges(IPV4), ranges(IPV6)), min_size=1, max_size=3))
+    rs = draw(st.lists(st.one_of(ranges(IPV4), ranges(IPV6)), min_size=1, max_size=2))
     return (
         tuple(rs),
         draw(st.sampled_from([True, True, True, False])),  # autoAssign mostly on
@@ -106,6 +109,8 @@ def pool_specs(draw: st.DrawFn) -> tuple[tuple[AddressRange, ...], bool, bool,
 
 
 FAMILY_CHOICES: list[tuple[tuple[Family, ...], FamilyPolicy]] = [
+    ((IPV4,), "SingleStack"),
+    ((IPV4,), "SingleStack"),
     ((IPV4,), "SingleStack"),
     ((IPV4,), "SingleStack"),
     ((IPV6,), "SingleStack"),
@@ -118,11 +123,13 @@ FAMILY_CHOICES: list[tuple[tuple[Family, ...], FamilyPolicy]] = [
 
 
 @st.composite
-def requested(draw: st.DrawFn) -> tuple[IPAddress, ...]:
-    n = draw(st.sampled_from([0, 0, 0, 1, 1, 2]))
+def requested(draw: st.DrawFn, fams: tuple[Family, ...]) -> tuple[IPAddress, ...]:
+    """Mostly nothing; else addresses of the Service's own families (valid requests), now and
+    then of any family (invalid ones), sometimes just outside the pools' universe."""
+    n = draw(st.sampled_from([0, 0, 0, 0, 0, 0, 1, 1, len(fams)]))
     out: list[IPAddress] = []
-    for _ in range(n):
-        f = draw(st.sampled_from([IPV4, IPV6]))
+    for i in range(n):
+        f = draw(st.sampled_from([fams[i % len(fams)]] * 8 + [IPV4, IPV6]))
         lo, hi = UNIVERSE[f]
         out.append(_ip(f, draw(st.integers(lo - 1, hi + 1))))
     return tuple(out)
@@ -135,8 +142,8 @@ def service_specs(draw: st.DrawFn) -> LBService:
         namespace=draw(st.sampled_from(NAMESPACES)),
         name=draw(st.sampled_from(SVC_NAMES)),
         labels=draw(st.sampled_from([{}, {"app": "web"}])),
-        requested_ips=draw(requested()),
-        requested_pool=draw(st.sampled_from([None] * 6 + [*POOL_NAMES, "nope"])),
+        requested_ips=draw(requested(fams)),
+        requested_pool=draw(st.sampled_from([None] * 16 + ["pa", "pa", *POOL_NAMES, "nope"])),
         sharing_key=draw(st.sampled_from([None, "k1", "k1", "k2"])),
         ports=frozenset(draw(st.lists(st.sampled_from(PORTS), max_size=2))),
         traffic_policy=draw(st.sampled_from(["Cluster", "Cluster", "Local"])),
@@ -277,6 +284,19 @@ class AllocatorMachine(RuleBasedStateMachine):
 
     # rules -----------------------------------------------------------------------------------
 
+    @initialize(
+        v4=ranges(IPV4), v6=ranges(IPV6), buggy=st.booleans(),
+        svcs=st.lists(service_specs(), min_size=3, max_size=8),
+    )
+    def start(
+        self, v4: AddressRange, v6: AddressRange, buggy: bool, svcs: list[LBService]
+    ) -> None:
+        """Start with one generic dual-stack autoAssign pool and a few Services, so that
+        pools are contended from the first step."""
+        self.upsert_pool("pa", ((v4, v6), True, buggy, None))
+        for s in svcs:
+            self.upsert_service(s)
+
     @rule(s=service_specs())
     def upsert_service(self, s: LBService) -> None:
         self._step()
@@ -286,7 +306,19 @@ class AllocatorMachine(RuleBasedStateMachine):
                                         "status_ips": status})
         self._converge({s.key})
 
-    @rule(name=st.sampled_from(SVC_NAMES), ns=st.sampled_from(NAMESPACES))
+    @rule(s=service_specs())
+    def upsert_service_again(self, s: LBService) -> None:
+        """Services change far more often than pools: a second rule doubles their weight."""
+        self.upsert_service(s)
+
+    @rule(data=st.data())
+    def delete_existing_service(self, data: st.DataObject) -> None:
+        if not self.svcs:
+            return
+        key = data.draw(st.sampled_from(sorted(self.svcs)))
+        ns, name = key.split("/")
+        self.delete_service(name, ns)
+
     def delete_service(self, name: str, ns: str) -> None:
         self._step()
         key = f"{ns}/{name}"

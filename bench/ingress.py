@@ -1,0 +1,332 @@
+"""Ingress tier benchmark: proxy overhead, endpoint-change latency, 10,000-Ingress scale, RSS.
+
+Run:  .venv/bin/python bench/ingress.py [--ingresses 10000] [--seconds 5]
+
+Prints, in one run:
+1. req/s and p50/p99 latency (wrk -t1 -c32, keep-alive) directly to a backend, through a
+   minimal hand-written HAProxy config, and through Portico's rendered config (same HAProxy,
+   one thread each). Target: Portico >= 0.95 x hand-written.
+   The backend is a second HAProxy answering with ``http-request return``: a Python backend
+   tops out far below the proxy and would hide its cost.
+2. Time from an endpoint change (Syncer.sync with the new EndpointSlice) to the first
+   response from the new endpoint, seen by a client polling in a tight loop. Target < 100 ms.
+3. With N Ingress objects (each its own host and Service): full render + haproxy -c + start,
+   and a full render + check + seamless reload; then the time for one more Ingress (new
+   Service) to serve. Targets: < 5 s and < 500 ms.
+4. Controller RSS: a real ``portico ingress`` process against the API emulator holding the N
+   Ingresses (plus N Services and N EndpointSlices), measured once it serves. Target < 300 MB.
+
+All processes are started by this script, recorded by PID and killed at the end; every
+port is ephemeral on 127.0.0.1; every load loop is bounded by count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repo importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ingress.core.render import Settings
+from ingress.haproxy import DataPlane
+from ingress.sync import Syncer
+from tests.ingress.helpers import World, free_port, ingress, path, rule
+
+PROCS: list[subprocess.Popen[bytes]] = []
+HOST = "bench.example.com"
+
+
+def spawn(cmd: list[str], cwd: str | None = None, **kw: Any) -> subprocess.Popen[bytes]:
+    p = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True, **kw)
+    PROCS.append(p)
+    return p
+
+
+def wait_http(port: int, host: str, want: Callable[[int, bytes], bool],
+              timeout: float = 30.0) -> float:
+    """Poll until a response satisfies ``want``; returns the time it was first seen."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            c.request("GET", "/", headers={"Host": host})
+            r = c.getresponse()
+            body = r.read()
+            c.close()
+            if want(r.status, body):
+                return time.perf_counter()
+        except OSError:
+            pass
+        time.sleep(0.002)
+    raise TimeoutError(f"port {port} host {host}: condition not met in {timeout}s")
+
+
+def fast_backend(tmp: Path, body: str) -> int:
+    """A second HAProxy answering 200 itself: ~10x faster than any Python backend."""
+    port = free_port()
+    cfg = tmp / f"backend-{body}.cfg"
+    cfg.write_text(f"""global
+    nbthread 1
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend f
+    bind 127.0.0.1:{port}
+    http-request return status 200 content-type text/plain string "{body}"
+""")
+    spawn(["haproxy", "-f", str(cfg)])
+    wait_http(port, "x", lambda s, b: s == 200)
+    return port
+
+
+def hand_written(tmp: Path, backend_port: int) -> int:
+    port = free_port()
+    cfg = tmp / "hand.cfg"
+    cfg.write_text(f"""global
+    nbthread 1
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend f
+    bind 127.0.0.1:{port}
+    default_backend b
+backend b
+    server s1 127.0.0.1:{backend_port}
+""")
+    spawn(["haproxy", "-f", str(cfg)])
+    wait_http(port, HOST, lambda s, b: s == 200)
+    return port
+
+
+def wrk(port: int, seconds: int) -> tuple[float, float, float]:
+    out = subprocess.run(["wrk", "-t1", "-c32", f"-d{seconds}s", "--latency", "-H",
+                          f"Host: {HOST}", f"http://127.0.0.1:{port}/"],
+                         capture_output=True, text=True, timeout=seconds + 30).stdout
+
+    def ms(label: str) -> float:
+        m = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", out)
+        if not m:
+            return float("nan")
+        return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    errors = re.search(r"(Non-2xx|Socket errors).*", out)
+    if errors:
+        print(f"    (wrk reported: {errors.group(0)})")
+    return (float(rps.group(1)) if rps else 0.0, ms("50"), ms("99"))
+
+
+def portico_plane(tmp: Path, name: str, spares: int = 16) -> tuple[Syncer, Settings]:
+    settings = Settings(http_port=free_port(), https_port=free_port(),
+                        bind_addresses=("127.0.0.1",), run_dir=str(tmp / name / "run"),
+                        metrics_bind=None, threads=1, spare_backends=spares)
+    plane = DataPlane(str(tmp / name))
+    plane.prepare()
+    return Syncer(plane, settings), settings
+
+
+def section_throughput(tmp: Path, seconds: int) -> None:
+    print("== 1. Throughput (wrk -t1 -c32 keep-alive, 1 HAProxy thread) ==")
+    be = fast_backend(tmp, "ok")
+    hand = hand_written(tmp, be)
+    syncer, st = portico_plane(tmp, "tput")
+    world = World()
+    world.add({"metadata": {"name": "svc", "namespace": "default"},
+               "spec": {"ports": [{"name": "http", "port": 80, "targetPort": be}]}})
+    world.set_endpoints("svc", [("127.0.0.1", be)])
+    world.add(ingress("bench", [rule(HOST, path("/", "Prefix", "svc"))]))
+    assert syncer.sync(world.snapshot()).error is None
+    wait_http(st.http_port, HOST, lambda s, b: b == b"ok")
+    runs: dict[str, list[tuple[float, float, float]]] = {"direct": [], "hand": [], "portico": []}
+    for target, port in (("direct", be), ("hand", hand), ("portico", st.http_port),
+                         ("hand", hand), ("portico", st.http_port)):
+        runs[target].append(wrk(port, seconds))
+    print(f"  {'path':<26}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}")
+    best: dict[str, float] = {}
+    for label, key in (("direct to backend", "direct"), ("hand-written HAProxy", "hand"),
+                       ("Portico rendered config", "portico")):
+        rps = statistics.median(r[0] for r in runs[key])
+        best[key] = rps
+        p50 = statistics.median(r[1] for r in runs[key])
+        p99 = statistics.median(r[2] for r in runs[key])
+        print(f"  {label:<26}{rps:>10.0f}{p50:>9.2f}{p99:>9.2f}")
+    ratio = best["portico"] / best["hand"] if best["hand"] else float("nan")
+    print(f"  Portico / hand-written: {ratio:.3f} (target >= 0.95)")
+    syncer.plane.stop()
+
+
+def section_endpoint_latency(tmp: Path, rounds: int = 20) -> None:
+    print("== 2. Endpoint change -> traffic on the new endpoint (Runtime API, no reload) ==")
+    one, two = fast_backend(tmp, "one"), fast_backend(tmp, "two")
+    syncer, st = portico_plane(tmp, "ep")
+    world = World()
+    world.add({"metadata": {"name": "svc", "namespace": "default"},
+               "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 80}]}})
+    world.set_endpoints("svc", [("127.0.0.1", one)])
+    world.add(ingress("bench", [rule(HOST, path("/", "Prefix", "svc"))]))
+    assert syncer.sync(world.snapshot()).error is None
+    wait_http(st.http_port, HOST, lambda s, b: b == b"one")
+    reloads = syncer.plane.master.show_proc().reloads
+    latencies, syncs = [], []
+    for i in range(rounds):
+        target, body = (two, b"two") if i % 2 == 0 else (one, b"one")
+        world.set_endpoints("svc", [("127.0.0.1", target)])
+        t0 = time.perf_counter()
+        res = syncer.sync(world.snapshot())
+        syncs.append(time.perf_counter() - t0)
+        assert res.error is None and not res.reloaded
+        seen = wait_http(st.http_port, HOST, lambda s, b, want=body: b == want, timeout=5)
+        latencies.append(seen - t0)
+    assert syncer.plane.master.show_proc().reloads == reloads
+    lat = sorted(x * 1000 for x in latencies)
+    print(f"  {rounds} changes: p50 {statistics.median(lat):.1f} ms, max {lat[-1]:.1f} ms "
+          f"(sync itself p50 {statistics.median(syncs) * 1000:.1f} ms); reloads: 0 "
+          "(target < 100 ms)")
+    syncer.plane.stop()
+
+
+def big_world(n: int, port: int) -> World:
+    world = World()
+    for i in range(n):
+        svc = f"svc-{i}"
+        world.add({"metadata": {"name": svc, "namespace": "default"},
+                   "spec": {"ports": [{"name": "http", "port": 80, "targetPort": port}]}})
+        world.set_endpoints(svc, [("127.0.0.1", port)])
+        world.add(ingress(f"ing-{i}", [rule(f"h{i}.bench.example.com",
+                                            path("/", "Prefix", svc))]))
+    return world
+
+
+def section_scale(tmp: Path, n: int) -> None:
+    print(f"== 3. Scale: {n} Ingress objects, {n} Services, {n} backends ==")
+    be = fast_backend(tmp, "ok")
+    world = big_world(n, be)
+    syncer, st = portico_plane(tmp, "scale")
+    t0 = time.perf_counter()
+    res = syncer.sync(world.snapshot())
+    t1 = time.perf_counter()
+    assert res.error is None and res.reloaded, res.error
+    wait_http(st.http_port, f"h{n - 1}.bench.example.com", lambda s, b: b == b"ok")
+    t2 = time.perf_counter()
+    print(f"  first full render+check+start: {t1 - t0:.2f} s (serving after {t2 - t0:.2f} s)")
+    # A structural change (non-plain backend) forces a full render + check + reload.
+    world.add(ingress("tuned", [rule("tuned.bench.example.com", path("/", "Prefix", "svc-0"))],
+                      annotations={"ingress.portico.dev/proxy-read-timeout": "30"}))
+    t0 = time.perf_counter()
+    res = syncer.sync(world.snapshot())
+    t1 = time.perf_counter()
+    assert res.error is None and res.reloaded, res.error
+    wait_http(st.http_port, "tuned.bench.example.com", lambda s, b: b == b"ok")
+    t2 = time.perf_counter()
+    print(f"  full render+check+reload: {t1 - t0:.2f} s, new config serving after "
+          f"{t2 - t0:.2f} s (target < 5 s)")
+    # One more Ingress with a new Service: maps + a spare backend, no reload.
+    world.add({"metadata": {"name": "one-more", "namespace": "default"},
+               "spec": {"ports": [{"name": "http", "port": 80, "targetPort": be}]}})
+    world.set_endpoints("one-more", [("127.0.0.1", be)])
+    world.add(ingress("one-more", [rule("one-more.bench.example.com",
+                                        path("/", "Prefix", "one-more"))]))
+    t0 = time.perf_counter()
+    res = syncer.sync(world.snapshot())
+    assert res.error is None and not res.reloaded, res
+    seen = wait_http(st.http_port, "one-more.bench.example.com", lambda s, b: b == b"ok")
+    print(f"  one more Ingress (new Service) serving after {(seen - t0) * 1000:.0f} ms, "
+          f"no reload (target < 500 ms)")
+    worker = syncer.plane.master.show_proc().workers
+    if worker:
+        print(f"  HAProxy worker RSS: {rss_mb(worker[0]):.0f} MB")
+    syncer.plane.stop()
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def section_controller_rss(tmp: Path, n: int) -> None:
+    print(f"== 4. Controller RSS: portico ingress against the API emulator, {n} Ingresses ==")
+    from lb.kube import resources as R
+    from tests.emulator import Emulator
+
+    be = fast_backend(tmp, "ok")
+    world = big_world(n, be)
+    emu = Emulator(history_limit=1000).start()
+    try:
+        emu.store.create(R.INGRESSCLASSES, dict(world.classes[0]))
+        for obj in world.services.values():
+            emu.store.create(R.SERVICES, obj, "default")
+        for obj in world.slices:
+            emu.store.create(R.ENDPOINTSLICES, obj, "default")
+        for obj in world.ingresses.values():
+            emu.store.create(R.INGRESSES, obj, "default")
+        http_port = free_port()
+        state = tmp / "ctl"
+        t0 = time.perf_counter()
+        proc = spawn([sys.executable, "-m", "lb.cli", "ingress", "--server", emu.url,
+                      "--http-port", str(http_port), "--https-port", str(free_port()),
+                      "--bind-address", "127.0.0.1", "--metrics-addr",
+                      f"127.0.0.1:{free_port()}", "--haproxy-metrics-addr", "",
+                      "--state-dir", str(state), "--log-level", "warning"],
+                     cwd=str(Path(__file__).resolve().parents[1]))
+        seen = wait_http(http_port, f"h{n - 1}.bench.example.com", lambda s, b: b == b"ok",
+                         timeout=180)
+        rss = rss_mb(proc.pid)
+        print(f"  controller start to serving {n} Ingresses: {seen - t0:.1f} s; "
+              f"controller RSS {rss:.0f} MB (target < 300 MB)")
+        proc.terminate()
+        proc.wait(40)
+    finally:
+        emu.stop()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--ingresses", type=int, default=10_000)
+    ap.add_argument("--seconds", type=int, default=5, help="wrk duration per run")
+    ap.add_argument("--skip", default="", help="comma list of sections to skip (1,2,3,4)")
+    args = ap.parse_args()
+    if not shutil.which("haproxy") or not shutil.which("wrk"):
+        print("needs haproxy and wrk")
+        return 2
+    skip = set(args.skip.split(","))
+    tmp = Path(tempfile.mkdtemp(prefix="pi-bench-"))
+    try:
+        if "1" not in skip:
+            section_throughput(tmp, args.seconds)
+        if "2" not in skip:
+            section_endpoint_latency(tmp)
+        if "3" not in skip:
+            section_scale(tmp, args.ingresses)
+        if "4" not in skip:
+            section_controller_rss(tmp, args.ingresses)
+    finally:
+        for p in PROCS:
+            if p.poll() is None:
+                p.kill()  # by the PID we recorded
+                p.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

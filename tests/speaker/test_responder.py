@@ -1,0 +1,160 @@
+"""The ARP/NDP responder's frame handling and announcement schedule, on fake sockets."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6NDOptSrcLLAddr, IPv6
+from scapy.layers.l2 import ARP, Ether
+
+from speaker.l2 import GARP_SCHEDULE, Metrics, Responder, _Iface
+
+MAC = "02:aa:00:00:00:01"
+V4 = ipaddress.IPv4Address("192.0.2.200")
+V6 = ipaddress.IPv6Address("2001:db8::1:5")
+
+
+class FakeSock:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.opts: list[tuple[int, int, bytes]] = []
+
+    def send(self, data: bytes) -> int:
+        self.sent.append(data)
+        return len(data)
+
+    def setsockopt(self, level: int, opt: int, value: bytes) -> None:
+        self.opts.append((level, opt, value))
+
+    def close(self) -> None:
+        pass
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, ...], int] = {}
+
+    def labels(self, *labels: str) -> Counter:
+        self._cur = labels
+        return self
+
+    def inc(self, n: int = 1) -> None:
+        self.counts[self._cur] = self.counts.get(self._cur, 0) + n
+
+
+class Log:
+    def __getattr__(self, _name: str) -> Any:
+        return lambda *a, **k: None
+
+
+class Clock:
+    t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def responder(owned: dict[Any, frozenset[str] | None]) -> tuple[Responder, FakeSock, list[Any],
+                                                              Clock, Metrics]:
+    dups: list[Any] = []
+    clock = Clock()
+    m = Metrics(Counter(), Counter(), Counter(), Counter(), Counter())
+    r = Responder(None, m, Log(), lambda *a: dups.append(a), clock)
+    sock = FakeSock()
+    r._ifaces["eth0"] = _Iface("eth0", 2, MAC, sock, FakeSock())  # type: ignore[arg-type]
+    r.set_owned(owned)
+    r._apply_desired()
+    return r, sock, dups, clock, m
+
+
+def arp_req(tpa: str, sha: str = "02:00:00:00:00:09", spa: str = "192.0.2.9") -> bytes:
+    return bytes(Ether(src=sha, dst="ff:ff:ff:ff:ff:ff") / ARP(op=1, hwsrc=sha, psrc=spa,
+                                                               pdst=tpa))
+
+
+def test_takeover_announces_at_once_and_on_schedule() -> None:
+    r, sock, _, clock, m = responder({V4: None})
+    assert len(sock.sent) == 1
+    garp = Ether(sock.sent[0])
+    assert garp[ARP].op == 1 and garp[ARP].psrc == garp[ARP].pdst == str(V4)
+    assert garp.dst == "ff:ff:ff:ff:ff:ff" and garp[ARP].hwsrc == MAC
+    clock.t += max(GARP_SCHEDULE) + 0.01
+    r._send_due()
+    # All remaining scheduled announcements that are due (late ones are coalesced).
+    assert 2 <= len(sock.sent) <= len(GARP_SCHEDULE)
+    clock.t += 100
+    r._send_due()
+    assert not r._due
+    assert m.gratuitous.counts[("arp", "eth0")] >= 2  # type: ignore[attr-defined]
+
+
+def test_arp_request_for_owned_vip_gets_a_reply() -> None:
+    r, sock, dups, _, _ = responder({V4: None})
+    sock.sent.clear()
+    r._handle(r._ifaces["eth0"], arp_req(str(V4)))
+    (reply,) = [Ether(f) for f in sock.sent]
+    assert reply[ARP].op == 2 and reply[ARP].psrc == str(V4) and reply[ARP].hwsrc == MAC
+    assert reply.dst == "02:00:00:00:00:09" and reply[ARP].pdst == "192.0.2.9"
+    r._handle(r._ifaces["eth0"], arp_req("192.0.2.201"))
+    assert len(sock.sent) == 1 and not dups
+
+
+def test_not_on_unselected_interface() -> None:
+    r, sock, _, _, _ = responder({V4: frozenset({"eth1"})})
+    sock.sent.clear()
+    r._handle(r._ifaces["eth0"], arp_req(str(V4)))
+    assert sock.sent == []
+
+
+def test_foreign_claim_is_a_duplicate() -> None:
+    r, _, dups, clock, _ = responder({V4: None})
+    foreign = "02:ee:00:00:00:99"
+    garp = bytes(Ether(src=foreign, dst="ff:ff:ff:ff:ff:ff")
+                 / ARP(op=1, hwsrc=foreign, psrc=str(V4), pdst=str(V4)))
+    r._handle(r._ifaces["eth0"], garp)
+    assert dups == [(V4, foreign, "eth0")]
+    assert r.foreign_since(V4, clock.t) and not r.foreign_since(V4, clock.t + 1)
+    # Our own MAC is never a duplicate.
+    r._handle(r._ifaces["eth0"], bytes(Ether(src=MAC) / ARP(op=2, hwsrc=MAC, psrc=str(V4))))
+    assert len(dups) == 1
+
+
+def test_neighbor_solicitation_gets_advertisement() -> None:
+    r, sock, _, _, _ = responder({V6: None})
+    sock.sent.clear()
+    ns = bytes(Ether(src="02:00:00:00:00:09", dst="33:33:ff:01:00:05")
+               / IPv6(src="2001:db8::9", dst="ff02::1:ff01:5", hlim=255)
+               / ICMPv6ND_NS(tgt=str(V6)) / ICMPv6NDOptSrcLLAddr(lladdr="02:00:00:00:00:09"))
+    r._handle(r._ifaces["eth0"], ns)
+    (na,) = [Ether(f) for f in sock.sent]
+    assert na[ICMPv6ND_NA].tgt == str(V6) and na[ICMPv6ND_NA].S == 1 and na[ICMPv6ND_NA].O == 1
+    assert na[IPv6].dst == "2001:db8::9" and na.dst == "02:00:00:00:00:09"
+    assert na[IPv6].hlim == 255
+    # DAD probe (source ::): answered to all nodes, not solicited.
+    sock.sent.clear()
+    dad = bytes(Ether(src="02:00:00:00:00:09", dst="33:33:ff:01:00:05")
+                / IPv6(src="::", dst="ff02::1:ff01:5", hlim=255) / ICMPv6ND_NS(tgt=str(V6)))
+    r._handle(r._ifaces["eth0"], dad)
+    (na2,) = [Ether(f) for f in sock.sent]
+    assert na2[IPv6].dst == "ff02::1" and na2[ICMPv6ND_NA].S == 0
+
+
+def test_ipv6_vip_joins_solicited_node_group_and_leaves() -> None:
+    r, _, _, _, _ = responder({V6: None})
+    iface = r._ifaces["eth0"]
+    assert ipaddress.IPv6Address("ff02::1:ff01:5") in iface.groups
+    r.set_owned({})
+    r._apply_desired()
+    assert not iface.groups
+    mc = iface.mc
+    assert len(mc.opts) == 2  # type: ignore[attr-defined]
+
+
+def test_garbage_frames_do_not_raise() -> None:
+    r, sock, _, _, _ = responder({V4: None, V6: None})
+    sock.sent.clear()
+    for junk in (b"", b"\x00" * 13, b"\x08\x06" * 30, bytes(range(256)),
+                 b"\x00" * 12 + b"\x86\xdd" + b"\x00" * 6 + b"\x3a" + b"\x00" * 60):
+        r._handle(r._ifaces["eth0"], junk)
+    assert sock.sent == []
