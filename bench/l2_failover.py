@@ -321,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         lab.add_pool("a4", ["192.0.2.192/27"])
         lab.add_l2("seg-a", ipAddressPools=["a4"])
         lab.start_speakers()
+        lab.wait_speakers_live()
         lab.add_service("bench", ips=[VIP])
         wait_until(lambda: lab.service_ips("bench") == [VIP], 20, what="VIP assigned")
         current_owner(lab, VIP)

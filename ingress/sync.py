@@ -26,9 +26,11 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from ingress.core.model import (
     MIN_SLOTS,
+    Backend,
     Config,
     Endpoint,
     Event,
+    Memo,
     Model,
     assign_slots,
     build_model,
@@ -97,6 +99,9 @@ class Syncer:
         self.certs: dict[str, bytes] = {}
         # Ingress (ref) -> resourceVersion that broke haproxy -c; retried when it changes.
         self.quarantine: dict[ObjectRef, str] = {}
+        self.memo: Memo = {}  # parse_ingress results by object identity
+        # endpoints_for results by backend, valid while the same Service/slice objects stand
+        self.ep_memo: dict[str, tuple[Obj | None, tuple[Obj, ...], tuple[Endpoint, ...]]] = {}
 
     def _model(self, snap: Snapshot, result: SyncResult) -> Model:
         def rv(o: Obj) -> str:
@@ -106,10 +111,13 @@ class Syncer:
             m = o.get("metadata") or {}
             return ObjectRef("Ingress", str(m.get("name", "")), str(m.get("namespace", "")))
 
-        live = {ref(i) for i in snap.ingresses}
-        self.quarantine = {r: v for r, v in self.quarantine.items() if r in live}
-        ingresses = [i for i in snap.ingresses if self.quarantine.get(ref(i)) != rv(i)]
-        model = build_model(ingresses, snap.classes, snap.services, snap.secrets, self.cfg)
+        ingresses: Iterable[Obj] = snap.ingresses
+        if self.quarantine:
+            live = {ref(i) for i in snap.ingresses}
+            self.quarantine = {r: v for r, v in self.quarantine.items() if r in live}
+            ingresses = [i for i in snap.ingresses if self.quarantine.get(ref(i)) != rv(i)]
+        model = build_model(ingresses, snap.classes, snap.services, snap.secrets, self.cfg,
+                            self.memo)
         result.events += model.events
         certs = []
         for c in model.certs:
@@ -129,6 +137,18 @@ class Syncer:
         finally:
             SYNC_SECONDS.observe(time.monotonic() - start)
         return result
+
+    def _endpoints(self, name: str, be: Backend, snap: Snapshot) -> tuple[Endpoint, ...]:
+        key = (be.namespace, be.service)
+        svc, slices = snap.services.get(key), snap.slices.get(key, ())
+        hit = self.ep_memo.get(name)
+        if hit is not None and hit[0] is svc and len(hit[1]) == len(slices) and all(
+            a is b for a, b in zip(hit[1], slices, strict=True)
+        ):
+            return hit[2]
+        eps = endpoints_for(be, svc, slices)
+        self.ep_memo[name] = (svc, slices, eps)
+        return eps
 
     def _aliases_for(self, model: Model, slots: dict[str, int]) -> dict[str, str] | None:
         """Spare assignments letting this model run on the applied config, or None."""
@@ -157,8 +177,12 @@ class Syncer:
             slots: dict[str, int] = {}
             assigned: dict[str, tuple[Endpoint | None, ...]] = {}
             for name, be in model.backends.items():
-                key = (be.namespace, be.service)
-                eps = endpoints_for(be, snap.services.get(key), snap.slices.get(key, ()))
+                before = self.ep_memo.get(name)
+                eps = self._endpoints(name, be, snap)
+                if before is not None and before[2] is eps and name in self.assigned:
+                    # Same endpoints object as last pass: the slots need no new plan.
+                    slots[name], assigned[name] = self.slots[name], self.assigned[name]
+                    continue
                 slots[name] = slot_count(self.slots.get(name), len(eps))
                 assigned[name] = assign_slots(self.assigned.get(name, ()), eps, slots[name])
             running = self.plane.proc is not None and self.plane.proc.poll() is None
@@ -225,7 +249,7 @@ class Syncer:
             servers = all_commands({k: v for k, v in old.items() if k in new},
                                    {k: v for k, v in new.items() if k not in freed})
             drains = all_commands(old, {k: new[k] for k in freed})
-            adds, dels = map_commands(self.applied.maps(), light.maps())
+            adds, dels = map_commands(self.applied.parsed_maps, light.parsed_maps)
             commands = servers + adds + dels + drains
             replies = self.plane.runtime.execute(commands)
             bad = [(c, r) for c, r in zip(commands, replies, strict=True)
@@ -242,7 +266,7 @@ class Syncer:
             self.plane.write_maps(light)
             self.applied = Rendered({**self.applied.files, **{
                 k: v for k, v in light.files.items() if k in MAP_FILES}},
-                self.applied.certs, self.applied.owners)
+                self.applied.certs, self.applied.owners, light.parsed_maps)
         RUNTIME.inc(len(commands))
         result.runtime_commands = len(commands)
         self.slots, self.assigned, self.aliases = slots, assigned, aliases

@@ -285,6 +285,32 @@ class Lab:
         for n in self.nodes:
             self.start_speaker(n.name)
 
+    def speaker_metric(self, node: str, name: str) -> float | None:
+        """One unlabelled metric of a speaker, read over the management network."""
+        import urllib.request
+
+        url = f"http://{self.node(node).mgmt}:7473/metrics"
+
+        def fetch() -> str:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                return str(resp.read().decode())
+
+        try:
+            text = netns.run_in_netns(self.api, fetch)
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return None
+
+    def wait_speakers_live(self, timeout: float = 30.0) -> None:
+        """Until every running speaker counts every node as live (election settled)."""
+        want = float(len(self.nodes))
+        wait_until(lambda: all(
+            self.speaker_metric(n.name, "portico_speaker_live_nodes") == want
+            for n in self.nodes), timeout, interval=0.2, what="all speakers live")
+
     def speaker_running(self, node: str) -> bool:
         p = self.procs.get(f"speaker-{node}")
         return p is not None and p.popen.poll() is None

@@ -275,7 +275,17 @@ class Responder:
     def _duplicate(self, vip: IPAddress, mac: str, iface: str) -> None:
         with self._lock:
             self._foreign[vip] = self.now()
-        if not self.quiet_duplicates:
+            if self.quiet_duplicates:
+                # Handing over (graceful stop): the next owner has announced; go silent for
+                # this VIP right here, in the frame loop, so that the two answer together
+                # only for the time it takes to process one frame.
+                self._desired.pop(vip, None)
+                self._owned = {v: i for v, i in self._owned.items() if v != vip}
+        if self.quiet_duplicates:
+            self._due.pop(vip, None)
+            self._probe_due.pop(vip, None)
+            self._refilter()
+        else:
             self.metrics.duplicates.labels("arp" if vip.version == 4 else "ndp").inc()
             self.on_duplicate(vip, mac, iface)
 

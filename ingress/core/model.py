@@ -32,6 +32,8 @@ Semantics (docs/ingress.md has the user-facing version):
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
@@ -570,6 +572,10 @@ def assign_slots(previous: tuple[Endpoint | None, ...], endpoints: tuple[Endpoin
     Stable placement matters: changing a slot's address would disturb connections to an
     endpoint that did not change. Endpoints beyond ``slots`` are left out (caller grows).
     """
+    if (len(previous) == slots
+            and sum(e is not None for e in previous) == len(endpoints)
+            and set(endpoints) == {e for e in previous if e is not None}):
+        return previous  # unchanged: the common case of a resync
     want = set(endpoints)
     prev = list(previous[:slots]) + [None] * (slots - len(previous[:slots]))
     out: list[Endpoint | None] = [e if e is not None and e in want else None for e in prev]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 
 from ingress.core.annotations import Annotations
 from ingress.core.model import HOSTLESS, MIN_SLOTS, Backend, Endpoint, Model, Route
@@ -59,6 +60,11 @@ def map_token(value: str) -> str:
     return value
 
 
+@lru_cache(maxsize=200_000)
+def _map_line(key: str, value: str) -> str:
+    return f"{map_token(key)} {map_token(value)}\n"
+
+
 def cfg_addr(ip: str, port: int) -> str:
     if not _ADDR_RE.fullmatch(ip) or not 0 < port < 65536:
         raise UnsafeValue(f"bad address {ip[:50]!r}:{port}")
@@ -81,11 +87,12 @@ class Settings:
     spare_backends: int = 16
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Rendered:
     files: Mapping[str, str]  # relative file name -> text (haproxy.cfg, maps, crt-list)
     certs: Mapping[str, bytes]  # relative file name -> PEM
     owners: Mapping[int, ObjectRef] = field(default_factory=dict)  # cfg line -> source
+    entries: Mapping[str, Mapping[str, str]] | None = None  # map file -> key -> value
 
     def structural(self) -> tuple[tuple[str, str], ...]:
         """Every file but the certificates' contents."""
@@ -95,8 +102,12 @@ class Rendered:
         """What decides a reload: haproxy.cfg and the crt-list (maps change at run time)."""
         return (self.files.get(CFG, ""), self.files.get(CRT_LIST, ""))
 
+    @cached_property
+    def parsed_maps(self) -> Mapping[str, Mapping[str, str]]:
+        return self.entries if self.entries is not None else self.maps()
+
     def maps(self) -> dict[str, dict[str, str]]:
-        """Map files as key -> value, for Runtime API diffs."""
+        """Map files as key -> value, for Runtime API diffs (``parsed_maps`` caches it)."""
         out: dict[str, dict[str, str]] = {}
         for name in MAP_FILES:
             entries: dict[str, str] = {}
@@ -163,6 +174,13 @@ def _backend_lines(be: Backend, slots: int, assigned: tuple[Endpoint | None, ...
     return out
 
 
+@lru_cache(maxsize=65536)
+def _backend_block(be: Backend, slots: int,
+                   assigned: tuple[Endpoint | None, ...]) -> tuple[str, ...]:
+    """Memoised: a resync of 10,000 backends re-renders only the ones that changed."""
+    return tuple(_backend_lines(be, slots, assigned))
+
+
 def _prefix_key(r: Route) -> str:
     return r.host + ("/" if r.path == "/" else r.path + "/")
 
@@ -212,10 +230,10 @@ def render(model: Model, slots: Mapping[str, int],
         elif r.kind == "Regex":
             regex.append(r)
     files: dict[str, str] = {
-        HOSTS_MAP: "".join(f"{map_token(h)} {map_token(h)}\n" for h in hosts),
-        EXACT_MAP: "".join(f"{map_token(k)} {map_token(v)}\n" for k, v in sorted(exact.items())),
+        HOSTS_MAP: "".join(_map_line(h, h) for h in hosts),
+        EXACT_MAP: "".join(_map_line(k, v) for k, v in sorted(exact.items())),
         PREFIX_MAP: "".join(
-            f"{map_token(k)} {map_token(v)}\n"
+            _map_line(k, v)
             for k, v in sorted(prefix.items(), key=lambda kv: (-len(kv[0]), kv[0]))
         ),
     }
@@ -309,7 +327,11 @@ def render(model: Model, slots: Mapping[str, int],
         n = slots.get(name, MIN_SLOTS)
         got = (assigned or {}).get(name, ())
         owner = first_owner.get(name, ObjectRef("Service", be.service, be.namespace))
-        for text in _backend_lines(be, n, got):
-            emit(text, owner)
+        block = _backend_block(be, n, got)
+        start = len(lines)
+        lines.extend(block)
+        for i in range(start + 1, len(lines) + 1):
+            owners[i] = owner
     files[CFG] = "\n".join(lines) + "\n"
-    return Rendered(files, certs, owners)
+    entries = {HOSTS_MAP: {h: h for h in hosts}, EXACT_MAP: exact, PREFIX_MAP: prefix}
+    return Rendered(files, certs, owners, entries)

@@ -62,7 +62,9 @@ def all_commands(old: Mapping[str, tuple[Endpoint | None, ...]],
                  new: Mapping[str, tuple[Endpoint | None, ...]]) -> list[str]:
     out: list[str] = []
     for name in sorted(new):
-        out += slot_commands(name, old.get(name, ()), new[name])
+        before = old.get(name, ())
+        if before is not new[name]:  # assign_slots returns the same tuple when unchanged
+            out += slot_commands(name, before, new[name])
     return out
 
 

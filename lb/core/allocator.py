@@ -33,7 +33,21 @@ API (the controller is written against this)
     addresses are valid (sorted by key), then allocate the rest (status holders whose restore
     failed first, then the others, by key), then re-process woken pending Services until
     nothing changes.
-``allocation(key)``, ``pending()``, ``pool_stats()``, ``pool_problems()``.
+``allocation(key) -> Allocation | None``, ``allocations() -> dict[str, Allocation]``,
+``pending() -> dict[str, Pending]``
+``pool_stats() -> dict[str, PoolStats]``
+    Per pool: ``families[IPv4|IPv6] -> FamilyStats(total, assigned, available)`` (exact ints,
+    a /64 is 2**64), ``conflicting`` and ``conflicts_with``.
+``pool_problems() -> list[FieldProblem]``
+    ``PoolOverlap`` (on the newer pool), ``InvalidRange`` (reversed / out-of-family range, the
+    range is skipped, the rest of the pool works), ``DuplicatePool``.
+
+Keys are ``namespace/name``. The controller loop: on a Service event call ``allocate`` and
+write the result, then re-process ``requeue()``; on delete call ``release`` and re-process
+what it returns; on a pool event call ``set_pools`` and re-process what it returns; on a
+namespace label change re-process that namespace's Services; at start ``set_pools`` then
+``rebuild``. Re-processing until these sets are empty reaches a state where no pending
+Service could be satisfied (checked by tests/unit/test_allocator_property.py).
 
 Rules
 -----
@@ -50,7 +64,11 @@ Rules
   ``PoolConflict``), but allocations it already holds stay valid (so adding an overlapping
   pool, or a restart, never moves an address). Addresses are unique across all pools, so an
   overlap can never hand one address to two Services that may not share it. Accepted pools
-  are therefore pairwise disjoint.
+  are therefore pairwise disjoint. Overlap is judged on the configured ranges (before
+  avoidBuggyIPs).
+* The pool an allocation names is a function of the configuration, not of history: the
+  first allowed pool holding all its addresses, accepted pools before conflicting ones (so a
+  rebuild names the same pool as the live state).
 * Pool counts per family: ``total`` = usable addresses (avoidBuggyIPs excluded),
   ``assigned`` = distinct in-use addresses inside the pool's usable set (whichever pool the
   holder's allocation names; a shared address counts once), ``available = total - assigned``.
@@ -92,6 +110,15 @@ from lb.core.model import (
     ObjectRef,
     Pool,
 )
+
+__all__ = [
+    "Allocation",
+    "Allocator",
+    "FamilyStats",
+    "Pending",
+    "PoolStats",
+    "Result",
+]
 
 # --- results ---------------------------------------------------------------------------------
 
@@ -155,6 +182,12 @@ def _ip(family: Family, n: int) -> IPAddress:
 
 def _fam(ip: IPAddress) -> Family:
     return IPV4 if ip.version == 4 else IPV6
+
+
+def _ints(result: Allocation) -> tuple[tuple[Family, int], ...]:
+    """(family, int) pairs of an allocation. Derived on demand rather than stored: every
+    stored object costs garbage-collector time on the 100,000-Service path."""
+    return tuple((IPV4 if ip.version == 4 else IPV6, int(ip)) for ip in result.ips)
 
 
 class _Space:
@@ -287,23 +320,6 @@ def _holders(entry: _Entry) -> dict[str, LBService]:
     return {entry.key: entry}
 
 
-class _Record:
-    __slots__ = ("ips", "nsl", "pool", "result", "svc")
-
-    def __init__(
-        self,
-        svc: LBService,
-        nsl: Mapping[str, str],
-        ips: tuple[tuple[Family, int], ...],
-        result: Allocation,
-    ) -> None:
-        self.svc = svc
-        self.nsl = nsl
-        self.ips = ips
-        self.pool = result.pool
-        self.result = result
-
-
 class _PendingRec:
     __slots__ = ("nsl", "pools", "result", "svc")
 
@@ -397,7 +413,11 @@ class Allocator:
         self._problems: list[FieldProblem] = []
         self._used: dict[Family, dict[int, _Entry]] = {IPV4: {}, IPV6: {}}
         self._shared: dict[Family, dict[str, set[int]]] = {IPV4: {}, IPV6: {}}
-        self._records: dict[str, _Record] = {}
+        # per allocated Service: its result, and the inputs it was decided for (three flat
+        # dicts instead of a record object per Service: fewer objects for the collector)
+        self._results: dict[str, Allocation] = {}
+        self._svcs: dict[str, LBService] = {}
+        self._nsls: dict[str, Mapping[str, str]] = {}
         self._pending: dict[str, _PendingRec] = {}
         self._woken: set[str] = set()
         self._plan_cache: dict[tuple[tuple[Family, ...], str], _Plan | Pending] = {}
@@ -408,14 +428,13 @@ class Allocator:
     # --- queries -----------------------------------------------------------------------------
 
     def allocation(self, key: str) -> Allocation | None:
-        rec = self._records.get(key)
-        return rec.result if rec is not None else None
+        return self._results.get(key)
 
     def pending(self) -> dict[str, Pending]:
         return {k: p.result for k, p in self._pending.items()}
 
     def allocations(self) -> dict[str, Allocation]:
-        return {k: r.result for k, r in self._records.items()}
+        return dict(self._results)
 
     def pool_problems(self) -> list[FieldProblem]:
         return list(self._problems)
@@ -423,10 +442,13 @@ class Allocator:
     def pool_stats(self) -> dict[str, PoolStats]:
         out: dict[str, PoolStats] = {}
         for name, st in self._pools.items():
-            fams = {
-                f: FamilyStats(sp.total, sp.assigned, sp.total - sp.assigned)
+            # a configured family with no usable address (say, only .0/.255 addresses and
+            # avoidBuggyIPs) is shown with zero counts rather than hidden
+            fams = {f: FamilyStats(0, 0, 0) for f in st.raw}
+            fams.update(
+                (f, FamilyStats(sp.total, sp.assigned, sp.total - sp.assigned))
                 for f, sp in st.spaces.items()
-            }
+            )
             out[name] = PoolStats(fams, st.conflicting, st.conflicts_with)
         return out
 
@@ -522,25 +544,25 @@ class Allocator:
 
         # Re-validate allocations whose pool changed (an unchanged pool keeps them valid).
         touched: set[str] = set()
-        for key, rec in list(self._records.items()):
-            before = old.get(rec.pool)
-            now = states.get(rec.pool)
+        for key, cur in list(self._results.items()):
+            before = old.get(cur.pool)
+            now = states.get(cur.pool)
             if (
                 before is not None and now is not None and before.pool == now.pool
                 and not before.conflicting and not now.conflicting
             ):
                 # still the one accepted pool holding these addresses: still valid, same home
                 continue
-            plan = self._plan(rec.svc)
+            rsvc = self._svcs[key]
+            plan = self._plan(rsvc)
             home = None if isinstance(plan, Pending) else self._fit_existing(
-                rec.svc, rec.nsl, plan, rec.ips)
+                rsvc, self._nsls[key], plan, _ints(cur))
             if home is None:
                 touched.add(key)
-                self._drop(rec)
-            elif home.name != rec.pool:
+                self._drop(key)
+            elif home.name != cur.pool:
                 touched.add(key)
-                rec.pool = home.name
-                rec.result = Allocation(rec.result.ips, home.name)
+                self._results[key] = Allocation(cur.ips, home.name)
         self._woken.clear()
         return touched | set(self._pending)
 
@@ -570,21 +592,43 @@ class Allocator:
 
     def allocate(self, svc: LBService, namespace_labels: Mapping[str, str]) -> Result:
         key = svc.key
+        cur = self._results.get(key)
+        if (
+            cur is None and not svc.status_ips and not svc.requested_ips
+            and svc.requested_pool is None and svc.sharing_key is None
+            and svc.family_policy == "SingleStack" and len(svc.ip_families) == 1
+        ):
+            # Hot path (a new single-stack Service asking for nothing special): the lowest
+            # free address of the first autoAssign pool that selects it. Anything else, and
+            # every failure, takes the general path below, which gives the same answer.
+            f = svc.ip_families[0]
+            used = self._used.get(f)
+            if used is not None:
+                for group in (self._auto_restricted, self._auto_generic):
+                    for pst in group:
+                        sp = pst.spaces.get(f)
+                        if sp is None or (
+                            pst.restricted and not pst.selects(svc, namespace_labels)
+                        ):
+                            continue
+                        n = sp.peek_free(used)
+                        if n is not None:
+                            return self._commit(svc, namespace_labels, pst, ((f, n),))
         plan = self._plan(svc)
-        rec = self._records.get(key)
         if isinstance(plan, Pending):
-            if rec is not None:
-                self._drop(rec)
+            if cur is not None:
+                self._drop(key)
             return self._set_pending(svc, namespace_labels, plan, frozenset())
         prior: dict[Family, int] = {}
-        if rec is not None:
-            old = rec.svc
+        if cur is not None:
+            old = self._svcs[key]
+            held = _ints(cur)
             if old.ip_families == svc.ip_families and old.family_policy == svc.family_policy:
-                st = self._fit_existing(svc, namespace_labels, plan, rec.ips)
+                st = self._fit_existing(svc, namespace_labels, plan, held)
                 if st is not None:
-                    return self._keep(rec, svc, namespace_labels, st)
-            prior = dict(rec.ips)
-            self._drop(rec)
+                    return self._keep(key, cur, held, svc, namespace_labels, st)
+            prior = dict(held)
+            self._drop(key)
         elif svc.status_ips:
             ips = self._ordered(plan, [(_fam(ip), int(ip)) for ip in svc.status_ips])
             st = self._fit_existing(svc, namespace_labels, plan, ips)
@@ -595,9 +639,8 @@ class Allocator:
         return self._fresh(svc, namespace_labels, plan, prior)
 
     def release(self, key: str) -> set[str]:
-        rec = self._records.get(key)
-        if rec is not None:
-            self._drop(rec)
+        if key in self._results:
+            self._drop(key)
         self._pending.pop(key, None)
         return self.requeue()
 
@@ -609,7 +652,9 @@ class Allocator:
     def rebuild(
         self, services: Iterable[tuple[LBService, Mapping[str, str]]]
     ) -> dict[str, Result]:
-        self._records.clear()
+        self._results.clear()
+        self._svcs.clear()
+        self._nsls.clear()
         self._pending.clear()
         self._woken.clear()
         for f in FAMILIES:
@@ -1011,16 +1056,21 @@ class Allocator:
             use = used.get(n)
             if use is None:
                 used[n] = svc
-                # inline _spaces_containing: this is the hot path of every allocation
-                starts = self._idx_starts[f]
-                i = bisect_right(starts, n) - 1
-                if i >= 0 and n <= self._idx_ends[f][i]:
-                    sp = self._idx_spaces[f][i]
-                    if sp.contains(n):
-                        sp.assigned += 1
-                for sp in self._conflict_spaces[f]:
-                    if sp.contains(n):
-                        sp.assigned += 1
+                # Count n in every pool whose usable set holds it (_spaces_containing, inlined
+                # for the hot path): an accepted home pool is the only accepted one holding n.
+                if st.conflicting:
+                    i = bisect_right(self._idx_starts[f], n) - 1
+                    if i >= 0 and n <= self._idx_ends[f][i]:
+                        sp = self._idx_spaces[f][i]
+                        if sp.contains(n):
+                            sp.assigned += 1
+                else:
+                    st.spaces[f].assigned += 1
+                conflict = self._conflict_spaces[f]
+                if conflict:
+                    for sp in conflict:
+                        if sp.contains(n):
+                            sp.assigned += 1
                 if sk is not None:
                     self._shared[f].setdefault(sk, set()).add(n)
                     if self._pending:
@@ -1038,21 +1088,29 @@ class Allocator:
             else:
                 ip_objs = tuple(_ip(f, n) for f, n in picks)
         result = Allocation(ip_objs, st.name)
-        self._records[key] = _Record(svc, nsl, picks, result)
+        self._results[key] = result
+        self._svcs[key] = svc
+        self._nsls[key] = nsl
         self._pending.pop(key, None)
         return result
 
     def _keep(
-        self, rec: _Record, svc: LBService, nsl: Mapping[str, str], st: _PoolState
+        self,
+        key: str,
+        cur: Allocation,
+        held: tuple[tuple[Family, int], ...],
+        svc: LBService,
+        nsl: Mapping[str, str],
+        st: _PoolState,
     ) -> Allocation:
-        old = rec.svc
+        old = self._svcs[key]
         changed = (
             old.sharing_key != svc.sharing_key
             or old.ports != svc.ports
             or old.traffic_policy != svc.traffic_policy
             or old.selector != svc.selector
         )
-        for f, n in rec.ips:
+        for f, n in held:
             used = self._used[f]
             use = used[n]
             if isinstance(use, _Use):
@@ -1067,12 +1125,11 @@ class Allocator:
                         self._shared[f].setdefault(svc.sharing_key, set()).add(n)
             if changed:
                 self._wake(f, n)
-        rec.svc = svc
-        rec.nsl = nsl
-        if st.name != rec.pool:
-            rec.pool = st.name
-            rec.result = Allocation(rec.result.ips, st.name)
-        return rec.result
+        self._svcs[key] = svc
+        self._nsls[key] = nsl
+        if st.name != cur.pool:
+            cur = self._results[key] = Allocation(cur.ips, st.name)
+        return cur
 
     def _unshare(self, f: Family, sk: str, n: int) -> None:
         addrs = self._shared[f].get(sk)
@@ -1081,10 +1138,11 @@ class Allocator:
             if not addrs:
                 del self._shared[f][sk]
 
-    def _drop(self, rec: _Record) -> None:
-        key = rec.svc.key
-        del self._records[key]
-        for f, n in rec.ips:
+    def _drop(self, key: str) -> None:
+        cur = self._results.pop(key)
+        del self._svcs[key]
+        del self._nsls[key]
+        for f, n in _ints(cur):
             used = self._used[f]
             use = used[n]
             if isinstance(use, _Use):

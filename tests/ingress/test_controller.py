@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ import pytest
 from ingress.controller import IngressController
 from ingress.core.render import Settings
 from ingress.haproxy import DataPlane
+from ingress.haproxy_runtime import MasterClient
 from ingress.sync import Syncer
 from lb.kube import resources as R
 from lb.kube.client import KubeClient
@@ -161,3 +163,64 @@ def test_controller_debounces_bursts(cluster: Cluster, backends: Backends) -> No
     time.sleep(0.3)
     assert c.ctl.syncs - syncs <= 5, "a burst must be coalesced into few syncs"
     assert all(c.http(f"h{i}.example.com").name == "A" for i in range(30))
+
+
+@pytest.mark.lab
+def test_cli_process_serves_reports_ready_and_stops(tmp_path: Path,
+                                                    backends: Backends) -> None:
+    """``portico ingress`` as a real process: serves, /readyz, metrics, clean SIGTERM."""
+    if HAPROXY is None:
+        pytest.skip("haproxy binary not installed")
+    import subprocess
+    import sys
+    import urllib.request
+
+    emu = Emulator().start()
+    proc = None
+    try:
+        emu.store.create(R.INGRESSCLASSES, dict(CLASS))
+        emu.store.create(R.SERVICES, service("svc-a"), "default")
+        emu.store.create(R.ENDPOINTSLICES, endpoint_slice(
+            "svc-a", [("127.0.0.1", backends["A"].port)]), "default")
+        emu.store.create(R.INGRESSES, ingress("i", [rule("cli.example.com",
+                                                          path("/", "Prefix", "svc-a"))]),
+                         "default")
+        http_port, metrics = free_port(), f"127.0.0.1:{free_port()}"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lb.cli", "ingress", "--server", emu.url,
+             "--http-port", str(http_port), "--https-port", str(free_port()),
+             "--bind-address", "127.0.0.1", "--metrics-addr", metrics,
+             "--haproxy-metrics-addr", f"127.0.0.1:{free_port()}",
+             "--state-dir", str(tmp_path / "state"), "--log-level", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+        def serving() -> bool:
+            try:
+                return get(http_port, "cli.example.com", "/").name == "A"
+            except OSError:
+                return False
+
+        def ready() -> bool:
+            try:
+                return bool(urllib.request.urlopen(f"http://{metrics}/readyz",
+                                                   timeout=5).status == 200)
+            except OSError:
+                return False
+
+        wait_for(serving, 30)
+        wait_for(ready, 10)
+        text = urllib.request.urlopen(f"http://{metrics}/metrics", timeout=5).read().decode()
+        assert "portico_ingress_reloads_total 1.0" in text
+        info = MasterClient(str(tmp_path / "state" / "run" / "master.sock")).show_proc()
+        proc.terminate()
+        assert proc.wait(40) == 0
+        with pytest.raises(OSError):
+            get(http_port, "cli.example.com", "/")
+        for pid in (info.master_pid, *info.workers):  # HAProxy went with the controller
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        emu.stop()

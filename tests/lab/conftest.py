@@ -32,4 +32,5 @@ def l2lab() -> Iterator[Lab]:
         lab.add_pool("b4", ["198.51.100.192/27"])
         lab.add_l2("seg-a", ipAddressPools=["a4", "a6"])
         lab.start_speakers()
+        lab.wait_speakers_live()
         yield lab

@@ -73,6 +73,10 @@ def test_vip_is_announced_by_the_computed_owner(l2lab: Lab, cleanup: list, vip: 
     assert node == election_order(NODES, ipaddress.ip_address(vip))[0]
     cond = wait_condition(l2lab, svc, lambda c: c["status"] == "True")
     assert f"by node {node}" in cond["message"]
+    # Each speaker's own view (metrics): the owner holds this one VIP, the others none.
+    wait_until(lambda: {n: l2lab.speaker_metric(n, "portico_speaker_l2_vips_owned")
+                        for n in NODES} == {n: 1.0 if n == node else 0.0 for n in NODES},
+               10, interval=0.2, what="speakers agree on the owner")
     assert l2lab.ping(vip)
     assert l2lab.http_get(vip) == f"node={node}\n"
     assert any(e["reason"] == "L2Announcing" and node in e["message"]

@@ -158,3 +158,15 @@ def test_garbage_frames_do_not_raise() -> None:
                  b"\x00" * 12 + b"\x86\xdd" + b"\x00" * 6 + b"\x3a" + b"\x00" * 60):
         r._handle(r._ifaces["eth0"], junk)
     assert sock.sent == []
+
+
+def test_handing_over_goes_silent_when_the_next_owner_announces() -> None:
+    r, sock, dups, clock, _ = responder({V4: None})
+    r.quiet_duplicates = True
+    foreign = "02:ee:00:00:00:98"
+    r._handle(r._ifaces["eth0"], bytes(Ether(src=foreign, dst="ff:ff:ff:ff:ff:ff")
+                                       / ARP(op=1, hwsrc=foreign, psrc=str(V4), pdst=str(V4))))
+    assert dups == [] and r.foreign_since(V4, clock.t) and V4 not in r.owned()
+    sock.sent.clear()
+    r._handle(r._ifaces["eth0"], arp_req(str(V4)))
+    assert sock.sent == []

@@ -125,6 +125,13 @@ def test_avoid_buggy_ips_skips_dot0_and_dot255() -> None:
     assert "avoidBuggyIPs" in p.message and "198.51.101.0" in p.message
 
 
+def test_family_with_only_buggy_addresses_shows_zero_counts() -> None:
+    a = Allocator([pool("p", "192.0.2.255-192.0.3.0", "2001:db8::/128", avoid_buggy_ips=True)])
+    fs = a.pool_stats()["p"].families[IPV4]
+    assert (fs.total, fs.assigned, fs.available) == (0, 0, 0)
+    pend(a.allocate(svc("x"), NOLABELS), "FamilyUnavailable")
+
+
 def test_avoid_buggy_ips_ignores_ipv6() -> None:
     a = Allocator([pool("p", "2001:db8::ff-2001:db8::100", avoid_buggy_ips=True)])
     assert a.pool_stats()["p"].families[IPV6].total == 2
@@ -231,7 +238,7 @@ def test_invalid_requests() -> None:
 def test_dual_stack_requested_pair_must_share_one_pool() -> None:
     a = Allocator([pool("v4", "192.0.2.0/30"), pool("v6", "2001:db8::/126"),
                    pool("both", "198.51.100.0/30", "2001:db8:1::/126")])
-    dual = {"ip_families": (IPV4, IPV6), "family_policy": "RequireDualStack"}
+    dual: dict[str, Any] = {"ip_families": (IPV4, IPV6), "family_policy": "RequireDualStack"}
     p = pend(a.allocate(svc("x", requested_ips=["192.0.2.1", "2001:db8::1"], **dual), NOLABELS),
              "AddressNotInPool")
     assert "one common pool" in p.message
@@ -605,3 +612,46 @@ def test_rebuild_lets_new_services_share_restored_addresses() -> None:
         (svc("z", sharing_key="k", ports=["tcp/2"], status_ips=["192.0.2.0"]), NOLABELS),
     ])
     assert ips(out["default/a"]) == ["192.0.2.0"]
+
+
+def test_duplicate_pool_names_are_reported() -> None:
+    a = Allocator([pool("p", "192.0.2.0/32"), pool("p", "198.51.100.0/32")])
+    assert [(p.field, p.reason) for p in a.pool_problems()] == [("metadata.name",
+                                                                 "DuplicatePool")]
+
+
+# --- the free-address cursor against brute force ---------------------------------------------
+
+
+def test_lowest_free_cursor_matches_brute_force() -> None:
+    """Random allocate/request/release on two ranges with avoidBuggyIPs (the cursor crosses
+    interval gaps and .255/.0 runs; releases below the cursor go through the heap; requested
+    addresses are taken above and below the cursor)."""
+    import random
+
+    texts = ("192.0.2.250-192.0.3.9", "192.0.3.200-192.0.4.3")
+    a = Allocator([pool("p", *texts, avoid_buggy_ips=True)])
+    universe = sorted(
+        n for t in texts for n in range(rng(t).first, rng(t).last + 1) if n % 256 not in (0, 255)
+    )
+    held: dict[str, int] = {}
+    r = random.Random(7)  # fixed seed: deterministic
+    for step in range(3000):
+        if held and (r.random() < 0.45 or len(held) == len(universe)):
+            key = r.choice(sorted(held))
+            a.release(key)
+            del held[key]
+            continue
+        name = f"s{step}"
+        free = [n for n in universe if n not in held.values()]
+        if r.random() < 0.2:  # a requested address anywhere (above or below the cursor)
+            want = r.choice(free)
+            got = a.allocate(svc(name, requested_ips=[str(ipaddress.IPv4Address(want))]),
+                             NOLABELS)
+        else:
+            want = free[0]
+            got = a.allocate(svc(name), NOLABELS)
+        assert int(ipaddress.ip_address(ips(got)[0])) == want
+        held[f"default/{name}"] = want
+        fs = a.pool_stats()["p"].families[IPV4]
+        assert (fs.total, fs.assigned) == (len(universe), len(held))

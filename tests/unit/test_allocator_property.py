@@ -436,7 +436,7 @@ class AllocatorMachine(RuleBasedStateMachine):
             assert stats[name].conflicting == (name in bad)
             for f in (IPV4, IPV6):
                 u = usable(pool, f)
-                if not u:
+                if not any(r.family == f for r in pool.ranges):
                     assert f not in stats[name].families
                     continue
                 fs = stats[name].families[f]
