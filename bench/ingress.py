@@ -192,7 +192,10 @@ def section_endpoint_latency(tmp: Path, rounds: int = 20) -> None:
         res = syncer.sync(world.snapshot())
         syncs.append(time.perf_counter() - t0)
         assert res.error is None and not res.reloaded
-        seen = wait_http(st.http_port, HOST, lambda s, b, want=body: b == want, timeout=5)
+        def arrived(_status: int, got: bytes, want: bytes = body) -> bool:
+            return got == want
+
+        seen = wait_http(st.http_port, HOST, arrived, timeout=5)
         latencies.append(seen - t0)
     assert syncer.plane.master.show_proc().reloads == reloads
     lat = sorted(x * 1000 for x in latencies)
