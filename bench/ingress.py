@@ -4,7 +4,8 @@ Run:  .venv/bin/python bench/ingress.py [--ingresses 10000] [--seconds 5]
 
 Prints, in one run:
 1. req/s and p50/p99 latency (wrk -t1 -c32, keep-alive) directly to a backend, through a
-   minimal hand-written HAProxy config, and through Portico's rendered config (same HAProxy,
+   minimal hand-written HAProxy config (also: the same plus the X-Forwarded-For/-Proto
+   headers every ingress must send), and through Portico's rendered config (same HAProxy,
    one thread each). Target: Portico >= 0.95 x hand-written.
    The backend is a second HAProxy answering with ``http-request return``: a Python backend
    tops out far below the proxy and would hide its cost.
@@ -94,9 +95,12 @@ frontend f
     return port
 
 
-def hand_written(tmp: Path, backend_port: int) -> int:
+def hand_written(tmp: Path, backend_port: int, headers: bool = False) -> int:
+    """Minimal config; ``headers`` adds the X-Forwarded-For/-Proto an ingress must send."""
     port = free_port()
-    cfg = tmp / "hand.cfg"
+    cfg = tmp / f"hand-{headers}.cfg"
+    extra = ("    option forwardfor\n    http-request set-header X-Forwarded-Proto http\n"
+             if headers else "")
     cfg.write_text(f"""global
     nbthread 1
 defaults
@@ -106,7 +110,7 @@ defaults
     timeout server 30s
 frontend f
     bind 127.0.0.1:{port}
-    default_backend b
+{extra}    default_backend b
 backend b
     server s1 127.0.0.1:{backend_port}
 """)
@@ -142,10 +146,11 @@ def portico_plane(tmp: Path, name: str, spares: int = 16) -> tuple[Syncer, Setti
     return Syncer(plane, settings), settings
 
 
-def section_throughput(tmp: Path, seconds: int) -> None:
+def section_throughput(tmp: Path, seconds: int, rounds: int) -> None:
     print("== 1. Throughput (wrk -t1 -c32 keep-alive, 1 HAProxy thread) ==")
     be = fast_backend(tmp, "ok")
     hand = hand_written(tmp, be)
+    hand_h = hand_written(tmp, be, headers=True)
     syncer, st = portico_plane(tmp, "tput")
     world = World()
     world.add({"metadata": {"name": "svc", "namespace": "default"},
@@ -154,21 +159,26 @@ def section_throughput(tmp: Path, seconds: int) -> None:
     world.add(ingress("bench", [rule(HOST, path("/", "Prefix", "svc"))]))
     assert syncer.sync(world.snapshot()).error is None
     wait_http(st.http_port, HOST, lambda s, b: b == b"ok")
-    runs: dict[str, list[tuple[float, float, float]]] = {"direct": [], "hand": [], "portico": []}
-    for target, port in (("direct", be), ("hand", hand), ("portico", st.http_port),
-                         ("hand", hand), ("portico", st.http_port)):
-        runs[target].append(wrk(port, seconds))
-    print(f"  {'path':<26}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}")
+    runs: dict[str, list[tuple[float, float, float]]] = {
+        "direct": [], "hand": [], "hand_h": [], "portico": []}
+    # Interleaved rounds; the machine is shared, and interference only ever slows a run down,
+    # so each path's best run (highest req/s) is its figure.
+    for _round in range(rounds):
+        for target, port in (("direct", be), ("hand", hand), ("hand_h", hand_h),
+                             ("portico", st.http_port)):
+            runs[target].append(wrk(port, seconds))
+    print(f"  {'path':<26}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}   (best of {rounds} runs)")
     best: dict[str, float] = {}
     for label, key in (("direct to backend", "direct"), ("hand-written HAProxy", "hand"),
+                       ("hand-written + X-Fwd hdrs", "hand_h"),
                        ("Portico rendered config", "portico")):
-        rps = statistics.median(r[0] for r in runs[key])
+        rps, p50, p99 = max(runs[key])
         best[key] = rps
-        p50 = statistics.median(r[1] for r in runs[key])
-        p99 = statistics.median(r[2] for r in runs[key])
         print(f"  {label:<26}{rps:>10.0f}{p50:>9.2f}{p99:>9.2f}")
     ratio = best["portico"] / best["hand"] if best["hand"] else float("nan")
-    print(f"  Portico / hand-written: {ratio:.3f} (target >= 0.95)")
+    ratio_h = best["portico"] / best["hand_h"] if best["hand_h"] else float("nan")
+    print(f"  Portico / hand-written: {ratio:.3f}; Portico / hand-written with the same "
+          f"X-Forwarded-* headers: {ratio_h:.3f} (target >= 0.95)")
     syncer.plane.stop()
 
 
@@ -309,7 +319,8 @@ def section_controller_rss(tmp: Path, n: int) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--ingresses", type=int, default=10_000)
-    ap.add_argument("--seconds", type=int, default=5, help="wrk duration per run")
+    ap.add_argument("--seconds", type=int, default=4, help="wrk duration per run")
+    ap.add_argument("--rounds", type=int, default=4, help="interleaved wrk rounds per path")
     ap.add_argument("--skip", default="", help="comma list of sections to skip (1,2,3,4)")
     args = ap.parse_args()
     if not shutil.which("haproxy") or not shutil.which("wrk"):
@@ -319,7 +330,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="pi-bench-"))
     try:
         if "1" not in skip:
-            section_throughput(tmp, args.seconds)
+            section_throughput(tmp, args.seconds, args.rounds)
         if "2" not in skip:
             section_endpoint_latency(tmp)
         if "3" not in skip:

@@ -42,13 +42,15 @@ Obj = Mapping[str, Any]
 
 DEBOUNCE_S = 0.05  # quiet time before a sync: one rollout step emits several events at once
 MAX_DELAY_S = 0.5  # upper bound of debouncing, so a steady event stream still syncs
+HEALTH_S = 2.0  # how often an idle loop checks that HAProxy is alive (restart in ~2 s)
 
 
 class IngressController:
     def __init__(self, client: KubeClient, syncer: Syncer, recorder: EventRecorder,
                  publish_service: tuple[str, str] | None = None,
                  namespace: str | None = None, clock: Clock | None = None,
-                 debounce_s: float = DEBOUNCE_S, max_delay_s: float = MAX_DELAY_S) -> None:
+                 debounce_s: float = DEBOUNCE_S, max_delay_s: float = MAX_DELAY_S,
+                 health_s: float = HEALTH_S) -> None:
         self.client = client
         self.syncer = syncer
         self.recorder = recorder
@@ -57,6 +59,7 @@ class IngressController:
         self.clock: Clock = clock or RealClock()
         self.debounce_s = debounce_s
         self.max_delay_s = max_delay_s
+        self.health_s = health_s
         self._dirty = threading.Event()  # set: a sync is due
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -134,7 +137,14 @@ class IngressController:
     # -- loop -----------------------------------------------------------------------------
     def run(self) -> None:
         while not self._stop.is_set():
-            self._dirty.wait()
+            if not self._dirty.wait(self.health_s):
+                # Quiet period: make sure HAProxy is still there (supervision); a dead
+                # process is restarted by a full apply on the next sync.
+                if self.ready.is_set() and not self.syncer.plane.running():
+                    log.warning("haproxy_not_running", tail=self.syncer.plane.log_tail(300))
+                    self.syncer.applied = None
+                    self._dirty.set()
+                continue
             if self._stop.is_set():
                 return
             first = self.clock.monotonic()

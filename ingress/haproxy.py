@@ -101,6 +101,18 @@ def certificate_problem(pem: bytes, openssl: str = "openssl") -> str | None:
     return problem
 
 
+def _die_with_parent() -> None:
+    """preexec_fn: HAProxy gets SIGTERM when the thread that started it goes away.
+
+    Without it a crashed or SIGKILLed controller would leave HAProxy serving a config
+    nobody updates any more (and holding the ports its replacement needs).
+    """
+    import ctypes
+
+    pr_set_pdeathsig = 1  # <linux/prctl.h>
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 class DataPlane:
     def __init__(self, state_dir: str, binary: str = "haproxy",
                  scratch_parent: str | None = None) -> None:
@@ -171,7 +183,7 @@ class DataPlane:
         self.proc = subprocess.Popen(
             [self.binary, "-W", "-S", str(self.run / "master.sock"), "-f", CFG],
             cwd=self.conf, stdout=log_file, stderr=log_file, stdin=subprocess.DEVNULL,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_die_with_parent,
         )
         log_file.close()
         end = time.monotonic() + timeout_s
@@ -221,6 +233,9 @@ class DataPlane:
             return (self.run / "haproxy.log").read_bytes()[-n:].decode(errors="replace")
         except OSError:
             return ""
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def master_pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None

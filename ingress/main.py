@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     ctl = IngressController(client, Syncer(plane, settings, cfg), recorder,
                             publish_service=publish,
                             namespace=args.watch_namespace)
-    health = start_http_server(args.metrics_addr, ready=ctl.ready.is_set)
+    health = start_http_server(args.metrics_addr,
+                               ready=lambda: ctl.ready.is_set() and plane.running())
     done = threading.Event()
 
     def stop(_sig: int, _frame: FrameType | None) -> None:

@@ -185,7 +185,7 @@ class Syncer:
                     continue
                 slots[name] = slot_count(self.slots.get(name), len(eps))
                 assigned[name] = assign_slots(self.assigned.get(name, ()), eps, slots[name])
-            running = self.plane.proc is not None and self.plane.proc.poll() is None
+            running = self.plane.running()
             if running and self.applied is not None:
                 aliases = self._aliases_for(model, slots)
                 if aliases is not None:

@@ -51,6 +51,11 @@ SEG_A4, SEG_A6, SEG_B4, MGMT4 = "192.0.2", "2001:db8:a", "198.51.100", "203.0.11
 VIP_A4 = "192.0.2.192/27"  # VIP range on segment A (IPv4)
 VIP_A6 = "2001:db8:a::1:0/112"  # VIP range on segment A (IPv6)
 VIP_B4 = "198.51.100.192/27"  # VIP range on segment B
+# Routed (BGP) VIP ranges, used only with ``Lab(routed_vips=True)``: on no segment the client
+# or the router is attached to (203.0.113.0/24 is the management net, which only the nodes and
+# the api namespace join), so the client reaches them only through the router.
+VIP_BGP4 = "203.0.113.224/28"
+VIP_BGP6 = "2001:db8:b::/112"
 CLIENT_HOST = 100
 ROUTER_HOST = 1
 # Lab probes use a made-up sender so that the client's own neighbour table is never touched by
@@ -88,6 +93,9 @@ class Lab:
     tag: str = field(default_factory=lambda: secrets.token_hex(2))
     speaker_args: tuple[str, ...] = ()
     python: str = field(default_factory=lambda: str(REPO / ".venv/bin/python"))
+    # BGP: nodes also accept VIP_BGP4/VIP_BGP6 (AnyIP local routes) and the client routes
+    # those ranges via the router (which sends no ICMP redirects, so traffic stays routed).
+    routed_vips: bool = False
 
     def __post_init__(self) -> None:
         t = f"{PREFIX}{self.tag}"
@@ -104,6 +112,8 @@ class Lab:
         self.dir = Path(tempfile.mkdtemp(prefix=f"{t}-"))
         self.emulator: Any = None
         self._torn_down = False
+        # extra teardown steps (e.g. FRR daemons), run after the processes, before namespaces
+        self.cleanups: list[Callable[[], None]] = []
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -147,6 +157,8 @@ class Lab:
         self._wire_host(self.client, "cl", CLIENT_HOST, self.client_mac_a, segment_b=True)
         netns.sysctls(self.router, {"net.ipv4.ip_forward": "1",
                                     "net.ipv6.conf.all.forwarding": "1"})
+        if self.routed_vips:
+            self._route_vips()
         self._start_emulator()
         self._seed_cluster()
         for n in self.nodes:
@@ -187,6 +199,35 @@ class Lab:
             f"route add default via {SEG_A4}.{ROUTER_HOST}",
         ])
 
+    def _route_vips(self) -> None:
+        # Client and nodes share segment A: a router forwarding back out of the interface a
+        # packet came in on would send ICMP redirects, and a client obeying them would talk
+        # to the node directly (on-link) — not what a routed VIP means. Turn both sides off.
+        netns.sysctls(self.router, {"net.ipv4.conf.all.send_redirects": "0",
+                                    "net.ipv4.conf.pl-eth0.send_redirects": "0"})
+        netns.sysctls(self.client, {"net.ipv4.conf.all.accept_redirects": "0",
+                                    "net.ipv4.conf.pl-eth0.accept_redirects": "0",
+                                    "net.ipv6.conf.all.accept_redirects": "0",
+                                    "net.ipv6.conf.pl-eth0.accept_redirects": "0"})
+        netns.ip_batch(self.client, [
+            f"route add {VIP_BGP4} via {SEG_A4}.{ROUTER_HOST}",
+            f"route add {VIP_BGP6} via {SEG_A6}::{ROUTER_HOST:x}",
+        ])
+        for n in self.nodes:
+            netns.ip_batch(n.ns, [f"route add local {VIP_BGP4} dev lo table local",
+                                  f"route add local {VIP_BGP6} dev lo table local"])
+
+    def start_frr(self, asn: int, neighbors: Any, **kwargs: Any) -> Any:
+        """FRR (zebra + bgpd) in the router namespace, peering with ``neighbors``
+        (``lab.frr.RouterNeighbor``); stopped at teardown. Returns the ``lab.frr.FrrRouter``."""
+        from lab.frr import FrrRouter
+
+        router = FrrRouter(self.router, asn, f"{SEG_A4}.{ROUTER_HOST}", tuple(neighbors),
+                           workdir=self.dir / "frr", **kwargs)
+        self.cleanups.append(router.stop)
+        router.start()
+        return router
+
     def _wire_host(self, ns: str, short: str, host: int, mac: str, segment_b: bool) -> None:
         netns.sysctls(ns, {"net.ipv6.conf.all.accept_dad": "0",
                            "net.ipv6.conf.default.accept_dad": "0"})
@@ -222,6 +263,10 @@ class Lab:
         self._torn_down = True
         for name in list(self.procs):
             self.stop_proc(name, signal.SIGTERM, wait=3.0)
+        for fn in reversed(self.cleanups):
+            with contextlib.suppress(Exception):
+                fn()
+        self.cleanups.clear()
         if self.emulator is not None:
             with contextlib.suppress(Exception):
                 self.emulator.stop()

@@ -294,23 +294,34 @@ def render(model: Model, slots: Mapping[str, int],
     for addr in s.bind_addresses:
         v6 = " v6only" if ":" in addr else ""
         emit(f"    bind {cfg_addr(addr, s.https_port)}{v6} ssl{crt} alpn h2,http/1.1{proxy}")
-    emit("    http-request set-header X-Forwarded-Proto https if { ssl_fc }")
-    emit("    http-request set-header X-Forwarded-Proto http if !{ ssl_fc }")
-    emit("    http-request set-var(txn.host) req.hdr(host),field(1,:),lower")
-    emit(f"    http-request set-var(txn.hk) var(txn.host),map_str({HOSTS_MAP})")
-    # Wildcard: replace the first label by '*' (one label only, as the Ingress spec says).
-    emit("    http-request set-var(txn.hk) var(txn.host),regsub(^[^.]*,*),"
-         f"map_str({HOSTS_MAP}) if !{{ var(txn.hk) -m found }}")
-    emit(f"    http-request set-var(txn.hk) str({HOSTLESS}) if !{{ var(txn.hk) -m found }}")
-    emit("    http-request set-var(txn.path) path")
-    emit("    http-request set-var(txn.key) var(txn.hk),concat(,txn.path,)")
-    emit(f"    http-request set-var(txn.be) var(txn.key),map_str({EXACT_MAP})")
+    # Few rules on the hot path (each costs on every request, see bench/ingress.py).
+    emit("    http-request set-header X-Forwarded-Proto %[ssl_fc,iif(https,http)]")
+    # Fast path: ``base`` is the raw Host header + path. When the client sent the host in
+    # normal form (lower case, no port) and it has rules of its own, base equals the map key
+    # and one or two lookups decide. Any other host cannot match (keys never contain ':'
+    # or upper case; a literal "*.x" or "_" Host selects exactly what the slow path would),
+    # so the slow path below then computes the normalised key. Skipped for prefixes when
+    # regex routes exist, which rank between Exact and Prefix.
+    notyet = "!{ var(txn.be) -m found }"
+    emit(f"    http-request set-var(txn.be) base,map_str({EXACT_MAP})")
+    if not regex:
+        emit(f"    http-request set-var(txn.be) base,map_beg({PREFIX_MAP}) if {notyet}")
+    host = "req.hdr(host),field(1,:),lower"
+    emit(f"    http-request set-var(txn.hk) {host},map_str({HOSTS_MAP}) if {notyet}")
+    if any(h.startswith("*.") for h in hosts):
+        # Wildcard: replace the first label by '*' (one label only, as the Ingress spec says).
+        emit(f"    http-request set-var(txn.hk) {host},regsub(^[^.]*,*),map_str({HOSTS_MAP}) "
+             f"if {notyet} !{{ var(txn.hk) -m found }}")
+    emit(f"    http-request set-var(txn.hk) str({HOSTLESS}) "
+         f"if {notyet} !{{ var(txn.hk) -m found }}")
+    emit(f"    http-request set-var(txn.path) path if {notyet}")
+    key = "var(txn.hk),concat(,txn.path,)"
+    emit(f"    http-request set-var(txn.be) {key},map_str({EXACT_MAP}) if {notyet}")
     for r in sorted(regex, key=lambda r: (-len(r.path), r.host, r.path)):
-        emit(f"    http-request set-var(txn.be) str({cfg_name(eff(r.backend))}) if "
-             f"!{{ var(txn.be) -m found }} {{ var(txn.hk) -m str {cfg_quote(r.host)} }} "
+        emit(f"    http-request set-var(txn.be) str({cfg_name(eff(r.backend))}) if {notyet} "
+             f"{{ var(txn.hk) -m str {cfg_quote(r.host)} }} "
              f"{{ path -m reg {cfg_quote('^' + r.path.lstrip('^'))} }}", r.owner)
-    emit(f"    http-request set-var(txn.be) var(txn.key),map_beg({PREFIX_MAP}) "
-         "if !{ var(txn.be) -m found }")
+    emit(f"    http-request set-var(txn.be) {key},map_beg({PREFIX_MAP}) if {notyet}")
     emit("    use_backend %[var(txn.be)] if { var(txn.be) -m found }")
     emit(f"    default_backend {cfg_name(eff(model.default_backend or NOT_FOUND))}")
     emit(f"backend {NOT_FOUND}")

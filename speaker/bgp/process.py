@@ -8,7 +8,10 @@
   message to a callback. ``send`` writes one command and waits for its done/error ack.
 - A second thread drains exabgp's own log output (stdout+stderr), redacting the password.
 - exabgp gets PR_SET_PDEATHSIG: if the speaker dies, exabgp dies with it (a restarted
-  speaker must not find an orphan exabgp still announcing).
+  speaker must not find an orphan exabgp still announcing). The signal fires when the
+  *thread* that forked exits; that is the announcer's worker thread, which lives as long as
+  the announcer (stop() ends it only after exabgp was stopped). Its relay child exits when
+  either the speaker's socket or exabgp's pipe closes.
 """
 
 from __future__ import annotations
@@ -38,18 +41,37 @@ log = structlog.get_logger(component="speaker-bgp")
 RELAY = Path(__file__).with_name("relay.py")
 PR_SET_PDEATHSIG = 1
 ACCEPT_TIMEOUT_S = 15.0  # exabgp 5 imports in ~1 s here; generous for loaded CI machines
+# exabgp.reactor.speed: the reactor's idle poll timeout is speed/100 s. The default (1.0 ->
+# 10 ms) leaves exabgp asleep between passes while it still has queued API work.
+REACTOR_SPEED = "1.0"
 
 
 class ExaBgpError(Exception):
     """exabgp died, did not start, or did not acknowledge in time."""
 
 
-def _pdeathsig() -> None:  # runs in the child between fork and exec
+def _load_prctl() -> Callable[..., int] | None:
+    # Resolved once, in the parent: dlopen() between fork and exec of a multi-threaded
+    # process may deadlock on a loader lock another thread held at fork time.
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
+        fn: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return fn
+
+
+_PRCTL = _load_prctl()
+
+
+def _pdeathsig_for(parent: int) -> Callable[[], None]:
+    def preexec() -> None:  # runs in the child between fork and exec
+        if _PRCTL is not None:
+            _PRCTL(PR_SET_PDEATHSIG, int(signal.SIGKILL))
+        # The parent may have died between fork and prctl: then no signal will ever come.
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
 
 
 class Redactor:
@@ -133,6 +155,7 @@ class ExaBgpProcess:
             "exabgp.log.processes": "false",
             "exabgp.log.rib": "false",
             "exabgp.tcp.bind": "",  # never listen: we only connect out
+            "exabgp.reactor.speed": REACTOR_SPEED,
         })
         # exabgp reads both dotted and underscore spellings; use underscores for shells
         return {k.replace(".", "_") if k.startswith("exabgp.") else k: v for k, v in env.items()}
@@ -152,7 +175,7 @@ class ExaBgpProcess:
                 self.proc = subprocess.Popen(
                     [self.exabgp_path, "server", str(self.config_path)],
                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                    env=self._env(), preexec_fn=_pdeathsig, close_fds=True,
+                    env=self._env(), preexec_fn=_pdeathsig_for(os.getpid()), close_fds=True,
                 )
             except OSError as e:  # converted at the boundary: the loop owns the retry
                 self.proc = None

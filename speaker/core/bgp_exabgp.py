@@ -18,9 +18,14 @@ from dataclasses import dataclass
 from speaker.core.bgp import Route, Session
 
 PROCESS_NAME = "portico"
-# exabgp parses one API line per reactor step: 500 NLRIs keep a line ~10 kB and let exabgp
-# send keepalives between lines, while still cutting the command count 500-fold for scale.
-NLRI_PER_COMMAND = 500
+# NLRIs per bulk API command. exabgp 5.0 runs a command as a generator that injects one NLRI
+# per step and then acknowledges, and its reactor runs at most 50 steps per loop pass
+# (exabgp.reactor.asynchronous.ASYNC.LIMIT) before it polls with the reactor's idle timeout
+# (10 ms at the default speed). 49 NLRIs + the acknowledging step = 50 steps: every command
+# finishes within the pass that read it, and the next command (sent on the ack) wakes the
+# poll at once. With 500 NLRIs a command spanned 11 passes and 10 idle timeouts; measured
+# with bench/bgp_scale.py (docs/bgp.md). Short lines also let keepalives through.
+NLRI_PER_COMMAND = 49
 
 _SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_.:/\-]+$")
 _SAFE_B64 = re.compile(r"^[A-Za-z0-9+/=]+$")
@@ -116,13 +121,14 @@ def _grouped(routes: Iterable[Route]) -> list[tuple[Route, list[str]]]:
 
 
 def announce_commands(
-    neighbor: str, routes: Iterable[Route], chunk: int = NLRI_PER_COMMAND
+    neighbor: str, routes: Iterable[Route], chunk: int | None = None
 ) -> list[tuple[str, int]]:
     """API lines announcing ``routes`` to one neighbor, with the number of NLRIs in each.
 
     Bulk form ``announce attributes ... nlri P1 P2 ...`` (LAB-NOTES: ~1,000 commands/s is
     exabgp's limit, so one command per prefix cannot reach 10,000 VIPs in 10 s).
     """
+    chunk = chunk or NLRI_PER_COMMAND
     out: list[tuple[str, int]] = []
     for rep, prefixes in _grouped(routes):
         head = f"neighbor {_api_token(neighbor)} announce attributes " + " ".join(
@@ -134,8 +140,9 @@ def announce_commands(
 
 
 def withdraw_commands(
-    neighbor: str, routes: Iterable[Route], chunk: int = NLRI_PER_COMMAND
+    neighbor: str, routes: Iterable[Route], chunk: int | None = None
 ) -> list[tuple[str, int]]:
+    chunk = chunk or NLRI_PER_COMMAND
     out: list[tuple[str, int]] = []
     by_nh: dict[str, list[str]] = {}
     for r in sorted(routes):

@@ -224,3 +224,29 @@ def test_cli_process_serves_reports_ready_and_stops(tmp_path: Path,
             proc.kill()
             proc.wait(10)
         emu.stop()
+
+
+@pytest.mark.lab
+def test_controller_restarts_a_dead_haproxy(cluster: Cluster, backends: Backends) -> None:
+    c = cluster
+    c.ctl.health_s = 0.1
+    c.create(R.INGRESSCLASSES, dict(CLASS))
+    c.create(R.SERVICES, service("svc-a"))
+    c.create(R.ENDPOINTSLICES, endpoint_slice("svc-a", [("127.0.0.1", backends["A"].port)]))
+    c.create(R.INGRESSES, ingress("i", [rule("h.example.com", path("/", "Prefix", "svc-a"))]))
+    _start(c)
+    wait_for(lambda: c.ctl.ready.is_set())
+    plane = c.ctl.syncer.plane
+    assert plane.proc is not None
+    old = plane.proc.pid
+    plane.proc.kill()  # the master we started, by its PID
+    plane.proc.wait(5)
+
+    def back() -> bool:
+        try:
+            return c.http("h.example.com").name == "A"
+        except OSError:
+            return False
+
+    wait_for(back, 15)
+    assert plane.proc is not None and plane.proc.pid != old

@@ -7,6 +7,8 @@ default backend D (a separate Ingress's spec.defaultBackend).
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from tests.ingress.helpers import Backends, Harness, get, ingress, path, rule
@@ -83,6 +85,17 @@ def test_hosts_and_wildcards(hx: Harness, backends: Backends) -> None:
     assert hx.get("bar.com", "/").name == "C"  # wildcard needs a label: falls to host-less
     assert hx.get("a.baz.bar.com", "/").name == "C"  # only ONE label matches the wildcard
     assert hx.get("other.example", "/").name == "C"
+    # Odd literal hosts select exactly what normalisation would (fast and slow path agree).
+    assert hx.get("*.bar.com", "/").name == "B"
+    assert hx.get("_", "/").name == "C"
+    assert hx.get("BAZ.BAR.COM", "/").name == "B"
+    # HTTP/1.0 without any Host header: the rules without host apply.
+    with socket.create_connection(("127.0.0.1", hx.settings.http_port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert b'"name": "C"' in data
 
 
 @pytest.mark.lab

@@ -8,7 +8,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,7 @@ def snapshot(
     pools: Iterable[Pool] = (),
     advs: Iterable[BGPAdvertisement] = (),
     peers: Iterable[BGPPeer] = (),
-    endpoints: dict[str, tuple[Endpoint, ...]] | None = None,
+    endpoints: Mapping[str, tuple[Endpoint, ...]] | None = None,
     secrets: dict[tuple[str, str], dict[str, bytes]] | None = None,
 ) -> ClusterSnapshot:
     return ClusterSnapshot(
@@ -144,3 +144,31 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def children(pid: int) -> list[tuple[int, str]]:
+    """Every descendant of ``pid`` as (pid, comm), read from /proc (no pattern matching: the
+    caller recorded ``pid`` itself)."""
+    parent: dict[int, int] = {}
+    comm: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat_text = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces or parentheses
+        head, _, rest = stat_text.rpartition(")")
+        fields = rest.split()
+        parent[int(entry)] = int(fields[1])
+        comm[int(entry)] = head.partition("(")[2]
+    out: list[tuple[int, str]] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        for c, pp in parent.items():
+            if pp == p:
+                out.append((c, comm[c]))
+                todo.append(c)
+    return sorted(out)

@@ -7,6 +7,7 @@ from a pickle file, re-read on SIGHUP. SIGTERM -> stop(graceful=True), exit 0.
 
 from __future__ import annotations
 
+import os
 import pickle
 import signal
 import sys
@@ -14,17 +15,26 @@ import threading
 from pathlib import Path
 
 from lb.logs import configure
+from speaker.bgp import process
 from speaker.bgp.announcer import BgpAnnouncer
+from speaker.core import bgp_exabgp
 from tests.lab.bgp_helpers import FakeEvents, FakeKube
 
 
 def main() -> None:
     node, snap_path, exabgp, state_dir = sys.argv[1:5]
-    configure("speaker", "debug")
+    # optional 5th argument: log level (the bench runs at "warning": per-command debug lines
+    # would be part of what it measures)
+    configure("speaker", sys.argv[5] if len(sys.argv) > 5 else "debug")
     stop = threading.Event()
     reload = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGHUP, lambda *_: reload.set())
+    # bench/bgp_scale.py A/B experiments: override the tunables under test
+    if os.environ.get("PORTICO_BENCH_NLRI_PER_COMMAND"):
+        bgp_exabgp.NLRI_PER_COMMAND = int(os.environ["PORTICO_BENCH_NLRI_PER_COMMAND"])
+    if os.environ.get("PORTICO_BENCH_REACTOR_SPEED"):
+        process.REACTOR_SPEED = os.environ["PORTICO_BENCH_REACTOR_SPEED"]
     a = BgpAnnouncer(node, FakeKube(), FakeEvents(), exabgp, state_dir)
     a.sync(pickle.loads(Path(snap_path).read_bytes()))
     while not stop.is_set():
