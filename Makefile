@@ -2,7 +2,7 @@
 # (scripts/install-deps.sh) and runs lint, types and the whole test suite.
 PY := .venv/bin/python
 
-.PHONY: test deps lint check unit
+.PHONY: test deps lint unit demo
 deps:
 	bash scripts/install-deps.sh
 
@@ -15,3 +15,7 @@ test: deps lint
 
 unit: deps
 	$(PY) -m pytest -q -ra tests/unit
+
+# The lab demo (README "Quick start"): needs root for network namespaces.
+demo: deps
+	$(PY) -m lab.demo

@@ -14,8 +14,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lab.backend")
     parser.add_argument("--node", required=True)
     parser.add_argument("--port", type=int, default=80)
+    parser.add_argument("--app", default=None, help="app name to report (the demo's web apps)")
     args = parser.parse_args(argv)
-    body = f"node={args.node}\n".encode()
+    body = (f"app={args.app} " if args.app else "").encode() + f"node={args.node}\n".encode()
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:

@@ -203,6 +203,9 @@ class ParsedPath:
     kind: Kind
     service: str
     port: int | str
+    # (backend, route) without and with the HTTPS redirect, precomputed once per object
+    # version: which one applies depends on other Ingresses' TLS hosts.
+    choices: tuple[tuple[Backend, Route], tuple[Backend, Route]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +219,7 @@ class ParsedIngress:
     ann: Annotations
     events: tuple[Event, ...]
     tls: tuple[tuple[str, str, tuple[tuple[int, str], ...]], ...]  # (where, secret, hosts)
-    default: tuple[str, int | str] | None
+    default: tuple[Backend, Backend] | None  # without / with forced redirect
     paths: tuple[ParsedPath, ...]
 
 
@@ -255,7 +258,7 @@ def parse_ingress(ing: Obj) -> ParsedIngress:
         events.append(Event(ref, "Warning", reason, message[:1024]))
 
     def done(routable: bool, ann: Annotations = _NO_ANNOTATIONS, tls: tuple[Any, ...] = (),
-             default: tuple[str, int | str] | None = None,
+             default: tuple[Backend, Backend] | None = None,
              paths: tuple[ParsedPath, ...] = (), named: bool = True) -> ParsedIngress:
         return ParsedIngress(ref, _age_key(ing), named, routable, ann, tuple(events), tls,
                              default, paths)
@@ -294,9 +297,21 @@ def parse_ingress(ing: Obj) -> ParsedIngress:
                 continue
             hosts.append((j, host))
         tls_out.append((where, secret, tuple(hosts)))
+    ns = ref.namespace or ""
+
+    def make(svc: str, port: int | str, redirect: bool,
+             route: tuple[str, Kind] | None) -> Backend:
+        rewrite = None
+        if ann.rewrite_target and route is not None:
+            rewrite = _rewrite(route[0], route[1], ann.rewrite_target)
+        name = backend_name(ns, svc, port, _detail(ann, redirect, rewrite))
+        return Backend(name, ns, svc, port, ann, redirect, rewrite)
+
     default = None
     if spec.get("defaultBackend") is not None:
-        default = _backend_ref(spec["defaultBackend"], "spec.defaultBackend", events, ref)
+        target = _backend_ref(spec["defaultBackend"], "spec.defaultBackend", events, ref)
+        if target is not None:
+            default = (make(*target, False, None), make(*target, True, None))
     paths: list[ParsedPath] = []
     for i, rule in enumerate(spec.get("rules") or []):
         if not isinstance(rule, Mapping):
@@ -337,7 +352,10 @@ def parse_ingress(ing: Obj) -> ParsedIngress:
             target = _backend_ref(item.get("backend") or {}, f"{pwhere}.backend", events, ref)
             if target is None:
                 continue
-            paths.append(ParsedPath(pwhere, host, norm, kind, target[0], target[1]))
+            plain, redirected = (make(*target, r, (norm, kind)) for r in (False, True))
+            paths.append(ParsedPath(pwhere, host, norm, kind, target[0], target[1], (
+                (plain, Route(host, norm, kind, plain.name, ref)),
+                (redirected, Route(host, norm, kind, redirected.name, ref)))))
     return done(True, ann, tuple(tls_out), default, tuple(paths))
 
 
@@ -472,18 +490,6 @@ def build_model(
 
     backends: dict[str, Backend] = {}
 
-    def backend(p: ParsedIngress, svc: str, port: int | str, redirect: bool,
-                route: tuple[str, Kind] | None) -> str:
-        ann = p.ann
-        rewrite = None
-        if ann.rewrite_target and route is not None:
-            rewrite = _rewrite(route[0], route[1], ann.rewrite_target)
-        ns = p.ref.namespace or ""
-        name = backend_name(ns, svc, port, _detail(ann, redirect, rewrite))
-        if name not in backends:
-            backends[name] = Backend(name, ns, svc, port, ann, redirect, rewrite)
-        return name
-
     routes: dict[tuple[str, str, str], Route] = {}
     default_backend: str | None = None
     default_owner: ObjectRef | None = None
@@ -493,11 +499,11 @@ def build_model(
                 warn(p.ref, "RouteConflict",
                      f"spec.defaultBackend: older {default_owner} already sets it")
             else:
-                default_backend = backend(p, p.default[0], p.default[1],
-                                          p.ann.force_ssl_redirect, None)
-                default_owner = p.ref
+                be = p.default[p.ann.force_ssl_redirect]
+                backends.setdefault(be.name, be)
+                default_backend, default_owner = be.name, p.ref
+        force, ssl_redirect = p.ann.force_ssl_redirect, p.ann.ssl_redirect
         for pp in p.paths:
-            redirect = p.ann.force_ssl_redirect or (p.ann.ssl_redirect and pp.host in tls_hosts)
             rkey = (pp.host, pp.path, pp.kind)
             existing = routes.get(rkey)
             if existing is not None:
@@ -505,8 +511,9 @@ def build_model(
                     warn(p.ref, "RouteConflict", f"{pp.where}: {pp.kind} {pp.host}{pp.path} is "
                          f"already routed by older {existing.owner}")
                 continue
-            be = backend(p, pp.service, pp.port, redirect, (pp.path, pp.kind))
-            routes[rkey] = Route(pp.host, pp.path, pp.kind, be, p.ref)
+            be, route = pp.choices[force or (ssl_redirect and pp.host in tls_hosts)]
+            backends.setdefault(be.name, be)
+            routes[rkey] = route
     used = {r.backend for r in routes.values()} | ({default_backend} if default_backend else set())
     return Model({n: backends[n] for n in sorted(backends) if n in used},
                  tuple(routes.values()), default_backend, tuple(certs), tuple(ours),

@@ -23,8 +23,9 @@ string: the model's allow-lists should make that unreachable, and the tests prov
 
 from __future__ import annotations
 
+import bisect
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
@@ -85,6 +86,40 @@ class Settings:
     # Pre-rendered empty backends that a new plain backend can take over at run time; when
     # all are in use the next new backend costs one reload, which frees them all again.
     spare_backends: int = 16
+
+
+class _Owners(Mapping[int, ObjectRef]):
+    """cfg line -> object it came from: single lines plus whole backend sections (ranges,
+    so that 50,000 server lines cost nothing until a failed check asks)."""
+
+    def __init__(self, single: dict[int, ObjectRef],
+                 blocks: list[tuple[int, int, ObjectRef]]) -> None:
+        self.single = single
+        self.blocks = blocks
+        self.starts = [b[0] for b in blocks]
+
+    def __getitem__(self, line: int) -> ObjectRef:
+        if line in self.single:
+            return self.single[line]
+        i = bisect.bisect_right(self.starts, line) - 1
+        if i >= 0 and self.blocks[i][0] <= line <= self.blocks[i][1]:
+            return self.blocks[i][2]
+        raise KeyError(line)
+
+    def __iter__(self) -> Iterator[int]:
+        yield from self.single
+        for first, last, _owner in self.blocks:
+            yield from range(first, last + 1)
+
+    def __len__(self) -> int:
+        return len(self.single) + sum(b[1] - b[0] + 1 for b in self.blocks)
+
+    def __contains__(self, line: object) -> bool:
+        try:
+            self[line]  # type: ignore[index]
+        except KeyError:
+            return False
+        return True
 
 
 @dataclass(frozen=True)
@@ -246,6 +281,7 @@ def render(model: Model, slots: Mapping[str, int],
 
     lines: list[str] = []
     owners: dict[int, ObjectRef] = {}
+    blocks: list[tuple[int, int, ObjectRef]] = []  # backend sections: first, last line, owner
 
     def emit(text: str, owner: ObjectRef | None = None) -> None:
         lines.append(text)
@@ -339,10 +375,8 @@ def render(model: Model, slots: Mapping[str, int],
         got = (assigned or {}).get(name, ())
         owner = first_owner.get(name, ObjectRef("Service", be.service, be.namespace))
         block = _backend_block(be, n, got)
-        start = len(lines)
+        blocks.append((len(lines) + 1, len(lines) + len(block), owner))
         lines.extend(block)
-        for i in range(start + 1, len(lines) + 1):
-            owners[i] = owner
     files[CFG] = "\n".join(lines) + "\n"
     entries = {HOSTS_MAP: {h: h for h in hosts}, EXACT_MAP: exact, PREFIX_MAP: prefix}
-    return Rendered(files, certs, owners, entries)
+    return Rendered(files, certs, _Owners(owners, blocks), entries)

@@ -1,0 +1,213 @@
+"""Failover as a client sees it: a 100 Hz prober and the analysis of one trial.
+
+Shared by ``bench/l2_failover.py`` (many trials, percentiles, a PNG) and the demo (one
+trial, printed). The prober runs in the client namespace:
+
+* data path: ICMP echo to the VIP through the client kernel (so the client's real ARP cache
+  decides where packets go, exactly what an application sees); each reply is attributed to
+  the node by the source MAC of the reply frame (an AF_PACKET socket on the client's NIC);
+* control path: an ARP "who-has VIP" every 10 ms from a made-up sender (so the client's own
+  ARP cache is never refreshed by it), recording every MAC that answers: two MACs answering
+  one round is a split brain.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import select
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+
+from lab import netns
+from lab.topology import PROBE_MAC, Lab, wait_until
+
+INTERVAL = 0.01  # 100 Hz probes
+ICMP_ID = os.getpid() & 0xFFFF
+# Unassigned addresses of segment A (outside the VIP pool .192/27 and every host).
+ARP_SENDERS = [f"192.0.2.{i}" for i in range(240, 248)]
+ARP_SENDER_INDEX = {ipaddress.IPv4Address(a).packed: i for i, a in enumerate(ARP_SENDERS)}
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    s: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    s = (s >> 16) + (s & 0xFFFF)
+    s += s >> 16
+    return ~s & 0xFFFF
+
+
+def _echo(seq: int) -> bytes:
+    payload = b"portico-l2-probe"
+    hdr = struct.pack("!BBHHH", 8, 0, 0, ICMP_ID, seq & 0xFFFF)
+    return struct.pack("!BBHHH", 8, 0, _checksum(hdr + payload), ICMP_ID, seq & 0xFFFF) + payload
+
+
+def _mac(raw: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+@dataclass
+class Record:
+    sent: dict[int, float] = field(default_factory=dict)  # echo seq -> time
+    replies: list[tuple[float, int, str]] = field(default_factory=list)  # (t, seq, mac)
+    arp_rounds: list[float] = field(default_factory=list)  # send time of each ARP round
+    arp_replies: list[tuple[float, int, str]] = field(default_factory=list)  # (t, round, mac)
+
+
+class Prober:
+    """100 Hz ICMP + ARP prober; runs in a thread inside the client namespace."""
+
+    def __init__(self, ns: str, iface: str, vip: str) -> None:
+        self.ns, self.iface, self.vip = ns, iface, vip
+        self.vip_b = ipaddress.IPv4Address(vip).packed
+        self.rec = Record()
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = netns.start_thread_in_netns(self.ns, self._run, "prober")
+        if not self._ready.wait(10):
+            raise RuntimeError("prober did not start")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def reset(self) -> Record:
+        old, self.rec = self.rec, Record()
+        return old
+
+    def _run(self) -> None:
+        from lab.probe import arp_request
+
+        icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        icmp.setblocking(False)
+        pkt = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+        pkt.bind((self.iface, 0x0003))
+        pkt.setblocking(False)
+        # The sender address cycles through ARP_SENDERS so that each reply names its round
+        # (replies are addressed to the asking IP): a late answer is never mistaken for an
+        # answer to the next round.
+        arps = [arp_request(PROBE_MAC, ip, self.vip) for ip in ARP_SENDERS]
+        self._ready.set()
+        seq = 0
+        next_t = time.monotonic()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_t:
+                rec = self.rec
+                seq += 1
+                rec.sent[seq] = now
+                # EHOSTUNREACH while no neighbour answers: that probe is simply lost.
+                with contextlib.suppress(OSError):
+                    icmp.sendto(_echo(seq), (self.vip, 0))
+                rec.arp_rounds.append(now)
+                with contextlib.suppress(OSError):
+                    pkt.send(arps[(len(rec.arp_rounds) - 1) % len(arps)])
+                # Fixed schedule, not "now + interval": a late tick does not shift the rest.
+                next_t += INTERVAL
+                if next_t < now:
+                    next_t = now + INTERVAL
+            ready, _, _ = select.select([pkt, icmp], [], [], max(0.0, next_t - time.monotonic()))
+            if icmp in ready:
+                while True:  # replies are read from the packet socket; just drain
+                    try:
+                        icmp.recv(2048)
+                    except BlockingIOError:
+                        break
+            if pkt in ready:
+                self._read(pkt)
+        icmp.close()
+        pkt.close()
+
+    def _read(self, pkt: socket.socket) -> None:
+        while True:
+            try:
+                data, addr = pkt.recvfrom(2048)
+            except BlockingIOError:
+                return
+            t = time.monotonic()
+            if addr[2] == socket.PACKET_OUTGOING or len(data) < 42:
+                continue
+            etype = int.from_bytes(data[12:14], "big")
+            if etype == 0x0800 and data[23] == 1:  # IPv4 ICMP
+                ihl = (data[14] & 0x0F) * 4
+                icmp_off = 14 + ihl
+                if (data[26:30] == self.vip_b and data[icmp_off] == 0
+                        and int.from_bytes(data[icmp_off + 4:icmp_off + 6], "big") == ICMP_ID):
+                    seq = int.from_bytes(data[icmp_off + 6:icmp_off + 8], "big")
+                    self.rec.replies.append((t, seq, _mac(data[6:12])))
+            elif (etype == 0x0806 and int.from_bytes(data[20:22], "big") == 2
+                  and data[28:32] == self.vip_b and _mac(data[32:38]) == PROBE_MAC):
+                # Round: the latest one sent from the address this reply answers.
+                k = len(ARP_SENDERS)
+                residue = ARP_SENDER_INDEX.get(bytes(data[38:42]))
+                last = len(self.rec.arp_rounds) - 1
+                if residue is not None and last >= 0:
+                    rnd = last - ((last - residue) % k)
+                    if rnd >= 0:
+                        self.rec.arp_replies.append((t, rnd, _mac(data[22:28])))
+
+
+@dataclass
+class Trial:
+    scenario: str
+    owner: str
+    new_owner: str | None
+    lost: int
+    outage: float  # s, longest run of lost echoes x interval
+    arp_gap: float  # s, longest stretch with no ARP answer
+    takeover: float | None  # s, fault -> first ARP answer from another MAC
+    split_rounds: int  # longest run of ARP rounds answered by >1 MAC
+    record: Record
+    t_fault: float
+
+
+def analyse(scenario: str, owner: str, owner_mac: str, rec: Record, t_fault: float,
+            lab: Lab) -> Trial:
+    got = {seq for _, seq, _ in rec.replies}
+    seqs = sorted(s for s, t in rec.sent.items() if t <= rec.sent[max(rec.sent)] - 0.2)
+    run = longest = lost = 0
+    for s in seqs:
+        if s in got:
+            run = 0
+        else:
+            lost += 1
+            run += 1
+            longest = max(longest, run)
+    # ARP: per round, the set of MACs answering.
+    by_round: dict[int, set[str]] = {}
+    for _, rnd, mac in rec.arp_replies:
+        by_round.setdefault(rnd, set()).add(mac)
+    nrounds = len(rec.arp_rounds)
+    gap = gap_best = split = split_best = 0
+    for r in range(1, nrounds - 5):  # the last rounds may still have replies in flight
+        macs = by_round.get(r, set())
+        gap = 0 if macs else gap + 1
+        gap_best = max(gap_best, gap)
+        split = split + 1 if len(macs) > 1 else 0
+        split_best = max(split_best, split)
+    takeover = next((t - t_fault for t, _, mac in sorted(rec.arp_replies)
+                     if t > t_fault and mac != owner_mac), None)
+    new_mac = next((mac for t, _, mac in sorted(rec.arp_replies, reverse=True)), None)
+    return Trial(scenario, owner, lab.node_by_mac(new_mac) if new_mac else None, lost,
+                 longest * INTERVAL, gap_best * INTERVAL, takeover, split_best, rec, t_fault)
+
+
+def current_owner(lab: Lab, vip: str) -> tuple[str, str]:
+    macs = wait_until(lambda: (m := lab.who_has(vip, timeout=0.2)) and len(m) == 1 and m, 20,
+                      what="a single owner")
+    mac = next(iter(macs))
+    node = lab.node_by_mac(mac)
+    assert node is not None
+    return node, mac
+
+
