@@ -209,11 +209,24 @@ def _backend_lines(be: Backend, slots: int, assigned: tuple[Endpoint | None, ...
     return out
 
 
-@lru_cache(maxsize=65536)
+_BLOCKS: dict[tuple[str, int, tuple[Endpoint | None, ...]], tuple[str, ...]] = {}
+_MAX_BLOCKS = 100_000  # bound of the memo below (then it starts over)
+
+
 def _backend_block(be: Backend, slots: int,
                    assigned: tuple[Endpoint | None, ...]) -> tuple[str, ...]:
-    """Memoised: a resync of 10,000 backends re-renders only the ones that changed."""
-    return tuple(_backend_lines(be, slots, assigned))
+    """Memoised: a resync of 10,000 backends re-renders only the ones that changed.
+
+    Keyed by the backend's *name*, which already hashes everything that shapes the section
+    (namespace, Service, port, annotations, redirect, rewrite): cheaper than hashing it.
+    """
+    key = (be.name, slots, assigned)
+    block = _BLOCKS.get(key)
+    if block is None:
+        if len(_BLOCKS) >= _MAX_BLOCKS:
+            _BLOCKS.clear()
+        block = _BLOCKS[key] = tuple(_backend_lines(be, slots, assigned))
+    return block
 
 
 def _prefix_key(r: Route) -> str:
@@ -368,12 +381,12 @@ def render(model: Model, slots: Mapping[str, int],
     for i in range(s.spare_backends):
         for text in _spare_lines(spare_name(i)):
             emit(text)
-    for name, be in sorted(model.backends.items()):
+    for name, be in model.backends.items():  # the model keeps them sorted by name
         if name in alias:
             continue
         n = slots.get(name, MIN_SLOTS)
         got = (assigned or {}).get(name, ())
-        owner = first_owner.get(name, ObjectRef("Service", be.service, be.namespace))
+        owner = first_owner.get(name) or ObjectRef("Service", be.service, be.namespace)
         block = _backend_block(be, n, got)
         blocks.append((len(lines) + 1, len(lines) + len(block), owner))
         lines.extend(block)

@@ -12,12 +12,15 @@ printed (``pytest -s``) and the bench (bench/bgp_scale.py) is where performance 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
+import os
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,6 +44,19 @@ FWD_TABLE = "plbgp"  # nft table in the router namespace counting forwarded clie
 class System:
     def __init__(self, lab: Lab, router: FrrRouter) -> None:
         self.lab, self.router = lab, router
+        self.seen: dict[int, str] = {}  # every exabgp/relay PID observed, for cleanup
+
+    def kill_leftovers(self) -> None:
+        """Belt and braces after a failure: kill observed exabgp/relay PIDs that are still
+        the same process (same comm), by PID only."""
+        for pid, comm in self.seen.items():
+            try:
+                same = Path(f"/proc/{pid}/comm").read_text().strip() == comm
+            except OSError:
+                continue  # gone
+            if same:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
     def gateways(self, vip: str) -> list[str]:
         fam = ipaddress.ip_address(vip).version
@@ -51,6 +67,13 @@ class System:
         return sorted(self.lab.node(n).ip4 if family == 4 else self.lab.node(n).ip6
                       for n in nodes)
 
+    def web(self) -> tuple[str, str | None]:
+        """The dual-stack Cluster Service "web" (created by the first test that needs it, so
+        that every test also runs alone)."""
+        if self.lab.store.get(R.SERVICES, "web", "default") is None:
+            self.lab.add_service("web", families=["IPv4", "IPv6"])
+        return self.vips("web")
+
     def vips(self, svc: str) -> tuple[str, str | None]:
         ips = wait_until(lambda: self.lab.service_ips(svc), 15, what=f"VIP for {svc}")
         v4 = next(i for i in ips if ":" not in i)
@@ -59,7 +82,9 @@ class System:
     def exabgp_of(self, node: str) -> list[tuple[int, str]]:
         """exabgp (and its API relay) under the node's speaker process, by the recorded PID."""
         proc = self.lab.procs[f"speaker-{node}"].popen
-        return children(proc.pid)
+        kids = children(proc.pid)
+        self.seen.update(kids)
+        return kids
 
     def forwarded(self) -> int:
         text = subprocess.run(
@@ -102,15 +127,19 @@ def system() -> Iterator[System]:
         want = {a: "Established" for n in lab.nodes for a in (n.ip4, n.ip6)}
         wait_until(lambda: router.neighbor_states() == want, 40, interval=0.2,
                    what="every node's sessions Established at the router")
-        yield System(lab, router)
+        system = System(lab, router)
+        try:
+            yield system
+        finally:
+            lab.teardown()  # speakers first (their exabgp dies with them), then FRR, netns
+            system.kill_leftovers()
 
 
 def test_cluster_vip_ecmp_over_selected_nodes_reached_through_the_router(
     system: System,
 ) -> None:
     lab = system.lab
-    lab.add_service("web", families=["IPv4", "IPv6"])
-    v4, v6 = system.vips("web")
+    v4, v6 = system.web()
     assert ipaddress.ip_address(v4) in ipaddress.ip_network(VIP_BGP4)
     assert v6 is not None and ipaddress.ip_address(v6) in ipaddress.ip_network(VIP_BGP6)
     # Cluster: every selected node is a next hop (ECMP); node3 peers but is not selected
@@ -181,7 +210,7 @@ def test_service_delete_withdraws_at_the_router(system: System) -> None:
 
 def test_sigterm_withdraws_and_exabgp_exits_with_the_speaker(system: System) -> None:
     lab = system.lab
-    v4, _ = system.vips("web")
+    v4, _ = system.web()
     wait_until(lambda: system.gateways(v4) == system.ips_of(*SELECTED), 15, what="ECMP")
     kids = system.exabgp_of("node1")
     assert any(c == "exabgp" for _, c in kids), kids
@@ -202,7 +231,7 @@ def test_sigterm_withdraws_and_exabgp_exits_with_the_speaker(system: System) -> 
 
 def test_sigkill_leaves_no_exabgp_behind_and_restart_refreshes_routes(system: System) -> None:
     lab = system.lab
-    v4, _ = system.vips("web")
+    v4, _ = system.web()
     wait_until(lambda: system.gateways(v4) == system.ips_of(*SELECTED), 30, what="ECMP")
     kids = wait_until(lambda: [k for k in system.exabgp_of("node2")], 10, what="exabgp")
     assert any(c == "exabgp" for _, c in kids), kids
