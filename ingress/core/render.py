@@ -3,7 +3,9 @@
 Layout. All paths in the config are relative to HAProxy's working directory (the live
 config directory; the scratch directory during ``haproxy -c``), so one render serves both.
 
-Routing per request (frontend ``http``):
+Routing per request (frontend ``http``). Fast path first: ``base`` (raw Host + path) looked
+up in ``exact.map`` then ``prefix.map`` decides for every client that sends the host in
+normal form; otherwise the normalised lookup below runs (same answer, more work):
 
 1. ``txn.hk`` = host key: the Host (port stripped, lower-cased) if ``hosts.map`` has it, else
    ``*.<host minus first label>`` if ``hosts.map`` has that, else ``_`` (rules without host).

@@ -244,7 +244,7 @@ def test_controller_restarts_a_dead_haproxy(cluster: Cluster, backends: Backends
 
     def back() -> bool:
         try:
-            return c.http("h.example.com").name == "A"
+            return bool(c.http("h.example.com").name == "A")
         except OSError:
             return False
 
