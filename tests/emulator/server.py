@@ -330,23 +330,21 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(404, "NotFound", f"{res} is namespaced: the path needs a namespace")
         if method == "GET" and name is None:
             match = object_matcher(ns, q.get("labelSelector"), q.get("fieldSelector"))
-            items, rv = store.list_with_rv(res, ns, match)
-            meta: Obj = {"resourceVersion": str(rv)}
             limit, offset = int(q.get("limit") or 0), 0
+            token_rv: int | None = None
             if q.get("continue"):
                 # Token "rv:offset". Unlike the real server, later pages are not a snapshot
                 # at the first page's resourceVersion; the token only carries it.
                 try:
-                    token_rv, off = (int(x) for x in q["continue"].split(":"))
+                    token_rv, offset = (int(x) for x in q["continue"].split(":"))
                 except ValueError:
                     raise ApiError(400, "BadRequest", "bad continue token") from None
                 if token_rv < store.compacted_rv(res):
                     raise ApiError(410, "Expired", "the continue token has expired")
-                meta["resourceVersion"], offset = str(token_rv), off
-            if limit > 0:
-                if offset + limit < len(items):
-                    meta["continue"] = f"{meta['resourceVersion']}:{offset + limit}"
-                items = items[offset:offset + limit]
+            items, rv, total = store.list_page(res, ns, match, offset, limit)
+            meta: Obj = {"resourceVersion": str(token_rv if token_rv is not None else rv)}
+            if limit > 0 and offset + limit < total:
+                meta["continue"] = f"{meta['resourceVersion']}:{offset + limit}"
             self._send_json(200, {
                 "kind": f"{res.kind}List", "apiVersion": res.api_version,
                 "metadata": meta, "items": items,
