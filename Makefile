@@ -7,7 +7,7 @@ deps:
 	bash scripts/install-deps.sh
 
 lint: deps
-	$(PY) -m ruff check lb speaker ingress tests bench
+	$(PY) -m ruff check lb speaker ingress lab tests bench
 	$(PY) -m mypy
 
 test: deps lint
