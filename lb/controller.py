@@ -30,7 +30,7 @@ from lb import metrics
 from lb.core.allocator import Allocation, Allocator, Pending
 from lb.core.model import FieldProblem, LBService, Pool
 from lb.core.parse import parse_namespace_labels, parse_pool, parse_service
-from lb.core.parse_service import _status_ips as status_ips_of
+from lb.core.parse_service import status_ips_of
 from lb.core.status import (
     Verdict,
     pool_status,

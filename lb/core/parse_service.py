@@ -172,7 +172,7 @@ def _cluster_ips(spec: Mapping[str, object]) -> list[str]:
     return [one] if isinstance(one, str) else []
 
 
-def _status_ips(obj: Mapping[str, object]) -> tuple[IPAddress, ...]:
+def status_ips_of(obj: Mapping[str, object]) -> tuple[IPAddress, ...]:
     """Addresses in status.loadBalancer.ingress. Unreadable entries are skipped, not errors:
     the status is ours to write, and the user did nothing wrong if it holds garbage; the
     controller will overwrite it."""
@@ -255,7 +255,7 @@ def parse_service(obj: object, lb_class: str | None) -> LBService | None:
         namespace=namespace, name=name, labels=labels, requested_ips=requested,
         requested_pool=pool or None, sharing_key=sharing or None, ports=ports,
         traffic_policy=traffic_policy, selector=tuple(sorted(selector.items())),
-        ip_families=families, family_policy=policy, status_ips=_status_ips(obj), uid=uid,
+        ip_families=families, family_policy=policy, status_ips=status_ips_of(obj), uid=uid,
     )
 
 
