@@ -13,6 +13,7 @@ owns retries, the Syncer only returns an outcome.
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -88,11 +89,22 @@ class IngressController:
         self._dirty.set()
 
     def start(self, sync_timeout: float = 60.0) -> None:
-        for inf in self.informers.values():
-            inf.start()
-        for inf in self.informers.values():
-            if not inf.wait_for_sync(sync_timeout):
-                log.warning("informer_sync_timeout", informer=inf.name)
+        # The initial lists build tens of thousands of long-lived, acyclic objects (decoded
+        # JSON); the cyclic collector would re-scan the growing heap again and again while
+        # they arrive. Off until they are in, then frozen so later full collections skip
+        # them (they are still freed by reference counting when the informers drop them).
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            for inf in self.informers.values():
+                inf.start()
+            for inf in self.informers.values():
+                if not inf.wait_for_sync(sync_timeout):
+                    log.warning("informer_sync_timeout", informer=inf.name)
+        finally:
+            if collecting:
+                gc.freeze()
+                gc.enable()
 
     def stop(self) -> None:
         self._stop.set()

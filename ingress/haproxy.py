@@ -127,6 +127,7 @@ class DataPlane:
         self.master = MasterClient(str(self.run / "master.sock"))
         self.runtime = RuntimeClient(str(self.run / "admin.sock"))
         self.applied: Rendered | None = None
+        self._log_start = 0  # offset in run/haproxy.log where the latest start began
 
     # -- setup ---------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -180,6 +181,8 @@ class DataPlane:
 
     def start(self, timeout_s: float = 30.0) -> ProcInfo:
         log_file = open(self.run / "haproxy.log", "ab")  # noqa: SIM115 - owned by the child
+        # haproxy.log is appended to across restarts: an error names only this attempt's part.
+        self._log_start = log_file.seek(0, os.SEEK_END)
         self.proc = subprocess.Popen(
             [self.binary, "-W", "-S", str(self.run / "master.sock"), "-f", CFG],
             cwd=self.conf, stdout=log_file, stderr=log_file, stdin=subprocess.DEVNULL,
@@ -229,8 +232,12 @@ class DataPlane:
             return False
 
     def log_tail(self, n: int = 2000) -> str:
+        """The last ``n`` bytes HAProxy wrote since the latest start (never older attempts)."""
         try:
-            return (self.run / "haproxy.log").read_bytes()[-n:].decode(errors="replace")
+            with open(self.run / "haproxy.log", "rb") as f:
+                end = f.seek(0, os.SEEK_END)
+                f.seek(max(self._log_start, end - n))
+                return f.read(n).decode(errors="replace").strip()
         except OSError:
             return ""
 

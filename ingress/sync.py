@@ -132,10 +132,18 @@ class Syncer:
     def sync(self, snap: Snapshot) -> SyncResult:
         start = time.monotonic()
         result = SyncResult()
+        # A pass allocates ~10 objects per Ingress and frees none of them in cycles; with the
+        # collector on, every few thousand allocations it re-scans the informers' 30,000
+        # objects: measured, that doubled model build + render at 10,000 Ingresses (0.81 s ->
+        # 0.39 s without it). Off for the pass; ``_apply`` collects once after a reload.
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             self._sync(snap, result)
             SYNCS.labels("error" if result.error else "ok").inc()
         finally:
+            if collecting:
+                gc.enable()
             SYNC_SECONDS.observe(time.monotonic() - start)
         return result
 

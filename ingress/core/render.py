@@ -3,9 +3,11 @@
 Layout. All paths in the config are relative to HAProxy's working directory (the live
 config directory; the scratch directory during ``haproxy -c``), so one render serves both.
 
-Routing per request (frontend ``http``). Fast path first: ``base`` (raw Host + path) looked
-up in ``exact.map`` then ``prefix.map`` decides for every client that sends the host in
-normal form; otherwise the normalised lookup below runs (same answer, more work):
+Routing per request (frontends ``http`` and ``https``, the same rules; each sets a constant
+X-Forwarded-Proto). Fast paths first, for clients that send the host in normal form: the raw
+Host header in ``roots.map`` (hosts whose only rule is Prefix "/": the host alone decides),
+then ``base`` (raw Host + path) in ``exact.map`` and ``prefix.map``; otherwise the
+normalised lookup below runs (same answer, more work):
 
 1. ``txn.hk`` = host key: the Host (port stripped, lower-cased) if ``hosts.map`` has it, else
    ``*.<host minus first label>`` if ``hosts.map`` has that, else ``_`` (rules without host).
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
@@ -159,8 +161,9 @@ CFG = "haproxy.cfg"
 HOSTS_MAP = "hosts.map"
 EXACT_MAP = "exact.map"
 PREFIX_MAP = "prefix.map"
+ROOTS_MAP = "roots.map"
 CRT_LIST = "certs.list"
-MAP_FILES = ("hosts.map", "exact.map", "prefix.map")
+MAP_FILES = ("hosts.map", "exact.map", "prefix.map", "roots.map")
 DEFAULT_CERT = "certs/default.pem"
 NOT_FOUND = "be__default_404"
 SPARE_PREFIX = "be__spare_"  # '__' cannot come from a (DNS-label) namespace
@@ -250,6 +253,58 @@ def spare_name(i: int) -> str:
     return f"{SPARE_PREFIX}{i}"
 
 
+def _routing_lines(hosts: list[str], regex: list[Route],
+                   eff: Callable[[str], str]) -> Iterator[tuple[str, ObjectRef | None]]:
+    """The frontend's routing, as ``use_backend`` rules (see the module docstring).
+
+    Switching rules, not ``http-request`` rules: HAProxy evaluates every ``http-request``
+    rule of a request (each one at least its condition, measured ~0.3 us apiece here), but
+    stops at the first ``use_backend`` that matches, so a request decided by a fast path
+    pays for nothing after it. A lookup's result is kept with the ``set-var`` converter in
+    the condition and the rule names ``%[var(txn.be)]``: one lookup, and no window in which
+    a Runtime API map change could make the name differ from the condition.
+    """
+    def use(lookup: str, pre: str = "") -> str:
+        return f"    use_backend %[var(txn.be)] if {pre}{{ {lookup},set-var(txn.be) -m found }}"
+
+    # Rules that only compute a variable for the rules below and never switch (``FALSE``);
+    # the backend they name is never used.
+    def compute(cond: str) -> str:
+        return f"    use_backend {NOT_FOUND} if {cond} FALSE"
+
+    # Hosts with only a Prefix "/" rule: the raw Host header is the roots.map key when the
+    # client sent the host in normal form (any other spelling misses and takes the
+    # normalised path below, with the same answer). A request without a path ("*", absolute
+    # URI without one) matches no Prefix rule, so it must not be decided here. Rendered even
+    # when roots.map is empty: its entries change at run time, the config must not.
+    yield use(f"req.hdr(host),map_str({ROOTS_MAP})", "{ path -m beg / } "), None
+    # Fast path: ``base`` is the raw Host header + path. When the client sent the host in
+    # normal form (lower case, no port) and it has rules of its own, base equals the map key
+    # and one or two lookups decide. Any other host cannot match (keys never contain ':'
+    # or upper case; a literal "*.x" or "_" Host selects exactly what the slow path would),
+    # so the slow path below then computes the normalised key. Skipped for prefixes when
+    # regex routes exist, which rank between Exact and Prefix.
+    yield use(f"base,map_str({EXACT_MAP})"), None
+    if not regex:
+        yield use(f"base,map_beg({PREFIX_MAP})"), None
+    host = "req.hdr(host),field(1,:),lower"
+    unset = "!{ var(txn.hk) -m found }"
+    yield compute(f"{{ {host},map_str({HOSTS_MAP}),set-var(txn.hk) -m found }}"), None
+    if any(h.startswith("*.") for h in hosts):
+        # Wildcard: replace the first label by '*' (one label only, as the Ingress spec says).
+        yield compute(f"{unset} {{ {host},regsub(^[^.]*,*),map_str({HOSTS_MAP}),"
+                      "set-var(txn.hk) -m found }"), None
+    yield compute(f"{unset} {{ str({HOSTLESS}),set-var(txn.hk) -m found }}"), None
+    yield compute("{ path,set-var(txn.path) -m found }"), None
+    key = "var(txn.hk),concat(,txn.path,)"
+    yield use(f"{key},map_str({EXACT_MAP})"), None
+    for r in sorted(regex, key=lambda r: (-len(r.path), r.host, r.path)):
+        yield (f"    use_backend {cfg_name(eff(r.backend))} if "
+               f"{{ var(txn.hk) -m str {cfg_quote(r.host)} }} "
+               f"{{ path -m reg {cfg_quote('^' + r.path.lstrip('^'))} }}", r.owner)
+    yield use(f"{key},map_beg({PREFIX_MAP})"), None
+
+
 def render(model: Model, slots: Mapping[str, int],
            assigned: Mapping[str, tuple[Endpoint | None, ...]] | None,
            settings: Settings, aliases: Mapping[str, str] | None = None) -> Rendered:
@@ -279,6 +334,14 @@ def render(model: Model, slots: Mapping[str, int],
             prefix[_prefix_key(r)] = eff(r.backend)
         elif r.kind == "Regex":
             regex.append(r)
+    # Hosts whose only rule is Prefix "/": every request path goes to one backend, so the
+    # Host header alone decides (one tree lookup, no path work, see ``_routing_lines``).
+    per_host: dict[str, list[Route]] = {}
+    for r in model.routes:
+        per_host.setdefault(r.host, []).append(r)
+    roots = {h: eff(rs[0].backend) for h, rs in per_host.items()
+             if h != HOSTLESS and not h.startswith("*.") and len(rs) == 1
+             and rs[0].kind == "Prefix" and rs[0].path == "/"}
     files: dict[str, str] = {
         HOSTS_MAP: "".join(_map_line(h, h) for h in hosts),
         EXACT_MAP: "".join(_map_line(k, v) for k, v in sorted(exact.items())),
@@ -286,6 +349,7 @@ def render(model: Model, slots: Mapping[str, int],
             _map_line(k, v)
             for k, v in sorted(prefix.items(), key=lambda kv: (-len(kv[0]), kv[0]))
         ),
+        ROOTS_MAP: "".join(_map_line(k, v) for k, v in sorted(roots.items())),
     }
     certs = {f"certs/{c.name}.pem": c.pem for c in model.certs}
     if model.certs:
@@ -336,45 +400,21 @@ def render(model: Model, slots: Mapping[str, int],
         emit("    stats enable")
         emit("    stats uri /stats")
         emit("    stats refresh 10s")
-    emit("frontend http")
     proxy = " accept-proxy" if s.accept_proxy else ""
-    for addr in s.bind_addresses:
-        v6 = " v6only" if ":" in addr else ""
-        emit(f"    bind {cfg_addr(addr, s.http_port)}{v6}{proxy}")
     crt = f" crt {DEFAULT_CERT}" + (f" crt-list {CRT_LIST}" if model.certs else "")
-    for addr in s.bind_addresses:
-        v6 = " v6only" if ":" in addr else ""
-        emit(f"    bind {cfg_addr(addr, s.https_port)}{v6} ssl{crt} alpn h2,http/1.1{proxy}")
-    # Few rules on the hot path (each costs on every request, see bench/ingress.py).
-    emit("    http-request set-header X-Forwarded-Proto %[ssl_fc,iif(https,http)]")
-    # Fast path: ``base`` is the raw Host header + path. When the client sent the host in
-    # normal form (lower case, no port) and it has rules of its own, base equals the map key
-    # and one or two lookups decide. Any other host cannot match (keys never contain ':'
-    # or upper case; a literal "*.x" or "_" Host selects exactly what the slow path would),
-    # so the slow path below then computes the normalised key. Skipped for prefixes when
-    # regex routes exist, which rank between Exact and Prefix.
-    notyet = "!{ var(txn.be) -m found }"
-    emit(f"    http-request set-var(txn.be) base,map_str({EXACT_MAP})")
-    if not regex:
-        emit(f"    http-request set-var(txn.be) base,map_beg({PREFIX_MAP}) if {notyet}")
-    host = "req.hdr(host),field(1,:),lower"
-    emit(f"    http-request set-var(txn.hk) {host},map_str({HOSTS_MAP}) if {notyet}")
-    if any(h.startswith("*.") for h in hosts):
-        # Wildcard: replace the first label by '*' (one label only, as the Ingress spec says).
-        emit(f"    http-request set-var(txn.hk) {host},regsub(^[^.]*,*),map_str({HOSTS_MAP}) "
-             f"if {notyet} !{{ var(txn.hk) -m found }}")
-    emit(f"    http-request set-var(txn.hk) str({HOSTLESS}) "
-         f"if {notyet} !{{ var(txn.hk) -m found }}")
-    emit(f"    http-request set-var(txn.path) path if {notyet}")
-    key = "var(txn.hk),concat(,txn.path,)"
-    emit(f"    http-request set-var(txn.be) {key},map_str({EXACT_MAP}) if {notyet}")
-    for r in sorted(regex, key=lambda r: (-len(r.path), r.host, r.path)):
-        emit(f"    http-request set-var(txn.be) str({cfg_name(eff(r.backend))}) if {notyet} "
-             f"{{ var(txn.hk) -m str {cfg_quote(r.host)} }} "
-             f"{{ path -m reg {cfg_quote('^' + r.path.lstrip('^'))} }}", r.owner)
-    emit(f"    http-request set-var(txn.be) {key},map_beg({PREFIX_MAP}) if {notyet}")
-    emit("    use_backend %[var(txn.be)] if { var(txn.be) -m found }")
-    emit(f"    default_backend {cfg_name(eff(model.default_backend or NOT_FOUND))}")
+    # Two frontends with the same routing rules instead of one that asks ``ssl_fc`` on every
+    # request: each one's X-Forwarded-Proto is a constant (a client-sent value is replaced).
+    for fe, port, tls, scheme in (("http", s.http_port, "", "http"),
+                                  ("https", s.https_port, f" ssl{crt} alpn h2,http/1.1",
+                                   "https")):
+        emit(f"frontend {fe}")
+        for addr in s.bind_addresses:
+            v6 = " v6only" if ":" in addr else ""
+            emit(f"    bind {cfg_addr(addr, port)}{v6}{tls}{proxy}")
+        emit(f"    http-request set-header X-Forwarded-Proto {scheme}")
+        for text, owner in _routing_lines(hosts, regex, eff):
+            emit(text, owner)
+        emit(f"    default_backend {cfg_name(eff(model.default_backend or NOT_FOUND))}")
     emit(f"backend {NOT_FOUND}")
     emit('    http-request return status 404 content-type text/plain string "404 not found"')
     first_owner: dict[str, ObjectRef] = {}
@@ -393,5 +433,6 @@ def render(model: Model, slots: Mapping[str, int],
         blocks.append((len(lines) + 1, len(lines) + len(block), owner))
         lines.extend(block)
     files[CFG] = "\n".join(lines) + "\n"
-    entries = {HOSTS_MAP: {h: h for h in hosts}, EXACT_MAP: exact, PREFIX_MAP: prefix}
+    entries = {HOSTS_MAP: {h: h for h in hosts}, EXACT_MAP: exact, PREFIX_MAP: prefix,
+               ROOTS_MAP: roots}
     return Rendered(files, certs, _Owners(owners, blocks), entries)

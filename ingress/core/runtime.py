@@ -73,11 +73,13 @@ def map_commands(old: Mapping[str, Mapping[str, str]],
     """(adds and sets, deletions) turning map contents ``old`` into ``new``.
 
     Adds go to the path maps before the host map (a host becomes visible only once its
-    paths are there); deletions go the other way round.
+    paths are there), and roots.map (a host's complete routing on its own) last, so that a
+    host gaining paths keeps its old routing until they are all in; deletions go the other
+    way round.
     """
     adds: list[str] = []
     dels: list[str] = []
-    for name in ("exact.map", "prefix.map", "hosts.map"):
+    for name in ("exact.map", "prefix.map", "hosts.map", "roots.map"):
         o, n = old.get(name, {}), new.get(name, {})
         f = runtime_token(name)
         for key in sorted(n):
@@ -85,7 +87,7 @@ def map_commands(old: Mapping[str, Mapping[str, str]],
                 adds.append(f"add map {f} {runtime_token(key)} {runtime_token(n[key])}")
             elif o[key] != n[key]:
                 adds.append(f"set map {f} {runtime_token(key)} {runtime_token(n[key])}")
-    for name in ("hosts.map", "exact.map", "prefix.map"):
+    for name in ("roots.map", "hosts.map", "exact.map", "prefix.map"):
         o, n = old.get(name, {}), new.get(name, {})
         f = runtime_token(name)
         dels += [f"del map {f} {runtime_token(key)}" for key in sorted(o) if key not in n]
