@@ -143,6 +143,19 @@ def parse_annotations(annotations: dict[str, str]) -> AnnotationResult:
     return _parse(relevant)
 
 
+# Annotations whose validated value goes unchanged into one Annotations field.
+_DIRECT_FIELDS = {
+    "ssl-redirect": "ssl_redirect",
+    "force-ssl-redirect": "force_ssl_redirect",
+    "backend-protocol": "backend_protocol",
+    "proxy-body-size": "body_limit",
+    "proxy-connect-timeout": "connect_timeout_s",
+    "rewrite-target": "rewrite_target",
+    "use-regex": "use_regex",
+    "permanent-redirect": "permanent_redirect",
+}
+
+
 @lru_cache(maxsize=4096)
 def _parse(items: tuple[tuple[str, str], ...]) -> AnnotationResult:
     """Memoised: most Ingresses share a handful of annotation sets (often none)."""
@@ -175,17 +188,9 @@ def _parse(items: tuple[tuple[str, str], ...]) -> AnnotationResult:
             errors.append((key, str(result)))
         else:
             fields[short] = result
-    kw: dict[str, object] = {}
-    if "ssl-redirect" in fields:
-        kw["ssl_redirect"] = fields["ssl-redirect"]
-    if "force-ssl-redirect" in fields:
-        kw["force_ssl_redirect"] = fields["force-ssl-redirect"]
-    if "backend-protocol" in fields:
-        kw["backend_protocol"] = fields["backend-protocol"]
-    if "proxy-body-size" in fields:
-        kw["body_limit"] = fields["proxy-body-size"]
-    if "proxy-connect-timeout" in fields:
-        kw["connect_timeout_s"] = fields["proxy-connect-timeout"]
+    kw: dict[str, object] = {
+        attr: fields[key] for key, attr in _DIRECT_FIELDS.items() if key in fields
+    }
     server = [fields[k] for k in ("proxy-read-timeout", "proxy-send-timeout") if k in fields]
     if server:
         # HAProxy has one server-side inactivity timeout for both directions: take the larger.
@@ -198,11 +203,5 @@ def _parse(items: tuple[tuple[str, str], ...]) -> AnnotationResult:
         kw["affinity_cookie"] = str(fields.get("session-cookie-name", "PORTICO_AFFINITY"))
     elif "session-cookie-name" in fields:
         warnings.append((PORTICO + "session-cookie-name", "ignored without affinity=cookie"))
-    if "rewrite-target" in fields:
-        kw["rewrite_target"] = fields["rewrite-target"]
-    if "use-regex" in fields:
-        kw["use_regex"] = fields["use-regex"]
-    if "permanent-redirect" in fields:
-        kw["permanent_redirect"] = fields["permanent-redirect"]
     ann = Annotations(**kw)  # type: ignore[arg-type]
     return AnnotationResult(ann, tuple(errors), tuple(warnings))
