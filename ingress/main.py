@@ -21,6 +21,7 @@ from ingress.core.model import CONTROLLER_NAME, Config
 from ingress.core.render import Settings
 from ingress.haproxy import DataPlane
 from ingress.sync import Syncer
+from lb.cli import add_common_arguments
 from lb.kube.client import KubeClient
 from lb.kube.events import EventRecorder
 from lb.kube.serve import start_http_server
@@ -31,12 +32,9 @@ _SAFE_PATH = re.compile(r"/[A-Za-z0-9/._-]{1,200}")
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="portico ingress", description=__doc__)
-    p.add_argument("--kubeconfig")
-    p.add_argument("--server", help="plain-http API URL (test emulator)")
-    p.add_argument("--metrics-addr", default="0.0.0.0:10254")
+    add_common_arguments(p, "0.0.0.0:10254")
     p.add_argument("--haproxy-metrics-addr", default="0.0.0.0:10255",
                    help="HAProxy's own Prometheus exporter ('' to disable)")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--ingress-class", default="portico")
     p.add_argument("--controller-name", default=CONTROLLER_NAME)
     p.add_argument("--publish-service", help="NAMESPACE/NAME of the ingress tier's LB Service")

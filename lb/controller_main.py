@@ -9,18 +9,8 @@ import socket
 import sys
 import threading
 
+from lb.cli import add_common_arguments
 from lb.logs import configure
-
-
-def add_common_arguments(parser: argparse.ArgumentParser, metrics_addr: str) -> None:
-    """Flags every component shares (CLI contract in docs/architecture.md)."""
-    parser.add_argument("--kubeconfig", default=None, help="kubeconfig path (default: in-cluster)")
-    parser.add_argument("--server", default=None,
-                        help="plain http(s) API URL without auth (test emulators)")
-    parser.add_argument("--metrics-addr", default=metrics_addr,
-                        help="HOST:PORT serving /healthz, /readyz and /metrics")
-    parser.add_argument("--log-level", default="info",
-                        choices=["debug", "info", "warning", "error"])
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from lb import logs
+from lb.cli import add_common_arguments
 from lb.errors import KubeError
 from lb.kube import resources as R
 from lb.kube.client import KubeClient
@@ -42,11 +43,7 @@ SYNC_TIMEOUT = 60.0  # s to wait for informers at start before carrying on anywa
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="portico speaker")
-    p.add_argument("--kubeconfig")
-    p.add_argument("--server", help="plain-http API URL (test emulator)")
-    p.add_argument("--metrics-addr", default="0.0.0.0:7473")
-    p.add_argument("--log-level", default="info",
-                   choices=["debug", "info", "warning", "error"])
+    add_common_arguments(p, "0.0.0.0:7473")
     p.add_argument("--node-name", default=os.environ.get("NODE_NAME"))
     p.add_argument("--lb-class", default=None)
     p.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE", "portico-system"))
