@@ -38,6 +38,7 @@ HOSTS = ("a.demo.example", "b.demo.example")
 APPS = {"web-a": 8080, "web-b": 8081}  # each "pod" listens on its node; one port per app
 INGRESS_NODES = ("node2", "node3")
 INGRESS_SERVICE = "portico-ingress"
+INGRESS_PORTS = (("http", 80), ("https", 443))
 OBSERVE_S = 3.0  # probing after the cut: failover plus a margin
 
 
@@ -65,36 +66,6 @@ def apply(lab: Lab, obj: dict[str, Any]) -> None:
     lab.store.create(res, obj, namespace=ns) if ns else lab.store.create(res, obj)
     where = f"{ns}/" if ns else ""
     say(f"   applied {obj['kind']} {where}{obj['metadata']['name']}")
-
-
-def endpoint_slice(service: str, namespace: str, port: int, nodes: dict[str, bool],
-                   lab: Lab, port_name: str = "http") -> dict[str, Any]:
-    return {
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": f"{service}-demo", "namespace": namespace,
-                     "labels": {"kubernetes.io/service-name": service}},
-        "addressType": "IPv4",
-        "ports": [{"name": port_name, "protocol": "TCP", "port": port}],
-        "endpoints": [{"addresses": [lab.node(n).ip4], "nodeName": n,
-                       "conditions": {"ready": r, "serving": r, "terminating": False}}
-                      for n, r in sorted(nodes.items())],
-    }
-
-
-def ingress_slice(lab: Lab, nodes: dict[str, bool]) -> dict[str, Any]:
-    body = endpoint_slice(INGRESS_SERVICE, SPEAKER_NAMESPACE, 80, nodes, lab)
-    body["ports"].append({"name": "https", "protocol": "TCP", "port": 443})
-    return body
-
-
-def put(lab: Lab, obj: dict[str, Any]) -> None:
-    from lb.kube import resources as R
-
-    meta = obj["metadata"]
-    if lab.store.get(R.ENDPOINTSLICES, meta["name"], meta["namespace"]) is None:
-        lab.store.create(R.ENDPOINTSLICES, obj, namespace=meta["namespace"])
-    else:
-        lab.store.update(R.ENDPOINTSLICES, obj)
 
 
 def curl(lab: Lab, url: str, host: str, vip: str, cacert: Path | None = None) -> str:
@@ -157,7 +128,7 @@ def run(lab: Lab) -> dict[str, Any]:
         for n in lab.nodes:
             lab.spawn(f"{app}-{n.name}", n.ns, [lab.python, "-m", "lab.backend", "--node",
                                                n.name, "--app", app, "--port", str(port)])
-        put(lab, endpoint_slice(app, "demo", port, {n.name: True for n in lab.nodes}, lab))
+        lab.set_endpoints(app, {n.name: True for n in lab.nodes}, "demo", (("http", port),))
     say("   (endpoint-controller stand-in) EndpointSlices for web-a and web-b written")
 
     step(3, "ingress tier: `portico ingress` + HAProxy on node2 and node3, behind a VIP")
@@ -179,7 +150,8 @@ def run(lab: Lab) -> dict[str, Any]:
             "--state-dir", str(lab.dir / f"ingress-{node}"),
             "--metrics-addr", f"{n.mgmt}:10254", "--haproxy-metrics-addr", "",
             "--log-level", "info"], env={"NODE_NAME": node})
-    put(lab, ingress_slice(lab, {n: True for n in INGRESS_NODES}))
+    lab.set_endpoints(INGRESS_SERVICE, {n: True for n in INGRESS_NODES}, SPEAKER_NAMESPACE,
+                      INGRESS_PORTS)
     vip = wait_until(lambda: (ips := lab.service_ips(INGRESS_SERVICE, SPEAKER_NAMESPACE))
                      and ips[0], 30, what="the ingress VIP")
     say(f"   controller assigned the ingress VIP {vip} (pool demo)")
@@ -223,9 +195,10 @@ def run(lab: Lab) -> dict[str, Any]:
     # Kubernetes marks the dead node's endpoints not ready only after the node monitor grace
     # period (about 40 s); the demo does it at once so HTTP needs no retries on dead backends.
     for app, port in APPS.items():
-        put(lab, endpoint_slice(app, "demo", port,
-                                {n.name: n.name != owner for n in lab.nodes}, lab))
-    put(lab, ingress_slice(lab, {n: n != owner for n in INGRESS_NODES}))
+        lab.set_endpoints(app, {n.name: n.name != owner for n in lab.nodes}, "demo",
+                          (("http", port),))
+    lab.set_endpoints(INGRESS_SERVICE, {n: n != owner for n in INGRESS_NODES},
+                      SPEAKER_NAMESPACE, INGRESS_PORTS)
     say(f"   (node-lifecycle stand-in) endpoints on {owner} marked not ready")
     wait_until(lambda: all_served(lab, vip, cacert), 30, what="HTTPS after failover")
     summary["after"] = show_requests(lab, vip, cacert)

@@ -441,15 +441,17 @@ class Lab:
             "ingress": [{"ip": i, "ipMode": "VIP"} for i in ips]}}}, namespace)
 
     def set_endpoints(self, service: str, ready_nodes: dict[str, bool],
-                      namespace: str = "default") -> None:
-        """One EndpointSlice for ``service`` with one endpoint per node (ready or not)."""
+                      namespace: str = "default",
+                      ports: tuple[tuple[str, int], ...] = (("http", 80),)) -> None:
+        """One EndpointSlice for ``service`` with one endpoint per node (ready or not), the
+        endpoint-controller stand-in of the lab; ``ports``: (name, port) of every endpoint."""
         from lb.kube import resources as R
 
         body: dict[str, Any] = {
             "metadata": {"name": f"{service}-lab", "namespace": namespace,
                          "labels": {"kubernetes.io/service-name": service}},
             "addressType": "IPv4",
-            "ports": [{"name": "http", "protocol": "TCP", "port": 80}],
+            "ports": [{"name": n, "protocol": "TCP", "port": p} for n, p in ports],
             "endpoints": [
                 {"addresses": [self.node(node).ip4], "nodeName": node,
                  "conditions": {"ready": ready, "serving": ready, "terminating": False}}
