@@ -73,13 +73,9 @@ def parse_duration(text: str) -> int | None:
 
 def _interfaces(ctx: Ctx, spec: Mapping[str, object]) -> tuple[str, ...]:
     items = ctx.get_list(spec, "interfaces", "spec.interfaces", MAX_INTERFACES,
-                         reason="InvalidInterface") or []
+                         reason="InvalidInterface")
     out: list[str] = []
-    for i, item in enumerate(items):
-        path = f"spec.interfaces[{i}]"
-        text = ctx.str_value(item, path, 15, reason="InvalidInterface")
-        if text is None:
-            continue
+    for path, text in ctx.str_items(items, "spec.interfaces", 15, reason="InvalidInterface"):
         if not INTERFACE_NAME.fullmatch(text):
             ctx.add(path, f"{short(text)} is not an interface name (letters, digits, '_', '.', "
                     "'-', at most 15, starting with a letter or digit)", "InvalidInterface")
@@ -114,13 +110,9 @@ def parse_l2_advertisement(obj: object) -> L2Advertisement:
 
 def _communities(ctx: Ctx, spec: Mapping[str, object]) -> tuple[Community, ...]:
     items = ctx.get_list(spec, "communities", "spec.communities", MAX_COMMUNITIES,
-                         reason="InvalidCommunity") or []
+                         reason="InvalidCommunity")
     out: list[Community] = []
-    for i, item in enumerate(items):
-        path = f"spec.communities[{i}]"
-        text = ctx.str_value(item, path, 32, reason="InvalidCommunity")
-        if text is None:
-            continue
+    for path, text in ctx.str_items(items, "spec.communities", 32, reason="InvalidCommunity"):
         parsed = parse_community(text)
         if isinstance(parsed, str):
             ctx.add(path, parsed, "InvalidCommunity")

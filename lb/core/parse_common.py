@@ -147,6 +147,18 @@ class Ctx:
             required: bool = False, reason: str = "InvalidSpec") -> str | None:
         return self.str_value(m.get(key), path, max_len, required=required, reason=reason)
 
+    def str_items(self, items: list[object] | None, path: str, max_len: int, *,
+                  reason: str = "InvalidSpec") -> list[tuple[str, str]]:
+        """(path, text) of every item of the list at ``path`` that is a string of at most
+        ``max_len`` characters; any other item is recorded as a problem at its own index."""
+        out: list[tuple[str, str]] = []
+        for i, item in enumerate(items or ()):
+            item_path = f"{path}[{i}]"
+            text = self.str_value(item, item_path, max_len, reason=reason)
+            if text is not None:
+                out.append((item_path, text))
+        return out
+
     def str_value(self, value: object, path: str, max_len: int, *, required: bool = False,
                   reason: str = "InvalidSpec") -> str | None:
         if value is None:
@@ -254,15 +266,12 @@ def valid_label_name(text: str) -> bool:
 def name_list(ctx: Ctx, m: Mapping[str, object], key: str, path: str, what: str, *,
               label: bool = False) -> tuple[str, ...]:
     """A list of object names (pools, peers: DNS subdomains; namespaces: DNS labels)."""
-    items = ctx.get_list(m, key, path, MAX_NAMES) or []
+    items = ctx.get_list(m, key, path, MAX_NAMES)
     out: list[str] = []
     check = valid_label_name if label else valid_subdomain
-    for i, item in enumerate(items):
-        text = ctx.str_value(item, f"{path}[{i}]", 253, reason="InvalidName")
-        if text is None:
-            continue
+    for item_path, text in ctx.str_items(items, path, 253, reason="InvalidName"):
         if not check(text):
-            ctx.add(f"{path}[{i}]", f"{short(text)} is not a valid {what} name", "InvalidName")
+            ctx.add(item_path, f"{short(text)} is not a valid {what} name", "InvalidName")
             continue
         if text not in out:
             out.append(text)
