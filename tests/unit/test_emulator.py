@@ -5,23 +5,14 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import urllib3
 
 from lb.kube import resources as R
 from tests.emulator import Emulator
 
 HTTP = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=2, read=5))
-
-
-@pytest.fixture
-def emu() -> Iterator[Emulator]:
-    e = Emulator(bookmark_interval=0.2).start()
-    yield e
-    e.stop()
 
 
 def call(emu: Emulator, method: str, path: str, body: Any = None,

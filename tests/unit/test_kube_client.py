@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,13 +13,6 @@ from lb.errors import Conflict, Gone, KubeError, NotFound
 from lb.kube import resources as R
 from lb.kube.client import KubeClient, Throttled, WatchHandle
 from tests.emulator import Emulator
-
-
-@pytest.fixture
-def emu() -> Iterator[Emulator]:
-    e = Emulator(bookmark_interval=0.2).start()
-    yield e
-    e.stop()
 
 
 @pytest.fixture

@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from lb.kube import resources as R
 from lb.kube.client import KubeClient
 from lb.kube.clock import FakeClock
 from lb.kube.events import EventRecorder
 from tests.emulator import Emulator
-
-
-@pytest.fixture
-def emu() -> Iterator[Emulator]:
-    e = Emulator().start()
-    yield e
-    e.stop()
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 def recorder(emu: Emulator, clock: FakeClock, **kw: Any) -> EventRecorder:

@@ -9,10 +9,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from lb.kube import resources as R
 from lb.kube.backoff import Backoff
@@ -83,13 +81,6 @@ def drop(emu: Emulator, abrupt: bool) -> None:
     """Drop the informer's watch once it is really open (sync happens before the watch)."""
     assert eventually(lambda: emu.store.watcher_count() >= 1, timeout=5)
     assert emu.drop_watches(abrupt=abrupt) >= 1
-
-
-@pytest.fixture
-def emu() -> Iterator[Emulator]:
-    e = Emulator(bookmark_interval=0.2).start()
-    yield e
-    e.stop()
 
 
 def make(emu: Emulator, rand: Callable[[], float] = lambda: 0.5,

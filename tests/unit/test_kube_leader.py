@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from lb.kube import resources as R
@@ -11,18 +9,6 @@ from lb.kube.client import KubeClient
 from lb.kube.clock import FakeClock
 from lb.kube.leader import LeaderElector
 from tests.emulator import Emulator
-
-
-@pytest.fixture
-def emu() -> Iterator[Emulator]:
-    e = Emulator().start()
-    yield e
-    e.stop()
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 def elector(emu: Emulator, clock: FakeClock, ident: str, lost: list[str] | None = None

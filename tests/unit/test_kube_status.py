@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -64,13 +63,6 @@ def test_set_condition_keeps_transition_time_when_status_unchanged() -> None:
     assert find_condition(c5, "Other") == c5[1] and c5[1]["observedGeneration"] == 3
     with pytest.raises(ValueError):
         set_condition([], "Ready", "maybe", "R", "", T0)
-
-
-@pytest.fixture
-def emu() -> Iterator[Emulator]:
-    e = Emulator().start()
-    yield e
-    e.stop()
 
 
 def test_write_status_patches_only_on_change(emu: Emulator) -> None:
