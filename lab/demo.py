@@ -139,9 +139,6 @@ def run(lab: Lab) -> dict[str, Any]:
                          "ipFamilyPolicy": "SingleStack",
                          "ports": [{"name": "http", "port": 80, "protocol": "TCP"},
                                    {"name": "https", "port": 443, "protocol": "TCP"}]}})
-    for n in lab.nodes:
-        # The lab's own per-node test backend listens on :80; the ingress tier needs it.
-        lab.stop_proc(f"backend-{n.name}")
     for node in INGRESS_NODES:
         n = lab.node(node)
         lab.spawn(f"ingress-{node}", n.ns, [
@@ -212,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"demo needs root and network namespaces: {reason}")
         return 2
     started = time.monotonic()
-    with Lab(nodes_count=3) as lab:
+    with Lab(nodes_count=3, start_backends=False) as lab:
         try:
             summary = run(lab)
         except Exception as e:

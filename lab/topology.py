@@ -90,6 +90,9 @@ class Lab:
 
     nodes_count: int = 3
     start_controller: bool | None = None  # None: when lb.controller_main exists
+    # The per-node test backend on :80 (says which node answered); the demo runs the
+    # ingress tier on :80 instead.
+    start_backends: bool = True
     tag: str = field(default_factory=lambda: secrets.token_hex(2))
     speaker_args: tuple[str, ...] = ()
     python: str = field(default_factory=lambda: str(REPO / ".venv/bin/python"))
@@ -161,8 +164,9 @@ class Lab:
             self._route_vips()
         self._start_emulator()
         self._seed_cluster()
-        for n in self.nodes:
-            self.start_backend(n.name)
+        if self.start_backends:
+            for n in self.nodes:
+                self.start_backend(n.name)
         if self.start_controller is None:
             self.start_controller = importlib.util.find_spec("lb.controller_main") is not None
         if self.start_controller:
