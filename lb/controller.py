@@ -28,7 +28,7 @@ import structlog
 
 from lb import metrics
 from lb.core.allocator import Allocation, Allocator, Pending
-from lb.core.model import FieldProblem, LBService, Pool
+from lb.core.model import FieldProblem, LBService, Pool, family_of
 from lb.core.parse import parse_namespace_labels, parse_pool, parse_service
 from lb.core.parse_service import status_ips_of
 from lb.core.status import (
@@ -361,9 +361,9 @@ def _held_only(obj: Obj) -> LBService | None:
     ips = status_ips_of(obj)
     if not ips:
         return None
-    families = tuple(dict.fromkeys("IPv4" if ip.version == 4 else "IPv6" for ip in ips))
+    families = tuple(dict.fromkeys(family_of(ip) for ip in ips))
     return LBService(
         namespace=str(meta.get("namespace", "")), name=str(meta.get("name", "")),
-        status_ips=ips, ip_families=families,  # type: ignore[arg-type]
+        status_ips=ips, ip_families=families,
         family_policy="RequireDualStack" if len(families) == 2 else "SingleStack",
     )
