@@ -2,15 +2,20 @@
 # (scripts/install-deps.sh) and runs lint, types and the whole test suite.
 PY := .venv/bin/python
 
-.PHONY: test deps lint unit demo
+.PHONY: test deps binaries lint unit demo
 deps:
 	bash scripts/install-deps.sh
+
+# The real control plane and Helm, built from their Go modules (cached by version in
+# ~/.cache/portico/bin; a no-op when there): lab/controlplane/binaries.py.
+binaries: deps
+	$(PY) -m lab.controlplane.binaries
 
 lint: deps
 	$(PY) -m ruff check lb speaker ingress lab tests bench
 	$(PY) -m mypy
 
-test: deps lint
+test: deps binaries lint
 	$(PY) -m pytest -q -ra tests
 
 unit: deps
