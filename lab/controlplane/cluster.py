@@ -343,6 +343,12 @@ class ControlPlane:
         return pki.kubeconfig(path, self.url, self.ca.pem, user=f"{namespace}-{name}",
                               token=token)
 
+    def user_kubeconfig(self, path: Path, user: str, groups: tuple[str, ...] = (),
+                        server: str | None = None) -> Path:
+        """A kubeconfig with a client certificate for ``user`` (audit logs name it)."""
+        pair = self.ca.issue(f"user-{user}", user, orgs=groups)
+        return pki.kubeconfig(path, server or self.url, self.ca.pem, user=user, client=pair)
+
     def etcd_revision(self) -> int:
         out = self.etcd_call("/v3/kv/range", {"key": base64.b64encode(b"/").decode()})
         return int(out["header"]["revision"])

@@ -5,7 +5,9 @@ Tests and the lab were written against ``tests.emulator``'s store (``create``, `
 kube-apiserver with admin credentials, so a test body runs unchanged on either. Where the
 real server differs, it wins: ``create`` and ``update`` write ``.status`` through the status
 subresource in a second request (the server ignores it on the main resource), and
-``update`` sends no resourceVersion unless asked to (test setup, not a controller).
+``update`` overwrites whatever version is current unless asked to check it (test setup,
+not a controller; custom resources refuse a PUT without a resourceVersion, so it reads the
+current one first).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import contextlib
 import copy
 from typing import Any
 
-from lb.errors import NotFound
+from lb.errors import Conflict, NotFound
 from lb.kube.client import KubeClient
 from lb.kube.resources import Resource
 
@@ -55,15 +57,29 @@ class ApiStore:
         """PUT the object (spec, metadata); with ``status=True`` also its status."""
         body = copy.deepcopy(obj)
         meta = body.setdefault("metadata", {})
-        if not check_rv:
-            meta.pop("resourceVersion", None)
         ns = self._ns(res, body, None)
         new_status = body.pop("status", None) if res.status_subresource else None
-        out = self.client.replace(res, meta["name"], body, ns)
+        if check_rv:
+            out = self.client.replace(res, meta["name"], body, ns)
+        else:
+            out = self._last_writer_wins(res, body, ns)
         if status and new_status is not None:
             out = self.client.patch(res, meta["name"], {"status": new_status}, ns,
                                     subresource="status")
         return out
+
+    def _last_writer_wins(self, res: Resource, body: Obj, ns: str | None) -> Obj:
+        # Custom resources refuse a PUT without metadata.resourceVersion (core kinds allow
+        # it): take the current version, and again if a controller wrote in between.
+        name = body["metadata"]["name"]
+        for _ in range(10):
+            current = self.client.get(res, name, ns)
+            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            try:
+                return self.client.replace(res, name, body, ns)
+            except Conflict:
+                continue
+        raise Conflict(f"{res} {name}: still conflicting after 10 attempts", 409)
 
     def patch(self, res: Resource, name: str, patch: Any, namespace: str | None = None) -> Obj:
         """Merge patch; a ``status`` key goes to the status subresource."""

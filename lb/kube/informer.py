@@ -7,7 +7,10 @@ Loop (client-go reflector semantics, DESIGN.md habit 4):
     - the watch ended cleanly (server timeout, clean drop): watch again from the last
       resourceVersion, no relist
     - 410 Gone: relist at once (history compacted; nothing to wait for)
-    - any other error, or a watch that ends immediately without events: back off with full
+    - a stream cut or refused by the network (no HTTP status): back off, then watch again
+      from the last resourceVersion (client-go does the same; the server answers 410 if that
+      is too old)
+    - an HTTP error, or a watch that ends immediately without events: back off with full
       jitter, then relist
 """
 
@@ -204,10 +207,17 @@ class Informer:
             except KubeError as e:
                 if self._stop.is_set():
                     return
-                if delivered or time.monotonic() - started >= MIN_HEALTHY_WATCH_S:
+                healthy = delivered > 0 or time.monotonic() - started >= MIN_HEALTHY_WATCH_S
+                if healthy:
                     self.backoff.reset()  # it was healthy until now: a fresh failure streak
                 self._fail("watch", e)
-                need_list, cause = True, "error"
+                # A stream cut or refused by the network (no HTTP status: reset, apiserver
+                # restart, load balancer) resumes from the last resourceVersion after the
+                # backoff, as client-go's reflector does: the server replays what was missed,
+                # or says 410 and we relist. Relisting 10,000 objects per informer after every
+                # network blip is what this avoids. An HTTP error status relists.
+                if e.status is not None:
+                    need_list, cause = True, "error"
                 continue
             if self._stop.is_set():
                 return

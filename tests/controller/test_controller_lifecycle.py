@@ -57,8 +57,9 @@ def test_namespace_label_change_reevaluates(lab: Lab) -> None:
     lab.store.update(NAMESPACES, ns)
     ctl = lab.controller
     assert ctl is not None
-    eventually(lambda: (ctl.namespaces.store.get(None, "default") or {})
-               .get("metadata", {}).get("labels") == {"team": "a"})
+    # (The real server adds kubernetes.io/metadata.name to every namespace's labels.)
+    eventually(lambda: (ctl.namespaces.store.get(None, lab.ns) or {})
+               .get("metadata", {}).get("labels", {}).get("team") == "a")
     # Its address stays valid (generic pool), so it is not moved: never move a working VIP.
     lab.store.create(SERVICES, service("t"), namespace="default")
     assert lab.wait_ips("t") == ["203.0.113.0"]

@@ -27,13 +27,13 @@ def _free_port() -> int:
 
 
 class Replica:
-    def __init__(self, url: str, identity: str, log: Path) -> None:
+    def __init__(self, lab: Lab, identity: str, log: Path) -> None:
         self.port = _free_port()
         self.identity = identity
         self.log = log
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lb.cli", "controller", "--server", url,
-             "--identity", identity, "--lease-namespace", "default",
+            [sys.executable, "-m", "lb.cli", "controller", *lab.server_args,
+             "--identity", identity, "--lease-namespace", lab.ns,
              "--metrics-addr", f"127.0.0.1:{self.port}", "--log-level", "info"],
             cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -74,11 +74,11 @@ def _holder(lab: Lab) -> str:
 def test_leader_election_and_handover(lab: Lab, replicas: list[Replica], tmp_path: Path) -> None:
     lab.store.create(IPADDRESSPOOLS, pool("p", "192.0.2.0/29"))
     lab.store.create(SERVICES, service("s0"), namespace="default")
-    a = Replica(lab.emu.url, "replica-a", tmp_path / "a.log")
+    a = Replica(lab, "replica-a", tmp_path / "a.log")
     replicas.append(a)
     eventually(lambda: _holder(lab) == "replica-a", timeout=20)
     assert lab.wait_ips("s0") == ["192.0.2.0"]
-    b = Replica(lab.emu.url, "replica-b", tmp_path / "b.log")
+    b = Replica(lab, "replica-b", tmp_path / "b.log")
     replicas.append(b)
     eventually(lambda: b.get("/healthz")[0] == 200, timeout=20)
     assert _holder(lab) == "replica-a"  # the standby waits
@@ -97,7 +97,7 @@ def test_leader_election_and_handover(lab: Lab, replicas: list[Replica], tmp_pat
 
 def test_losing_the_lease_ends_the_process(lab: Lab, replicas: list[Replica],
                                            tmp_path: Path) -> None:
-    a = Replica(lab.emu.url, "replica-a", tmp_path / "a.log")
+    a = Replica(lab, "replica-a", tmp_path / "a.log")
     replicas.append(a)
     eventually(lambda: _holder(lab) == "replica-a", timeout=20)
     lease = lab.store.get(LEASES, "portico-controller", "default")
