@@ -146,3 +146,26 @@ podAntiAffinity:
     resources: ["secrets"]
     verbs: ["get", "list", "watch"]
 {{- end }}
+
+{{/* Fields the API server never lets change on an existing object. An upgrade that would
+     change one is refused here, while rendering and before anything is applied, naming the
+     value, rather than by the API server halfway through the apply (a failed revision with
+     some objects already changed). `lookup` is empty under `helm template` and client dry
+     runs, so those render as before.
+     (dict "value" "loadBalancerClass" "object" "Service ns/name" "field" "spec.x" "live" "a" "want" "b") */}}
+{{- define "portico.failImmutable" -}}
+{{- fail (printf "%s cannot change on an installed release: %s has %s %q and Kubernetes never changes that field (this upgrade would make it %q). Keep the installed value, or uninstall and install again." .value .object .field .live .want) }}
+{{- end }}
+
+{{/* A workload's spec.selector (its app.kubernetes.io/name label follows nameOverride):
+     (dict "root" $ "kind" "Deployment" "name" "<object name>"). */}}
+{{- define "portico.checkSelector" -}}
+{{- $live := lookup "apps/v1" .kind .root.Release.Namespace .name }}
+{{- if $live }}
+{{- $liveName := dig "spec" "selector" "matchLabels" "app.kubernetes.io/name" "" $live }}
+{{- $want := include "portico.name" .root }}
+{{- if ne $liveName $want }}
+{{- include "portico.failImmutable" (dict "value" "nameOverride" "object" (printf "%s %s/%s" .kind .root.Release.Namespace .name) "field" "spec.selector app.kubernetes.io/name" "live" $liveName "want" $want) }}
+{{- end }}
+{{- end }}
+{{- end }}
