@@ -22,5 +22,5 @@ unit: deps
 	$(PY) -m pytest -q -ra tests/unit
 
 # The lab demo (README "Quick start"): needs root for network namespaces.
-demo: deps
+demo: deps binaries
 	$(PY) -m lab.demo

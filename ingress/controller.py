@@ -23,12 +23,13 @@ import structlog
 from ingress.core.model import Event
 from ingress.sync import Snapshot, Syncer, SyncResult, slices_by_service
 from lb.core.model import ObjectRef
-from lb.errors import KubeError
+from lb.errors import KubeError, Refused
 from lb.kube.backoff import Backoff
 from lb.kube.client import KubeClient
 from lb.kube.clock import Clock, RealClock
 from lb.kube.events import EventRecorder
 from lb.kube.informer import Informer
+from lb.kube.refusal import RefusalMemo, fingerprint, report_refusal
 from lb.kube.resources import (
     ENDPOINTSLICES,
     INGRESSCLASSES,
@@ -80,6 +81,9 @@ class IngressController:
         self.syncs = 0
         self.ready = threading.Event()
         self.backoff = Backoff(base=0.2, cap=30.0)
+        # Ingress status writes the API server refused as such (400/403/422), by Ingress:
+        # not sent again until the Ingress or the published addresses change.
+        self._status_refused: RefusalMemo[tuple[str, str]] = RefusalMemo()
 
     # -- informer plumbing --------------------------------------------------------------
     def _on_event(self, _type: str, _obj: Obj) -> None:
@@ -238,13 +242,27 @@ class IngressController:
     def _write_status(self, snap: Snapshot, result: SyncResult) -> None:
         assert result.model is not None
         addresses = self.publish_addresses(snap)
+        # No address: no ``ingress`` key at all. The API server stores an empty list as
+        # absent (omitempty), so wanting ``[]`` would never match what it returns and every
+        # sync would rewrite every Ingress status.
+        wanted: dict[str, Any] = {"loadBalancer": {"ingress": addresses} if addresses else {}}
+        self._status_refused.retain((r.namespace or "", r.name) for r in result.model.ours)
         for ref in result.model.ours:
             obj = self.informers["ingresses"].store.get(ref.namespace, ref.name)
             if obj is None:
                 continue
+            key, fp = (ref.namespace or "", ref.name), fingerprint(obj, wanted)
+            if self._status_refused.blocked(key, fp):
+                continue  # refused for this version and content: wait for a change
             try:
-                write_status(self.client, INGRESSES, dict(obj),
-                             {"loadBalancer": {"ingress": addresses}})
+                write_status(self.client, INGRESSES, dict(obj), wanted)
+                self._status_refused.done(key)
+            except Refused as exc:
+                # Every sync (endpoint churn) would send it again and be refused again:
+                # report once, try again when the Ingress or the addresses change.
+                if self._status_refused.refused(key, fp):
+                    report_refusal(self.recorder, log, obj, exc, component="ingress",
+                                   resource=INGRESSES.plural, field="status.loadBalancer")
             except KubeError as exc:
                 # The next informer event (or sync) retries; status is never worth a crash.
                 log.warning("status_write_failed", ingress=str(ref), error=str(exc))

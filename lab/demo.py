@@ -1,8 +1,10 @@
 """The lab demo: the whole system in network namespaces, end to end (``make demo``).
 
-1. builds the lab (``lab.topology``): three nodes, a router and a client on a bridge, the API
-   emulator in its own namespace, the real ``portico controller`` and one real
-   ``portico speaker`` per node;
+1. starts a real Kubernetes control plane (``lab.controlplane``: etcd, kube-apiserver,
+   kube-controller-manager, kube-scheduler built by ``make binaries``) with Portico's CRDs,
+   and builds the lab (``lab.topology``): three nodes, a router and a client on a bridge,
+   the real ``portico controller`` and one real ``portico speaker`` per node, all talking to
+   that API server;
 2. applies ``examples/``: the pool, the L2Advertisement, the two web apps' Services and the
    Ingress with two hosts and TLS (the Secret made by ``examples/make-tls-secret.sh``);
 3. runs the ingress tier: ``portico ingress`` (HAProxy) on two nodes behind the
@@ -20,6 +22,7 @@ EndpointSlices that the endpoint controller would write. Everything else is the 
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import tempfile
@@ -30,8 +33,9 @@ from typing import Any
 import yaml
 
 from lab import netns
+from lab.controlplane.cluster import ControlPlane
 from lab.failover import INTERVAL, Prober, analyse, current_owner
-from lab.topology import REPO, SPEAKER_NAMESPACE, Lab, wait_until
+from lab.topology import MGMT4, REPO, SPEAKER_NAMESPACE, Lab, wait_until
 
 EXAMPLES = REPO / "examples"
 HOSTS = ("a.demo.example", "b.demo.example")
@@ -100,7 +104,9 @@ def run(lab: Lab) -> dict[str, Any]:
     from lb.kube import resources as R
 
     summary: dict[str, Any] = {}
-    step(1, "lab: 3 nodes, router, client; API emulator; controller; one speaker per node")
+    step(1, "lab: real control plane (kube-apiserver "
+         f"{lab.control_plane.api('GET', '/version')['gitVersion']}); 3 nodes, router, "
+         "client; controller; one speaker per node")
     lab.start_speakers()
     lab.wait_speakers_live()
     say(f"   nodes: {', '.join(f'{n.name}={n.ip4}' for n in lab.nodes)}; "
@@ -142,7 +148,7 @@ def run(lab: Lab) -> dict[str, Any]:
     for node in INGRESS_NODES:
         n = lab.node(node)
         lab.spawn(f"ingress-{node}", n.ns, [
-            lab.python, "-m", "lb.cli", "ingress", "--server", lab.url,
+            lab.python, "-m", "lb.cli", "ingress", *lab.api_args("ingress"),
             "--publish-service", f"{SPEAKER_NAMESPACE}/{INGRESS_SERVICE}",
             "--state-dir", str(lab.dir / f"ingress-{node}"),
             "--metrics-addr", f"{n.mgmt}:10254", "--haproxy-metrics-addr", "",
@@ -209,7 +215,25 @@ def main(argv: list[str] | None = None) -> int:
         say(f"demo needs root and network namespaces: {reason}")
         return 2
     started = time.monotonic()
-    with Lab(nodes_count=3, start_backends=False) as lab:
+    try:
+        from lab.controlplane.binaries import BuildError, binary
+
+        binary("kube-apiserver")
+    except BuildError as e:
+        say(f"demo needs the control-plane binaries: {e}")
+        return 2
+    with contextlib.ExitStack() as stack:
+        cp = stack.enter_context(ControlPlane(extra_sans=(f"{MGMT4}.1",)))
+        for path in sorted((REPO / "charts" / "portico" / "crds").glob("*.yaml")):
+            crd = yaml.safe_load(path.read_text())
+            cp.apply_crd(crd)
+            cp.wait_crd_established(crd["metadata"]["name"])
+        return _run_lab(cp, started)
+    return 1
+
+
+def _run_lab(cp: ControlPlane, started: float) -> int:
+    with Lab(nodes_count=3, start_backends=False, control_plane=cp) as lab:
         try:
             summary = run(lab)
         except Exception as e:

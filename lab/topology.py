@@ -10,6 +10,9 @@ Layout (every name starts with ``pl-``; namespaces carry a per-lab tag so labs n
     pl-TAG-api (api)       bridge pl-mbr 203.0.113.1/24 joining every node's pl-mgmt
                            (203.0.113.1K); the API emulator listens here IN this process and
                            the controller runs here — no lab traffic in the root namespace.
+                           With ``Lab(control_plane=cp)`` a TCP relay listens here instead
+                           and forwards (TLS untouched) to the real kube-apiserver on
+                           loopback; components then get kubeconfig files, not ``--server``.
 
 Nodes stand in for kube-proxy honestly: each one accepts traffic for the whole VIP ranges
 through AnyIP ``local`` routes on ``lo`` (IPv4 and IPv6) and does not answer ARP/NDP for them
@@ -18,7 +21,15 @@ configured on an interface, which a local route is not) — so only the speaker 
 reachable. Each node runs ``lab.backend`` (HTTP on :80 saying which node answered).
 
 Teardown kills every recorded process and deletes every recorded namespace (their links go
-with them), also after a failure or Ctrl-C (context manager + atexit).
+with them), also after a failure or Ctrl-C (context manager + atexit). On a real control
+plane it also deletes every API object the lab created (the server outlives the lab).
+
+Real control plane (``control_plane=``, a ``lab.controlplane.cluster.ControlPlane``): the
+store is an admin ``ApiStore``; seeding creates real Namespaces and Nodes (status through the
+status subresource) and a node-lease heartbeat (the kubelet's part: without it the node
+lifecycle controller turns the Nodes ``Ready=Unknown`` and taints them after its grace
+period); the server assigns ClusterIPs; each component gets a kubeconfig — the admin one by
+default, or the file given in ``kubeconfigs[component]`` (e.g. a ServiceAccount token).
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -40,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from lab import netns
+from lab.controlplane.store import ApiStore
 from lab.netns import LabError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,6 +75,11 @@ ROUTER_HOST = 1
 # them (a reply to the client's real MAC/IP would refresh its ARP cache and hide failovers).
 PROBE_MAC = "02:ee:00:00:00:01"
 PROBE_IP4_A, PROBE_IP4_B, PROBE_IP6_A = "192.0.2.250", "198.51.100.250", "2001:db8:a::fa"
+# Node leases on a real control plane: the kubelet's defaults (40 s lease, renewed every 10 s)
+# keep the node lifecycle controller from marking lab Nodes Unknown (its grace period: 40 s+).
+NODE_LEASE_NS = "kube-node-lease"
+NODE_LEASE_S = 40
+NODE_LEASE_RENEW_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -99,6 +117,12 @@ class Lab:
     # BGP: nodes also accept VIP_BGP4/VIP_BGP6 (AnyIP local routes) and the client routes
     # those ranges via the router (which sends no ICMP redirects, so traffic stays routed).
     routed_vips: bool = False
+    # A real control plane (lab.controlplane.cluster.ControlPlane) instead of the emulator.
+    control_plane: Any = None
+    # Per-component kubeconfig ("controller", "speaker", "ingress"); real control plane only.
+    kubeconfigs: dict[str, Path] = field(default_factory=dict)
+    # Controller leader election on a Lease in SPEAKER_NAMESPACE (off: one replica, no Lease).
+    leader_elect: bool = False
 
     def __post_init__(self) -> None:
         t = f"{PREFIX}{self.tag}"
@@ -114,6 +138,10 @@ class Lab:
         self.procs: dict[str, Proc] = {}
         self.dir = Path(tempfile.mkdtemp(prefix=f"{t}-"))
         self.emulator: Any = None
+        self.relay: Any = None  # lab.controlplane.relay.Relay (real control plane)
+        self.admin_kubeconfig: Path | None = None
+        self._store: Any = None
+        self._heartbeat_stop = threading.Event()
         self._torn_down = False
         # extra teardown steps (e.g. FRR daemons), run after the processes, before namespaces
         self.cleanups: list[Callable[[], None]] = []
@@ -162,7 +190,10 @@ class Lab:
                                     "net.ipv6.conf.all.forwarding": "1"})
         if self.routed_vips:
             self._route_vips()
-        self._start_emulator()
+        if self.control_plane is not None:
+            self._start_relay()
+        else:
+            self._start_emulator()
         self._seed_cluster()
         if self.start_backends:
             for n in self.nodes:
@@ -252,14 +283,58 @@ class Lab:
         # The listening socket is created inside the api namespace and stays there; the
         # serving threads need no namespace of their own.
         self.emulator = netns.run_in_netns(self.api, emu.start)
+        self._store = self.emulator.store
+
+    def _start_relay(self) -> None:
+        from lab.controlplane import pki
+        from lab.controlplane.relay import Relay
+        from lb.kube.client import KubeClient
+
+        cp = self.control_plane
+        # Lab namespaces cannot reach the host's loopback: the relay's listening socket lives
+        # in the api namespace (reachable from every node's pl-mgmt), its upstream
+        # connections are made from this process's namespace. The serving certificate names
+        # MGMT4.1, so clients verify the real server through it.
+        self.relay = Relay(upstream=(cp.host, cp.port), listen=(f"{MGMT4}.1", 0),
+                           listen_ns=self.api).start()
+        self.admin_kubeconfig = pki.kubeconfig(self.dir / "admin.kubeconfig", self.relay.url,
+                                               cp.ca.pem, user="admin", client=cp.admin_client)
+        # Test setup talks to the server directly (this process is not in a lab namespace).
+        self._store = _RecordingStore(
+            KubeClient.from_environment(kubeconfig=str(cp.kubeconfig)))
 
     @property
     def store(self) -> Any:
-        return self.emulator.store
+        return self._store
 
     @property
     def url(self) -> str:
+        """The API URL as lab namespaces reach it (emulator, or the relay to the real one)."""
+        if self.relay is not None:
+            return str(self.relay.url)
         return str(self.emulator.url)
+
+    def api_args(self, component: str) -> list[str]:
+        """How ``component`` (controller, speaker, ingress) reaches the API: ``--server`` for
+        the emulator; a kubeconfig on a real control plane (its own, else the admin one)."""
+        if self.control_plane is None:
+            return ["--server", self.url]
+        return ["--kubeconfig", str(self.kubeconfigs.get(component) or self.admin_kubeconfig)]
+
+    def token_kubeconfig(self, namespace: str, service_account: str,
+                         path: Path | None = None) -> tuple[Path, str]:
+        """A kubeconfig reaching the real server through the relay with a TokenRequest
+        token of ``namespace/service_account``; returns (path, token)."""
+        from lab.controlplane import pki
+
+        cp = self.control_plane
+        if cp is None or self.relay is None:
+            raise LabError("token kubeconfigs need Lab(control_plane=...)")
+        token = cp.service_account_token(namespace, service_account)
+        path = path or self.dir / f"{namespace}-{service_account}.kubeconfig"
+        pki.kubeconfig(path, self.relay.url, cp.ca.pem, user=f"{namespace}-{service_account}",
+                       token=token)
+        return path, token
 
     def teardown(self) -> None:
         if self._torn_down:
@@ -271,6 +346,13 @@ class Lab:
             with contextlib.suppress(Exception):
                 fn()
         self.cleanups.clear()
+        self._heartbeat_stop.set()
+        if isinstance(self._store, _RecordingStore):
+            with contextlib.suppress(Exception):
+                self._store.delete_created()
+        if self.relay is not None:
+            with contextlib.suppress(Exception):
+                self.relay.stop()
         if self.emulator is not None:
             with contextlib.suppress(Exception):
                 self.emulator.stop()
@@ -320,7 +402,7 @@ class Lab:
 
     def speaker_argv(self, node: str) -> list[str]:
         n = self.node(node)
-        return [self.python, "-m", "lb.cli", "speaker", "--server", self.url,
+        return [self.python, "-m", "lb.cli", "speaker", *self.api_args("speaker"),
                 "--node-name", node, "--namespace", SPEAKER_NAMESPACE,
                 "--interfaces", "pl-eth0,pl-eth1", "--liveness-interface", "pl-eth0",
                 "--metrics-addr", f"{n.mgmt}:7473", "--log-level", "info",
@@ -365,9 +447,12 @@ class Lab:
         return p is not None and p.popen.poll() is None
 
     def start_controller_proc(self) -> Proc:
+        election = (["--leader-elect", "--lease-namespace", SPEAKER_NAMESPACE,
+                     "--identity", f"controller-{self.tag}"] if self.leader_elect
+                    else ["--no-leader-elect"])
         return self.spawn("controller", self.api, [
-            self.python, "-m", "lb.cli", "controller", "--server", self.url,
-            "--no-leader-elect", "--metrics-addr", f"{MGMT4}.1:7472", "--log-level", "info"])
+            self.python, "-m", "lb.cli", "controller", *self.api_args("controller"),
+            *election, "--metrics-addr", f"{MGMT4}.1:7472", "--log-level", "info"])
 
     def cut_link(self, node: str, up: bool = False) -> None:
         """Unplug (or re-plug) the node's segment-A cable at the switch: the node sees no
@@ -379,18 +464,58 @@ class Lab:
     def _seed_cluster(self) -> None:
         from lb.kube import resources as R
 
+        if self.control_plane is not None:
+            self._seed_real_cluster()
+            return
         self.store.create(R.NAMESPACES, {"metadata": {"name": "default"}})
         self.store.create(R.NAMESPACES, {"metadata": {"name": SPEAKER_NAMESPACE}})
         for n in self.nodes:
-            self.store.create(R.NODES, {
-                "metadata": {"name": n.name, "labels": {"kubernetes.io/hostname": n.name}},
-                "status": {
-                    "addresses": [{"type": "InternalIP", "address": n.ip4},
-                                  {"type": "InternalIP", "address": n.ip6},
-                                  {"type": "Hostname", "address": n.name}],
-                    "conditions": [{"type": "Ready", "status": "True"}],
-                },
-            })
+            self.store.create(R.NODES, self._node_object(n))
+
+    def _node_object(self, n: LabNode) -> dict[str, Any]:
+        return {
+            "metadata": {"name": n.name, "labels": {"kubernetes.io/hostname": n.name}},
+            "status": {
+                "addresses": [{"type": "InternalIP", "address": n.ip4},
+                              {"type": "InternalIP", "address": n.ip6},
+                              {"type": "Hostname", "address": n.name}],
+                "conditions": [{"type": "Ready", "status": "True"}],
+            },
+        }
+
+    def _seed_real_cluster(self) -> None:
+        """Namespaces and Nodes on the real server; ``default`` (and a namespace the test
+        made, e.g. for a chart's ServiceAccounts) already exist there and are left alone."""
+        from lb.kube import resources as R
+
+        store: _RecordingStore = self._store
+        store.ensure(R.NAMESPACES, {"metadata": {"name": SPEAKER_NAMESPACE}})
+        for n in self.nodes:
+            node = self._node_object(n)
+            node["status"]["conditions"][0].update(
+                lastHeartbeatTime=_rfc3339(), reason="KubeletReady",
+                message="lab node agent stand-in")
+            store.ensure(R.NODES, node)
+            store.ensure(R.LEASES, {"metadata": {"name": n.name, "namespace": NODE_LEASE_NS},
+                                    "spec": self._node_lease_spec(n.name)})
+        threading.Thread(target=self._heartbeat, name=f"lab-{self.tag}-node-leases",
+                         daemon=True).start()
+
+    @staticmethod
+    def _node_lease_spec(node: str) -> dict[str, Any]:
+        return {"holderIdentity": node, "leaseDurationSeconds": NODE_LEASE_S,
+                "renewTime": _rfc3339(micro=True)}
+
+    def _heartbeat(self) -> None:
+        """Renew every node's Lease in kube-node-lease, as a kubelet does: the node
+        lifecycle controller keeps the Nodes Ready. Ends with the lab."""
+        from lb.kube import resources as R
+
+        while not self._heartbeat_stop.wait(NODE_LEASE_RENEW_S):
+            for n in self.nodes:
+                with contextlib.suppress(Exception):
+                    self.store.patch(R.LEASES, n.name, {"spec": self._node_lease_spec(n.name)},
+                                     NODE_LEASE_NS)
 
     def set_node_labels(self, node: str, labels: dict[str, str | None]) -> None:
         from lb.kube import resources as R
@@ -430,8 +555,10 @@ class Lab:
             "externalTrafficPolicy": "Local" if local else "Cluster",
             "ipFamilies": fams,
             "ipFamilyPolicy": "PreferDualStack" if len(fams) > 1 else "SingleStack",
-            "clusterIP": "10.96.0.10",
         }
+        if self.control_plane is None:
+            # The emulator assigns no ClusterIP; a real server assigns one from its range.
+            spec["clusterIP"] = "10.96.0.10"
         self.store.create(R.SERVICES, {
             "metadata": {"name": name, "namespace": namespace, "annotations": ann},
             "spec": spec})
@@ -453,7 +580,9 @@ class Lab:
 
         body: dict[str, Any] = {
             "metadata": {"name": f"{service}-lab", "namespace": namespace,
-                         "labels": {"kubernetes.io/service-name": service}},
+                         "labels": {"kubernetes.io/service-name": service,
+                                    # not the endpointslice controller's (it owns its own)
+                                    "endpointslice.kubernetes.io/managed-by": "lab.portico.dev"}},
             "addressType": "IPv4",
             "ports": [{"name": n, "protocol": "TCP", "port": p} for n, p in ports],
             "endpoints": [
@@ -517,6 +646,51 @@ class Lab:
     def flush_client_neighbours(self) -> None:
         netns.ip("neigh", "flush", "all", ns=self.client, check=False)
         netns.ip("-6", "neigh", "flush", "all", ns=self.client, check=False)
+
+
+class _RecordingStore(ApiStore):
+    """Admin ``ApiStore`` that remembers what it created, so that teardown removes it: a real
+    server outlives the lab (one per test session) and the next lab must find it clean."""
+
+    def __init__(self, client: Any) -> None:
+        super().__init__(client)
+        self.created: list[tuple[Any, str, str | None]] = []
+
+    def create(self, res: Any, obj: dict[str, Any], namespace: str | None = None,
+               ) -> dict[str, Any]:
+        out = super().create(res, obj, namespace)
+        meta = out.get("metadata") or {}
+        self.created.append((res, str(meta.get("name")), meta.get("namespace")))
+        return out
+
+    def ensure(self, res: Any, obj: dict[str, Any]) -> None:
+        """Create, or (it exists already: not ours to delete) bring labels and status to
+        ``obj``'s."""
+        from lb.errors import Conflict
+
+        try:
+            self.create(res, obj)
+        except Conflict:
+            meta = obj["metadata"]
+            patch: dict[str, Any] = {"metadata": {"labels": meta.get("labels") or {}}}
+            if "spec" in obj:
+                patch["spec"] = obj["spec"]
+            if "status" in obj:
+                patch["status"] = obj["status"]
+            self.patch(res, meta["name"], patch, meta.get("namespace"))
+
+    def delete_created(self) -> None:
+        for res, name, namespace in reversed(self.created):
+            with contextlib.suppress(Exception):
+                self.delete(res, name, namespace)
+        self.created.clear()
+
+
+def _rfc3339(micro: bool = False) -> str:
+    from datetime import UTC, datetime
+
+    fmt = "%Y-%m-%dT%H:%M:%S.%fZ" if micro else "%Y-%m-%dT%H:%M:%SZ"
+    return datetime.now(UTC).strftime(fmt)
 
 
 def wait_until(pred: Callable[[], Any], timeout: float, interval: float = 0.05,

@@ -1,16 +1,31 @@
 """The lb controller: Services of type LoadBalancer + IPAddressPools -> VIPs in Service status.
 
 Thin shell around the pure allocator (``lb.core.allocator``) and status builders
-(``lb.core.status``). Informers feed one work queue; ONE worker thread owns the allocator, so
-allocation decisions are strictly sequential and deterministic (the allocator is not
-thread-safe, and one worker easily keeps up: allocation costs microseconds, the API write is
-the expensive part).
+(``lb.core.status``). Informers feed one work queue served by ``workers`` threads.
+
+Decisions are serialized, writes are not: allocation costs microseconds, the status PATCH (a
+round trip of milliseconds) is the expensive part, so one thread writing one status at a time
+caps throughput at 1/round-trip. Every worker reads or changes the allocator and the pool
+state only in its *decision turn* (``WorkQueue.in_turn``): one worker at a time, in the order
+the keys were taken from the queue - the very order a single worker would decide in, so
+decisions stay sequential and deterministic (the allocator is not thread-safe either). The
+write of a decision that only *adds* (a first address, a Pending verdict, the same allocation
+again) is made after the turn has passed on, in parallel with other workers' writes. A
+decision that *frees* an address (a Service that changed its request or stopped being a
+LoadBalancer) is written before the turn passes on: no other Service is handed that address
+before the write that takes it from its holder has been answered, so the controller does not
+make two Services show one address at once. As with a single worker, two cases are left to
+convergence: addresses a pool edit releases leave their holders' status when those Services
+are processed, and a freeing write that fails is retried with the address already free.
+The work queue still hands a key to one worker at a time (``lb.kube.workqueue``), so the
+writes of one Service stay ordered, and each write carries the resourceVersion its decision
+was made on (optimistic precondition).
 
 Start-up order is what keeps addresses stable across restarts and leader changes:
 1. informers list Services, pools and Namespaces (watches start from those lists);
 2. pools are applied, then the allocator is *rebuilt from Service statuses* (Services that
    already show addresses first), before any single event is handled;
-3. only then the worker starts; every Service is queued once so that statuses converge.
+3. only then the workers start; every Service is queued once so that statuses converge.
 
 Queue keys: ``svc:<ns>/<name>``, ``pools`` (re-read every pool), ``ns:<name>`` (a
 Namespace's labels changed: its Services are re-evaluated against serviceAllocation
@@ -22,7 +37,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import structlog
 
@@ -39,12 +54,13 @@ from lb.core.status import (
     verdict_for,
     verdict_for_problems,
 )
-from lb.errors import Conflict, InvalidObject, KubeError, NotFound
+from lb.errors import Conflict, InvalidObject, KubeError, NotFound, Refused
 from lb.kube.backoff import Backoff
 from lb.kube.client import KubeClient
 from lb.kube.clock import Clock, RealClock
 from lb.kube.events import EventRecorder
 from lb.kube.informer import Informer
+from lb.kube.refusal import REFUSED_WRITES, report_refusal
 from lb.kube.resources import IPADDRESSPOOLS, NAMESPACES, SERVICES, Resource
 from lb.kube.status import merge_diff
 from lb.kube.workqueue import Outcome, WorkQueue, run_workers
@@ -56,6 +72,15 @@ POOL_STATUS_KEY = "poolstatus"
 # Pool status is a summary: coalesce the writes of an allocation burst (100k Services at
 # start) into one write per pool per second instead of one per allocation.
 POOL_STATUS_DEBOUNCE_S = 1.0
+COMPONENT = "controller"  # metric label of refused writes
+# Concurrent status writers. On the real kube-apiserver (bench/real_scale.py) one writer
+# spends most of its time waiting for round trips; a few overlap them. More than the API
+# server can usefully run in parallel only adds 429s (API Priority and Fairness) and memory.
+DEFAULT_WORKERS = 4
+MAX_WORKERS = 16  # lb.kube.client.POOL_MAXSIZE holds this many writers plus the watches
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 Obj = dict[str, Any]
 
@@ -65,11 +90,28 @@ def _svc_key(obj: Mapping[str, Any]) -> str:
     return f"svc:{meta.get('namespace', '')}/{meta.get('name', '')}"
 
 
+def _in_turn(key: str) -> Callable[[Callable[Concatenate[Controller, _P], _R]],
+                                    Callable[Concatenate[Controller, _P], _R]]:
+    """Run the whole method in the decision turn of ``key`` (it reads or changes allocator or
+    pool state, and its writes are rare: pools, pool status)."""
+    def wrap(method: Callable[Concatenate[Controller, _P], _R],
+             ) -> Callable[Concatenate[Controller, _P], _R]:
+        def in_turn(self: Controller, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+            with self.queue.in_turn(key):
+                return method(self, *args, **kwargs)
+        return in_turn
+    return wrap
+
+
 class Controller:
     def __init__(self, kube: KubeClient, lb_class: str | None = None,
                  clock: Clock | None = None, events: EventRecorder | None = None,
-                 backoff: Callable[[], Backoff] | None = None) -> None:
+                 backoff: Callable[[], Backoff] | None = None,
+                 workers: int = DEFAULT_WORKERS) -> None:
+        if not 1 <= workers <= MAX_WORKERS:
+            raise ValueError(f"workers must be within 1..{MAX_WORKERS}, got {workers}")
         self.kube = kube
+        self.workers = workers
         self.lb_class = lb_class
         self.clock: Clock = clock or RealClock()
         self.events = events or EventRecorder(kube, "portico-controller", clock=self.clock)
@@ -85,6 +127,9 @@ class Controller:
         # Last valid spec of every pool: an invalid edit keeps the previous spec in force.
         self._good_pools: dict[str, Pool] = {}
         self._pool_parse_problems: dict[str, list[FieldProblem]] = {}
+        # Pools whose status write was refused (400/403/422), by the resourceVersion it was
+        # refused for: not written again until the pool changes (lb.kube.refusal).
+        self._pool_status_refused: dict[str, str] = {}
         self._ready = threading.Event()
         self._workers: list[threading.Thread] = []
 
@@ -98,7 +143,7 @@ class Controller:
                 raise KubeError(f"informer {inf.name} did not sync")
         self._apply_pools()
         self._rebuild()
-        self._workers = run_workers(self.queue, self.handle, workers=1,
+        self._workers = run_workers(self.queue, self.handle, workers=self.workers,
                                     reprocess_all=self._all_keys)
         self._ready.set()
         log.info("controller_started", services=len(self.services.store),
@@ -140,7 +185,23 @@ class Controller:
             if kind == "ns":
                 return self._sync_namespace(key[3:])
             return self._sync_service(key[4:])
+        except NotFound as e:
+            # Only status writes reach the API from here, so a 404 means the object was
+            # deleted after the informer showed it. Its DELETED event queues the key again
+            # (and releases what it held); retrying before that would only repeat the 404,
+            # and there is no one left to tell. Not a refusal: nothing to report.
+            log.info("reconcile_object_gone", key=key, error=str(e))
+            return Outcome.DONE
+        except Refused as e:
+            # A refusal the write paths did not attribute to an object (they report and give
+            # up themselves): retrying cannot succeed, the key's next event brings it back.
+            REFUSED_WRITES.labels(COMPONENT, kind, str(e.status)).inc()
+            log.warning("reconcile_refused", key=key, status=e.status, reason=e.reason,
+                        fields=list(e.fields), error=str(e))
+            return Outcome.GIVE_UP
         except KubeError as e:
+            # Anything else may pass (5xx, 429, 401 with a rotated token, timeouts): the loop
+            # retries with backoff.
             metrics.RECONCILE_ERRORS.labels(kind).inc()
             log.warning("reconcile_failed", key=key, error=str(e), status=e.status)
             return Outcome.RETRY
@@ -189,12 +250,14 @@ class Controller:
             del self._pool_parse_problems[gone]
         return self.allocator.set_pools(self._good_pools.values())
 
+    @_in_turn(POOLS_KEY)
     def _sync_pools(self) -> Outcome:
         for key in sorted(self._apply_pools()):
             self.queue.add(f"svc:{key}")
         self.queue.add_after(POOL_STATUS_KEY, 0)
         return Outcome.DONE
 
+    @_in_turn(POOL_STATUS_KEY)
     def _write_pool_statuses(self) -> Outcome:
         stats = self.allocator.pool_stats()
         problems: dict[str, list[FieldProblem]] = {}
@@ -202,8 +265,13 @@ class Controller:
             problems.setdefault(p.ref.name, []).append(p)
         now = self.clock.now()
         outcome = Outcome.DONE
-        for obj in self.pools.store.list():
+        pools = self.pools.store.list()
+        for gone in set(self._pool_status_refused) - {
+                str((o.get("metadata") or {}).get("name", "")) for o in pools}:
+            del self._pool_status_refused[gone]
+        for obj in pools:
             name = str((obj.get("metadata") or {}).get("name", ""))
+            version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
             parse_problems = self._pool_parse_problems.get(name, [])
             new = pool_status(obj.get("status"), stats.get(name), problems.get(name, []),
                               parse_problems, name in self._good_pools and bool(parse_problems),
@@ -211,10 +279,19 @@ class Controller:
             for family, fam in (stats[name].families.items() if name in stats else ()):
                 metrics.POOL_TOTAL.labels(name, family).set(fam.total)
                 metrics.POOL_ASSIGNED.labels(name, family).set(fam.assigned)
+            if self._pool_status_refused.get(name) == version:
+                continue  # refused for this version of the pool: wait for it to change
             try:
                 self._patch_status(IPADDRESSPOOLS, obj, new)
+                self._pool_status_refused.pop(name, None)
             except NotFound:
                 continue  # deleted meanwhile; its informer event re-syncs pools
+            except Refused as e:
+                # Reported once; the pool's next change (new resourceVersion) tries again.
+                # The other pools' statuses are still written: outcome stays DONE.
+                self._pool_status_refused[name] = version
+                report_refusal(self.events, log, obj, e, component=COMPONENT,
+                               resource=IPADDRESSPOOLS.plural)
             except KubeError as e:
                 log.warning("pool_status_failed", object=name, error=str(e))
                 outcome = Outcome.RETRY
@@ -248,26 +325,34 @@ class Controller:
         self._pool_status_dirty()
 
     def _sync_service(self, name: str) -> Outcome:
-        namespace, _, svc_name = name.partition("/")
-        obj = self.services.store.get(namespace, svc_name)
-        if obj is None:
-            self._release(name, None)
-            return Outcome.DONE
-        try:
-            svc = parse_service(obj, self.lb_class)
-        except InvalidObject as e:
-            return self._invalid_service(name, obj, e)
-        if svc is None:
-            self._release(name, obj)
-            return Outcome.DONE
-        before = self.allocator.allocation(name)
-        result = self.allocator.allocate(svc, self._namespace_labels(namespace))
-        self._wake(self.allocator.requeue())
-        verdict = verdict_for(result)
-        if isinstance(result, Pending):
-            metrics.ALLOCATION_FAILURES.labels(result.reason).inc()
-        if before != self.allocator.allocation(name):
-            self._pool_status_dirty()
+        # _release and _invalid_service run inside this turn too.
+        with self.queue.in_turn(f"svc:{name}"):
+            namespace, _, svc_name = name.partition("/")
+            obj = self.services.store.get(namespace, svc_name)
+            if obj is None:
+                self._release(name, None)
+                return Outcome.DONE
+            try:
+                svc = parse_service(obj, self.lb_class)
+            except InvalidObject as e:
+                return self._invalid_service(name, obj, e)
+            if svc is None:
+                self._release(name, obj)
+                return Outcome.DONE
+            before = self.allocator.allocation(name)
+            result = self.allocator.allocate(svc, self._namespace_labels(namespace))
+            self._wake(self.allocator.requeue())
+            verdict = verdict_for(result)
+            if isinstance(result, Pending):
+                metrics.ALLOCATION_FAILURES.labels(result.reason).inc()
+            if before != self.allocator.allocation(name):
+                self._pool_status_dirty()
+            if frees_address(before, result):
+                # The Service gives up (part of) what it shows: written before the turn passes
+                # on, so nobody is handed that address while this status still shows it.
+                return self._write_service(obj, verdict, before, result)
+        # Only adds (a first address, a Pending verdict, the same allocation again): the
+        # decision is committed in the allocator, the write runs in parallel with others'.
         return self._write_service(obj, verdict, before, result)
 
     def _invalid_service(self, key: str, obj: Obj, e: InvalidObject) -> Outcome:
@@ -280,6 +365,10 @@ class Controller:
                 obj.get("status"), verdict, self.clock.now()))
         except Conflict:
             return Outcome.RETRY
+        except NotFound:
+            return Outcome.DONE  # deleted meanwhile: its DELETED event brings the key back
+        except Refused as e:
+            return self._status_refused(SERVICES, obj, e)
         if changed:
             self.events.warning(obj, verdict.reason, verdict.message)
         # The user must edit the Service; its next change brings it back here.
@@ -295,6 +384,10 @@ class Controller:
             return Outcome.RETRY
         except NotFound:
             return Outcome.DONE
+        except Refused as e:
+            # The allocation stays held in memory (no one else gets the address); the
+            # Service's next change writes it again.
+            return self._status_refused(SERVICES, obj, e)
         if isinstance(result, Allocation):
             if result != before or changed:
                 self.events.normal(obj, verdict.reason, verdict.message)
@@ -320,6 +413,9 @@ class Controller:
             new = released_service_status(obj.get("status"), held.ips if held else ())
             try:
                 self._patch_status(SERVICES, obj, new)
+            except Refused as e:
+                report_refusal(self.events, log, obj, e, component=COMPONENT,
+                               resource=SERVICES.plural)
             except KubeError as e:
                 log.warning("status_cleanup_failed", object=key, error=str(e))
             if held is not None:
@@ -331,6 +427,13 @@ class Controller:
             self.queue.add(f"svc:{k}")
 
     # ----- writes -------------------------------------------------------------------------------
+
+    def _status_refused(self, res: Resource, obj: Obj, e: Refused) -> Outcome:
+        """400/403/422 on a status write: the same write would be refused again, so report
+        it once (Warning Event on the object, log line, metric) and give up. Nothing is
+        lost: the object's next informer event queues its key again."""
+        report_refusal(self.events, log, obj, e, component=COMPONENT, resource=res.plural)
+        return Outcome.GIVE_UP
 
     def _patch_status(self, res: Resource, obj: Obj, new_status: Obj,
                       optimistic: bool = False) -> bool:
@@ -349,6 +452,11 @@ class Controller:
         self.kube.patch(res, str(meta.get("name")), patch, namespace=meta.get("namespace"),
                         subresource="status")
         return True
+
+
+def frees_address(before: Allocation | None, result: Allocation | Pending) -> bool:
+    """Does this decision take an address (or its pool) away from a Service that held it?"""
+    return before is not None and result != before
 
 
 def _held_only(obj: Obj) -> LBService | None:

@@ -13,12 +13,29 @@ from lb.cli import add_common_arguments
 from lb.logs import configure
 
 
+def _workers(text: str) -> int:
+    from lb.controller import MAX_WORKERS
+
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1 <= n <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"must be within 1..{MAX_WORKERS}")
+    return n
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="portico controller",
                                 description="Assigns VIPs to Services of type LoadBalancer.")
     add_common_arguments(p, "0.0.0.0:7472")
     p.add_argument("--lb-class", default=None,
                    help="handle Services whose loadBalancerClass is unset or this value")
+    from lb.controller import DEFAULT_WORKERS
+
+    p.add_argument("--workers", type=_workers, default=DEFAULT_WORKERS,
+                   help="concurrent status writers; allocation decisions stay one at a time, "
+                        "in queue order (default: %(default)s)")
     p.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", "default"))
     p.add_argument("--lease-name", default="portico-controller")
@@ -40,7 +57,7 @@ def main(argv: list[str]) -> int:
     except KubeError as e:
         log.error("no_kubernetes", error=str(e))
         return 2
-    controller = Controller(kube, lb_class=args.lb_class)
+    controller = Controller(kube, lb_class=args.lb_class, workers=args.workers)
     stop = threading.Event()
     exit_code = [0]
 

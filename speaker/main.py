@@ -22,7 +22,6 @@ from typing import Any
 
 from lb import logs
 from lb.cli import add_common_arguments
-from lb.errors import KubeError
 from lb.kube import resources as R
 from lb.kube.client import KubeClient
 from lb.kube.events import EventRecorder
@@ -30,14 +29,14 @@ from lb.kube.informer import Informer
 from lb.kube.serve import start_http_server
 from lb.kube.status import find_condition
 from speaker.announcer import Announcer
-from speaker.core.build import build_snapshot, referenced_secrets
+from speaker.core.build import build_snapshot
 from speaker.core.l2_report import CONDITION_TYPE
 from speaker.core.liveness import DEFAULT_INTERVAL, DEFAULT_TIMEOUT, LivenessConfig
 from speaker.l2_announcer import L2Announcer
+from speaker.secrets import PasswordSecrets
 
 DEBOUNCE = 0.02  # s of quiet before rebuilding: coalesces the bursts one change causes
 DEBOUNCE_MAX = 0.2  # s: never postpone a rebuild longer than this under constant churn
-SECRET_REFRESH = 60.0  # s between re-reads of the (few) Secrets BGPPeers reference
 SYNC_TIMEOUT = 60.0  # s to wait for informers at start before carrying on anyway
 
 
@@ -46,7 +45,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     add_common_arguments(p, "0.0.0.0:7473")
     p.add_argument("--node-name", default=os.environ.get("NODE_NAME"))
     p.add_argument("--lb-class", default=None)
-    p.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE", "portico-system"))
+    p.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE", "portico-system"),
+                   help="the namespace Portico runs in: BGPPeer password Secrets are read "
+                        "from here and nowhere else")
     p.add_argument("--liveness-port", type=int, default=7946)
     p.add_argument("--liveness-interface", default=None,
                    help="interface carrying the node's InternalIP: no carrier there means "
@@ -84,8 +85,7 @@ class Speaker:
             res: Informer(self.client, res, on_event=lambda _t, _o: self.dirty.set())
             for res in self.RESOURCES
         }
-        self.secrets: dict[tuple[str, str], dict[str, bytes]] = {}
-        self.secrets_at = 0.0
+        self.secrets = PasswordSecrets(self.client, args.namespace, log)
         ifaces = frozenset(i for i in args.interfaces.split(",") if i) or None
         self.l2 = L2Announcer(
             args.node_name, self.client, self.events, self.lookup, log, ifaces,
@@ -119,33 +119,15 @@ class Speaker:
         except Exception as exc:  # BGP trouble must not take layer 2 down
             self.log.error("bgp_announcer_failed", error=repr(exc))
 
-    def _secrets(self) -> dict[tuple[str, str], dict[str, bytes]]:
-        import base64
-
-        wanted = referenced_secrets(self.informers[R.BGPPEERS].store.list())
-        now = time.monotonic()
-        if set(self.secrets) != wanted or now - self.secrets_at > SECRET_REFRESH:
-            out: dict[tuple[str, str], dict[str, bytes]] = {}
-            for ns, name in sorted(wanted):
-                try:
-                    obj = self.client.get(R.SECRETS, name, ns)
-                except KubeError as exc:
-                    self.log.warning("secret_read_failed", object=f"{ns}/{name}",
-                                     error=str(exc))
-                    continue
-                data = obj.get("data") or {}
-                out[(ns, name)] = {k: base64.b64decode(v) for k, v in data.items()
-                                   if isinstance(v, str)}
-            self.secrets, self.secrets_at = out, now
-        return self.secrets
-
     def rebuild(self) -> None:
         st = {res: inf.store.list() for res, inf in self.informers.items()}
+        secrets, secret_errors = self.secrets.read(st[R.BGPPEERS])
         result = build_snapshot(
             services=st[R.SERVICES], endpoint_slices=st[R.ENDPOINTSLICES], nodes=st[R.NODES],
             pools=st[R.IPADDRESSPOOLS], l2_advertisements=st[R.L2ADVERTISEMENTS],
             bgp_advertisements=st[R.BGPADVERTISEMENTS], bgp_peers=st[R.BGPPEERS],
-            secrets=self._secrets() if st[R.BGPPEERS] else {}, lb_class=self.args.lb_class)
+            secrets=secrets, secret_errors=secret_errors, namespace=self.args.namespace,
+            lb_class=self.args.lb_class)
         self.l2.set_build_problems(result.problems)
         announced = {s.key for s in result.snapshot.services}
         self.l2.set_stale_conditions([

@@ -3,7 +3,9 @@
 A single worker thread takes the latest state (older pending states are dropped: only the
 newest matters) and writes Service conditions, ownership Events and problem Events. API
 latency or errors therefore never delay an ARP takeover; failed writes are retried on the
-next state or after ``RETRY_AFTER`` seconds.
+next state or after ``RETRY_AFTER`` seconds — except writes the API server refuses as such
+(400/403/422, ``lb.kube.refusal``): those are reported once (Warning Event on the Service,
+log line, metric) and not sent again until the Service or the wanted condition changes.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from lb.core.model import FieldProblem, IPAddress
-from lb.errors import KubeError
+from lb.errors import KubeError, Refused
 from lb.kube import resources as R
+from lb.kube.refusal import RefusalMemo, fingerprint, report_refusal
 from lb.kube.status import find_condition, remove_condition, set_condition
 from speaker.core.l2_report import CONDITION_TYPE, ServiceCondition
 
@@ -55,6 +58,8 @@ class Reporter:
         self._dirty = False
         self._stop = False
         self._reported_problems: set[tuple[str, str, str, str]] = set()
+        # Service condition writes refused as such, by (namespace, name): see module doc.
+        self._refused: RefusalMemo[tuple[str, str]] = RefusalMemo()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -129,6 +134,8 @@ class Reporter:
                                  reason=p.reason, message=p.message)
             self._reported_problems.add(k)
         self._reported_problems &= current
+        self._refused.retain([(c.namespace, c.name) for c in state.conditions or []]
+                             + list(state.clear or []))
         for cond in state.conditions or []:
             ok = self._write_condition(cond) and ok
         for ns, name in state.clear or []:
@@ -142,12 +149,19 @@ class Reporter:
         status = obj.get("status") or {}
         if find_condition(status.get("conditions"), CONDITION_TYPE) is None:
             return True
+        fp = fingerprint(obj, None)
+        if self._refused.blocked((namespace, name), fp):
+            return True  # refused for this version of the Service: wait for a change
         body = dict(obj)
         body["status"] = dict(status, conditions=remove_condition(status.get("conditions"),
                                                                    CONDITION_TYPE))
         try:
             self.client.replace(R.SERVICES, name, body, namespace=namespace,
                                 subresource="status")
+            self._refused.done((namespace, name))
+            return True
+        except Refused as exc:
+            self._report_refused((namespace, name), fp, obj, exc)
             return True
         except KubeError as exc:
             self.log.warning("l2_condition_clear_failed", object=f"{namespace}/{name}",
@@ -157,6 +171,12 @@ class Reporter:
     def _write_condition(self, cond: ServiceCondition) -> bool:
         obj = self.lookup(R.SERVICES, cond.namespace, cond.name)
         if obj is None:
+            return True
+        key = (cond.namespace, cond.name)
+        # The version the informer shows and what we want: a refused write is sent again
+        # only when one of them changes.
+        fp = fingerprint(obj, [cond.status, cond.reason, cond.message])
+        if self._refused.blocked(key, fp):
             return True
         for attempt in range(2):
             status = obj.get("status") or {}
@@ -174,6 +194,10 @@ class Reporter:
                 # conditions of the same list, and a merge patch would overwrite the list.
                 self.client.replace(R.SERVICES, cond.name, body, namespace=cond.namespace,
                                     subresource="status")
+                self._refused.done(key)
+                return True
+            except Refused as exc:
+                self._report_refused(key, fp, obj, exc)
                 return True
             except KubeError as exc:
                 if attempt == 0 and getattr(exc, "status", None) == 409:
@@ -186,3 +210,10 @@ class Reporter:
                                  f"{cond.name}", error=str(exc))
                 return False
         return False
+
+    def _report_refused(self, key: tuple[str, str], fp: object, obj: dict[str, Any],
+                        exc: Refused) -> None:
+        if self._refused.refused(key, fp):
+            report_refusal(self.events, self.log, obj, exc, component="speaker",
+                           resource=R.SERVICES.plural,
+                           field=f"status.conditions[{CONDITION_TYPE}]")

@@ -268,9 +268,22 @@ class BGPAdvertisement:
 
 @dataclass(frozen=True, slots=True)
 class SecretKeyRef:
-    namespace: str
+    """A key of a Secret in the namespace Portico runs in (the Helm release namespace, the
+    speaker's ``--namespace``): the only namespace whose Secrets the speaker may read.
+
+    ``namespace`` is what the user wrote, None when omitted (= Portico's namespace). A
+    different one is not an error of the object itself (the CRD cannot know where Portico
+    runs): the speaker reports it on the BGPPeer (``PasswordSecretNamespace``) and reads
+    nothing.
+    """
+
+    namespace: str | None
     name: str
     key: str = "password"
+
+    def allowed_in(self, home: str) -> bool:
+        """True when the Secret may be read from ``home`` (Portico's namespace)."""
+        return self.namespace is None or self.namespace == home
 
 
 @dataclass(frozen=True, slots=True)

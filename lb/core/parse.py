@@ -18,8 +18,10 @@ Convention, used by every parser here and in ``lb.core.parse_*``:
 
 Scope: the four Portico kinds are cluster-scoped (so are their CRDs in
 ``charts/portico/crds/``): pools and peers are cluster-wide resources managed by the cluster
-administrator, and names need no namespace. Therefore ``BGPPeer.spec.passwordSecret.namespace``
-is required rather than implied.
+administrator, and names need no namespace. ``BGPPeer.spec.passwordSecret`` names a Secret in
+the namespace Portico runs in (the only one the speaker may read Secrets from), so its
+``namespace`` is optional; the parser cannot know that namespace, so a different one is
+accepted here and reported by the speaker (``PasswordSecretNamespace``).
 
 Reasons used: MissingField, InvalidSpec, InvalidObject, InvalidName, InvalidAddress,
 ReversedRange, MixedFamilyRange, OverlappingRanges, InvalidPriority, InvalidSelector,

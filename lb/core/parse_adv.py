@@ -169,18 +169,20 @@ def _secret_ref(ctx: Ctx, spec: Mapping[str, object]) -> SecretKeyRef | None:
         return None
     reason = "InvalidPasswordSecret"
     before = len(ctx.problems)
-    # BGPPeer is cluster-scoped, so the Secret's namespace cannot be implied: it is required.
     name = ctx.get_str(raw, "name", f"{p}.name", 253, required=True, reason=reason)
     if name is not None and not valid_subdomain(name):
         ctx.add(f"{p}.name", f"{short(name)} is not a valid Secret name", reason)
-    namespace = ctx.get_str(raw, "namespace", f"{p}.namespace", 63, required=True,
-                            reason=reason)
+    # Optional: the Secret must live in the namespace Portico runs in, which this object
+    # cannot know (BGPPeer is cluster-scoped, the CRD is not templated). Omitted means that
+    # namespace; another one is checked by the speaker, which knows its own namespace, and
+    # reported there (PasswordSecretNamespace) instead of being read.
+    namespace = ctx.get_str(raw, "namespace", f"{p}.namespace", 63, reason=reason)
     if namespace is not None and not valid_label_name(namespace):
         ctx.add(f"{p}.namespace", f"{short(namespace)} is not a valid namespace name", reason)
     key = ctx.get_str(raw, "key", f"{p}.key", 253, reason=reason)
     if key is not None and not SECRET_KEY.fullmatch(key):
         ctx.add(f"{p}.key", f"{short(key)} is not a valid Secret key", reason)
-    if len(ctx.problems) > before or name is None or namespace is None:
+    if len(ctx.problems) > before or name is None:
         return None
     return SecretKeyRef(namespace=namespace, name=name, key=key or "password")
 

@@ -7,7 +7,8 @@ against built-in schemas and drop fields of CRDs and of newer API versions.
 
 Every call has a connect timeout and a read timeout; urllib3's own retries are off (it would
 otherwise silently retry 429/503 answers and hide them from our backoff); every library error
-is converted here into ``lb.errors`` (KubeError, Conflict, Gone, NotFound).
+is converted here into ``lb.errors`` (KubeError, Conflict, Gone, NotFound, and Refused:
+Forbidden for 403, Invalid for 400/422).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlencode
@@ -22,7 +25,7 @@ from urllib.parse import urlencode
 import urllib3
 from prometheus_client import Counter
 
-from lb.errors import Conflict, Gone, KubeError, NotFound
+from lb.errors import Conflict, Forbidden, Gone, Invalid, KubeError, NotFound
 from lb.kube.resources import Resource
 
 Obj = dict[str, Any]
@@ -40,6 +43,17 @@ WATCH_TIMEOUT_JITTER_S = 60
 WATCH_READ_SLACK_S = 30.0
 
 USER_AGENT = "portico/0.1"
+# Connections kept per API server: each informer's watch holds one for its whole life, every
+# concurrent writer needs one more (lb controller: up to 16 workers, plus Events and the
+# leader Lease). A request that finds the pool full still runs, but its connection is thrown
+# away afterwards, so the next one pays a new TCP + TLS handshake (milliseconds of CPU on
+# both sides) - the kubernetes library's default is 5 x CPUs, 10 on a 2-core node.
+POOL_MAXSIZE = 32
+# How long credentials from the kubeconfig / in-cluster loader are reused. Their refresh hook
+# re-reads the configuration on every call (tens of microseconds, about a tenth of the
+# controller's CPU per Service at 10,000 Services); client-go re-reads a token file once a
+# minute. Shorter here, and dropped at once on a 401, so a rotated token is picked up.
+AUTH_CACHE_S = 10.0
 
 PATCH_TYPES = {
     "merge": "application/merge-patch+json",
@@ -66,23 +80,37 @@ def watch_timeout(rand: Callable[[], float] = random.random) -> int:
     return WATCH_TIMEOUT_S + int(WATCH_TIMEOUT_JITTER_S * rand())
 
 
-def _status_message(data: bytes) -> str:
+def _status_info(data: bytes) -> tuple[str, str, tuple[str, ...]]:
+    """(message, reason, fields named in details.causes) of a metav1.Status body."""
     try:
         body = json.loads(data)
     except ValueError:
-        return data[:200].decode("utf-8", "replace")
-    if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return str(body["message"])
-    return data[:200].decode("utf-8", "replace")
+        return data[:200].decode("utf-8", "replace"), "", ()
+    if not isinstance(body, dict) or not isinstance(body.get("message"), str):
+        return data[:200].decode("utf-8", "replace"), "", ()
+    reason = body.get("reason") if isinstance(body.get("reason"), str) else ""
+    details = body.get("details")
+    causes = details.get("causes") if isinstance(details, dict) else None
+    fields = tuple(dict.fromkeys(
+        str(c["field"]) for c in (causes if isinstance(causes, list) else [])
+        if isinstance(c, dict) and isinstance(c.get("field"), str) and c["field"]))
+    return str(body["message"]), str(reason), fields
 
 
-def error_for_status(status: int, message: str, retry_after: str | None = None) -> KubeError:
+def error_for_status(status: int, message: str, retry_after: str | None = None,
+                     reason: str = "", detail: str = "",
+                     fields: tuple[str, ...] = ()) -> KubeError:
     if status == 404:
         return NotFound(message, status)
     if status == 409:
         return Conflict(message, status)
     if status == 410:
         return Gone(message, status)
+    if status == 403:
+        return Forbidden(message, status, reason or "Forbidden", detail, fields)
+    if status in (400, 422):
+        return Invalid(message, status, reason or ("Invalid" if status == 422 else "BadRequest"),
+                       detail, fields)
     if status in (429, 503):
         delay: float | None = None
         if retry_after:
@@ -92,6 +120,34 @@ def error_for_status(status: int, message: str, retry_after: str | None = None) 
                 delay = None
         return Throttled(message, status, delay)
     return KubeError(message, status)
+
+
+class CachedAuth:
+    """Reuses the headers of ``load`` for ``ttl`` seconds; ``invalidate()`` (on a 401) makes
+    the next call load them again. Thread-safe; a failing ``load`` raises to the caller."""
+
+    def __init__(self, load: Callable[[], dict[str, str]], ttl: float = AUTH_CACHE_S,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._load = load
+        self._ttl = ttl
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._headers: dict[str, str] | None = None
+        self._until = 0.0
+
+    def __call__(self) -> dict[str, str]:
+        now = self._monotonic()
+        with self._lock:
+            if self._headers is not None and now < self._until:
+                return self._headers
+        headers = self._load()
+        with self._lock:
+            self._headers, self._until = headers, now + self._ttl
+        return headers
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._headers = None
 
 
 class WatchHandle:
@@ -129,7 +185,8 @@ class KubeClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         # maxsize: informers hold one streaming connection each, plus concurrent writers.
-        self._pool = pool or urllib3.PoolManager(num_pools=4, maxsize=16, retries=False)
+        self._pool = pool or urllib3.PoolManager(num_pools=4, maxsize=POOL_MAXSIZE,
+                                                 retries=False)
         self._auth = auth_headers or (lambda: {})
         self.connect_timeout = connect_timeout
         self.request_timeout = request_timeout
@@ -176,19 +233,21 @@ class KubeClient:
         from kubernetes.client.rest import RESTClientObject
 
         # The library's REST client builds the pool with the CA, client cert and proxy
-        # settings from the configuration; we reuse only that pool.
+        # settings from the configuration; we reuse only that pool (sized for our writers).
+        configuration.connection_pool_maxsize = max(
+            configuration.connection_pool_maxsize or 0, POOL_MAXSIZE)
         pool = RESTClientObject(configuration).pool_manager
 
         def auth() -> dict[str, str]:
             # auth_settings() runs the refresh hook (rotated service-account tokens, exec
-            # plugins) on every call.
+            # plugins) on every call: CachedAuth calls it at most every AUTH_CACHE_S.
             headers: dict[str, str] = {}
             for setting in configuration.auth_settings().values():
                 if setting.get("in") == "header" and setting.get("value"):
                     headers[setting["key"]] = setting["value"]
             return headers
 
-        return cls(configuration.host, pool=pool, auth_headers=auth, **kwargs)
+        return cls(configuration.host, pool=pool, auth_headers=CachedAuth(auth), **kwargs)
 
     # ----- transport ----------------------------------------------------------------------
 
@@ -226,6 +285,8 @@ class KubeClient:
             REQUESTS.labels(verb, res.plural, "error").inc()
             raise KubeError(f"{method} {path}: {type(e).__name__}: {e}") from e
         REQUESTS.labels(verb, res.plural, str(resp.status)).inc()
+        if resp.status == 401 and isinstance(self._auth, CachedAuth):
+            self._auth.invalidate()  # maybe a rotated token: load credentials afresh
         if resp.status >= 400:
             try:
                 payload = resp.data if not stream else resp.read()
@@ -234,10 +295,12 @@ class KubeClient:
             finally:
                 if stream:
                     resp.release_conn()
+            detail, reason, fields = _status_info(payload)
             raise error_for_status(
                 resp.status,
-                f"{method} {path}: {resp.status}: {_status_message(payload)}",
+                f"{method} {path}: {resp.status}: {detail}",
                 resp.headers.get("Retry-After"),
+                reason=reason, detail=detail, fields=fields,
             )
         return resp
 

@@ -5,18 +5,22 @@
   dirty and it is queued again when the worker calls done().
 - Rate-limited re-adds use per-key exponential backoff with full jitter, reset when the
   handler reports DONE (or GIVE_UP).
+- Sections in take order (``in_turn``): several workers can run a critical section one at a
+  time in exactly the order their keys were taken from the queue - the order one worker
+  would have run them in - while the rest of their handlers runs in parallel.
 
 Handlers return an ``Outcome`` and never sleep or retry themselves (DESIGN.md habit 2).
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import heapq
 import itertools
 import threading
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 import structlog
@@ -46,6 +50,51 @@ class Outcome(enum.Enum):
     GIVE_UP = "give_up"  # permanent failure (already reported to the user): drop the key
 
 
+class _Turns:
+    """Tickets 0, 1, 2, ... take their turn in order; each turn ends (``finish``) once.
+
+    A ticket whose holder never needs the turn is finished without taking it; finishing is
+    idempotent and may happen out of order (later tickets wait until every earlier one is
+    finished). The thread in its turn is remembered so that a nested section is a no-op.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._next = 0  # the ticket whose turn it is (or will be once it asks)
+        self._finished: set[int] = set()  # finished tickets above _next
+        self._owner: int | None = None  # thread ident in its turn
+
+    def wait_for(self, ticket: int) -> None:
+        with self._cond:
+            while self._next != ticket:
+                self._cond.wait()
+            self._owner = threading.get_ident()
+
+    def finish(self, ticket: int) -> None:
+        with self._cond:
+            if ticket < self._next or ticket in self._finished:
+                return
+            if ticket == self._next:
+                self._owner = None
+            self._finished.add(ticket)
+            while self._next in self._finished:
+                self._finished.remove(self._next)
+                self._next += 1
+            self._cond.notify_all()
+
+    def finished(self, ticket: int) -> bool:
+        with self._cond:
+            return ticket < self._next or ticket in self._finished
+
+    def mine(self) -> bool:
+        with self._cond:
+            return self._owner == threading.get_ident()
+
+    def held(self) -> bool:
+        with self._cond:
+            return self._owner is not None
+
+
 class WorkQueue(Generic[K]):
     def __init__(
         self,
@@ -64,6 +113,10 @@ class WorkQueue(Generic[K]):
         self._due: dict[K, float] = {}  # earliest due time per delayed key
         self._seq = itertools.count()
         self._shutdown = False
+        # Take order: every take gets the next ticket; done() finishes it (see in_turn).
+        self._take_seq = itertools.count()
+        self._tickets: dict[K, int] = {}
+        self._turns = _Turns()
 
     # ----- adding -------------------------------------------------------------------------
 
@@ -135,6 +188,7 @@ class WorkQueue(Generic[K]):
         DEPTH.labels(self.name).set(len(self._queue))
         self._dirty.discard(key)
         self._processing.add(key)
+        self._tickets[key] = next(self._take_seq)
         return key
 
     def get(self, timeout: float | None = None) -> K | None:
@@ -164,10 +218,42 @@ class WorkQueue(Generic[K]):
     def done(self, key: K) -> None:
         with self._cond:
             self._processing.discard(key)
+            ticket = self._tickets.pop(key, None)
             if key in self._dirty:
                 self._queue.append(key)
                 DEPTH.labels(self.name).set(len(self._queue))
                 self._cond.notify()
+        if ticket is not None:
+            self._turns.finish(ticket)  # a handler that never asked for its turn passes it
+
+    # ----- sections in take order ---------------------------------------------------------
+
+    @contextlib.contextmanager
+    def in_turn(self, key: K) -> Iterator[None]:
+        """Run the block once every key taken before ``key`` has had its turn (or finished
+        processing without asking for one), and before any key taken after it: with several
+        workers, the blocks run one at a time and in the order one worker would run them.
+
+        One turn per take: a second block for the same take, or a block for a key that is
+        not being processed (direct calls in tests), queues up behind every key taken so far.
+        A nested block in the thread whose turn it is runs at once.
+        """
+        if self._turns.mine():
+            yield
+            return
+        with self._cond:
+            ticket = self._tickets.get(key)
+            if ticket is None or self._turns.finished(ticket):
+                ticket = next(self._take_seq)
+        self._turns.wait_for(ticket)
+        try:
+            yield
+        finally:
+            self._turns.finish(ticket)
+
+    def turn_held(self) -> bool:
+        """Is some thread inside an ``in_turn`` block right now?"""
+        return self._turns.held()
 
     # ----- state --------------------------------------------------------------------------
 

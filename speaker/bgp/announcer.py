@@ -26,7 +26,9 @@ from typing import Any, Protocol
 
 import structlog
 
-from lb.core.model import GROUP, VERSION, FieldProblem, ObjectRef
+from lb.core.model import GROUP, VERSION, BGPPeer, FieldProblem, ObjectRef
+from lb.errors import Refused
+from lb.kube.refusal import RefusalMemo, report_refusal
 from speaker.bgp import metrics
 from speaker.bgp.process import ExaBgpError, ExaBgpProcess, Redactor
 from speaker.core import bgp as core
@@ -51,6 +53,7 @@ BACKOFF_MAX_S = 30.0
 # After the withdraw acks, exabgp still has to put the UPDATEs on the wire before SIGTERM
 # closes the socket; its reactor loop runs every few ms, 0.3 s is ample and bounded.
 FLUSH_BEFORE_CLOSE_S = 0.3
+STATUS_MESSAGE_MAX = 1024  # the CRD's maxLength of status.nodes.*.message: longer is a 422
 
 
 class PatchClient(Protocol):
@@ -104,6 +107,10 @@ class BgpAnnouncer:
         self._eor_sent: set[str] = set()  # neighbors told End-of-RIB since they came up
         self._reported: set[FieldProblem | core.PeerProblem] = set()
         self._status_written: dict[str, dict[str, Any] | None] = {}
+        # Status writes the API server refused (400/403/422), by peer: not sent again until
+        # the entry or the peer's spec changes (retrying every tick would be refused again).
+        self._status_refused: RefusalMemo[str] = RefusalMemo()
+        self._peer_specs: dict[str, BGPPeer] = {}
         self.updates_sent = 0
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"bgp-{node_name}")
         self._thread.start()
@@ -194,6 +201,7 @@ class BgpAnnouncer:
             return
         plan = core.plan(self.node, snap)
         self._plan = plan
+        self._peer_specs = {p.name: p for p in snap.bgp_peers}
         self.redact.set(s.password for s in plan.sessions if s.password)
         self._report(plan)
         if not plan.sessions:
@@ -324,7 +332,8 @@ class BgpAnnouncer:
     def _peer_status(self, plan: core.BgpPlan, peer: str) -> dict[str, Any]:
         prob = plan.peer_problems.get(peer)
         if prob is not None:
-            return {"state": "Down", "reason": prob.reason, "message": prob.message}
+            return {"state": "Down", "reason": prob.reason,
+                    "message": prob.message[:STATUS_MESSAGE_MAX]}
         s = next((x for x in plan.sessions if x.peer == peer), None)
         if s is None:
             return {"state": "Down", "reason": "NoSession", "message": "no session planned"}
@@ -352,16 +361,27 @@ class BgpAnnouncer:
         for p in self._status_written:
             if p not in wanted:
                 wanted[p] = None  # no longer applies to this node: remove our entry
+        self._status_refused.retain(wanted)
         for peer, entry in wanted.items():
             if self._status_written.get(peer, "unset") == entry:
                 continue
+            fp = (self._peer_specs.get(peer), repr(entry))
+            if self._status_refused.blocked(peer, fp):
+                continue  # refused as such: wait for the entry or the peer to change
             try:
                 self.kube.patch(BGPPEERS, peer, {"status": {"nodes": {self.node: entry}}},
                                 subresource="status")
-            except Exception as e:  # retried on the next tick: _status_written unchanged
+            except Refused as e:
+                if self._status_refused.refused(peer, fp):
+                    report_refusal(self.events, log, _involved(core.peer_ref(peer)), e,
+                                   component="speaker", resource=BGPPEERS.plural,
+                                   field=f"status.nodes.{self.node}")
+                continue
+            except Exception as e:  # transient: retried on the next tick
                 log.warning("bgp_status_write_failed", node=self.node, peer=peer,
                             error=type(e).__name__)
                 continue
+            self._status_refused.done(peer)
             if entry is None:
                 self._status_written.pop(peer, None)
             else:

@@ -217,25 +217,52 @@ def _node_address(node: NodeInfo, family: Family) -> IPAddress | None:
     return None
 
 
+# Room for the server's text in a PeerProblem message: the status message is at most 1024
+# characters (CRD) and the rest of the message names the Secret and the remedy.
+_SERVER_MESSAGE_MAX = 400
+
+
 def _password(
-    peer: BGPPeer, secrets: Mapping[tuple[str, str], Mapping[str, bytes]]
+    peer: BGPPeer, snapshot: ClusterSnapshot
 ) -> tuple[bytes | None, PeerProblem | None]:
     ref = peer.password_secret
     if ref is None:
         return None, None
-    data = secrets.get((ref.namespace, ref.name))
+    home = snapshot.namespace
+    if not ref.allowed_in(home):
+        # Never read: the speaker's RBAC allows Secrets only in its own namespace, and a
+        # 403 would only tell the user less than this.
+        return None, PeerProblem(
+            peer.name, "PasswordSecretNamespace",
+            f"BGPPeer {peer.name}: spec.passwordSecret.namespace is {ref.namespace!r}, but "
+            f"Portico reads BGP password Secrets only in its own namespace {home!r}; put "
+            f"Secret {ref.name} there and set spec.passwordSecret.namespace to {home!r} or "
+            "leave it out")
+    where = f"Secret {home}/{ref.name} (spec.passwordSecret of BGPPeer {peer.name})"
+    data = snapshot.secrets.get((home, ref.name))
     if data is None:
+        err = snapshot.secret_errors.get((home, ref.name))
+        server = err.message[:_SERVER_MESSAGE_MAX] if err is not None else ""
+        if err is not None and err.status == 403:
+            return None, PeerProblem(
+                peer.name, "PasswordSecretForbidden",
+                f"{where} may not be read by the speaker: the API server answered 403 "
+                f"Forbidden ({server}); the speaker's Role must allow 'get' on Secrets in "
+                f"namespace {home} (the Helm chart grants it)")
+        if err is not None and err.status != 404:
+            code = f"HTTP {err.status}" if err.status is not None else "no answer"
+            return None, PeerProblem(
+                peer.name, "PasswordSecretUnreadable",
+                f"{where} could not be read ({code}: {server}); the speaker tries again")
         return None, PeerProblem(peer.name, "PasswordSecretMissing",
-                                 f"Secret {ref.namespace}/{ref.name} (spec.passwordSecret) "
-                                 "does not exist or is not readable")
+                                 f"{where} does not exist")
     value = data.get(ref.key)
     if value is None:
         return None, PeerProblem(peer.name, "PasswordSecretMissing",
-                                 f"Secret {ref.namespace}/{ref.name} has no key {ref.key!r} "
-                                 "(spec.passwordSecret)")
+                                 f"{where} has no key {ref.key!r}")
     if not value or len(value) > TCP_MD5_MAX_KEY:
         return None, PeerProblem(peer.name, "InvalidPassword",
-                                 f"password in Secret {ref.namespace}/{ref.name} must be 1.."
+                                 f"password in Secret {home}/{ref.name} must be 1.."
                                  f"{TCP_MD5_MAX_KEY} bytes (TCP-MD5 key limit)")
     return value, None
 
@@ -283,7 +310,7 @@ def plan_sessions(
                 peer.name, "DuplicatePeerAddress",
                 f"BGPPeer {used[neighbor]} already peers with {neighbor} from this node")
             continue
-        password, pproblem = _password(peer, snapshot.secrets)
+        password, pproblem = _password(peer, snapshot)
         if pproblem is not None:
             peer_problems[peer.name] = pproblem
             continue

@@ -32,7 +32,7 @@ from lb.core.parse import (
     parse_service,
 )
 from lb.errors import InvalidObject
-from speaker.core.snapshot import ClusterSnapshot, Endpoint, NodeInfo
+from speaker.core.snapshot import ClusterSnapshot, Endpoint, NodeInfo, SecretReadError
 
 Obj = Mapping[str, Any]
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -138,8 +138,11 @@ def build_snapshot(
     bgp_advertisements: Iterable[Obj] = (),
     bgp_peers: Iterable[Obj] = (),
     secrets: Mapping[tuple[str, str], Mapping[str, bytes]] | None = None,
+    secret_errors: Mapping[tuple[str, str], SecretReadError] | None = None,
+    namespace: str = "",
     lb_class: str | None = None,
 ) -> BuildResult:
+    """``namespace``: where Portico runs, the only namespace password Secrets come from."""
     problems: list[tuple[str, str, tuple[FieldProblem, ...]]] = []
 
     def parsed(kind: str, objs: Iterable[Obj], fn: Any) -> list[Any]:
@@ -166,8 +169,7 @@ def build_snapshot(
     bgpa_v: list[BGPAdvertisement] = parsed("BGPAdvertisement", bgp_advertisements,
                                             parse_bgp_advertisement)
     peer_v: list[BGPPeer] = parsed("BGPPeer", bgp_peers, parse_bgp_peer)
-    wanted = {(p.password_secret.namespace, p.password_secret.name)
-              for p in peer_v if p.password_secret is not None}
+    wanted = _allowed_refs(peer_v, namespace)
     snap = ClusterSnapshot(
         services=tuple(sorted(svcs, key=lambda s: s.key)),
         endpoints=endpoints_by_service(endpoint_slices),
@@ -177,18 +179,25 @@ def build_snapshot(
         bgp_advertisements=tuple(sorted(bgpa_v, key=lambda a: a.name)),
         bgp_peers=tuple(sorted(peer_v, key=lambda p: p.name)),
         secrets={k: v for k, v in (secrets or {}).items() if k in wanted},
+        secret_errors={k: v for k, v in (secret_errors or {}).items() if k in wanted},
+        namespace=namespace,
     )
     return BuildResult(snap, tuple(problems))
 
 
-def referenced_secrets(bgp_peers: Iterable[Obj]) -> set[tuple[str, str]]:
-    """(namespace, name) of the Secrets that valid BGPPeers reference."""
-    out: set[tuple[str, str]] = set()
+def _allowed_refs(peers: Iterable[BGPPeer], namespace: str) -> set[tuple[str, str]]:
+    return {(namespace, p.password_secret.name) for p in peers
+            if p.password_secret is not None and p.password_secret.allowed_in(namespace)}
+
+
+def referenced_secrets(bgp_peers: Iterable[Obj], namespace: str) -> set[tuple[str, str]]:
+    """(namespace, name) of the Secrets that valid BGPPeers reference in ``namespace`` (where
+    Portico runs). A reference to another namespace is left out, so it is never read: the
+    speaker may not read Secrets there, and the BGP plan reports it on the peer instead."""
+    out: list[BGPPeer] = []
     for o in bgp_peers:
         try:
-            peer = parse_bgp_peer(o)
+            out.append(parse_bgp_peer(o))
         except InvalidObject:
             continue
-        if peer.password_secret is not None:
-            out.add((peer.password_secret.namespace, peer.password_secret.name))
-    return out
+    return _allowed_refs(out, namespace)

@@ -1,7 +1,7 @@
 """What a speaker knows about the cluster at one moment, as pure values.
 
 The speaker's I/O shell keeps informers on Services, EndpointSlices, Nodes, the pool and
-advertisement CRDs and the Secrets BGPPeers reference, and after every change (debounced)
+advertisement CRDs, reads the Secrets BGPPeers reference, and after every change (debounced)
 builds one ``ClusterSnapshot``. Each announcer (layer 2, BGP) receives the whole snapshot and
 computes from it, purely, what this node must announce — so both announcers always act on the
 same consistent view and a test can feed them any state it likes.
@@ -42,6 +42,14 @@ class Endpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class SecretReadError:
+    """Why a Secret a BGPPeer references could not be read: the API server's answer."""
+
+    status: int | None  # HTTP status (403, 404, 500 ...); None when no answer came
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterSnapshot:
     # Services handled by Portico (type LoadBalancer, our class) that hold addresses
     # (LBService.status_ips are the VIPs to announce).
@@ -57,3 +65,10 @@ class ClusterSnapshot:
     secrets: Mapping[tuple[str, str], Mapping[str, bytes]] = field(
         default_factory=dict, hash=False
     )
+    # Referenced Secrets that could not be read, and why: (namespace, name) -> error.
+    secret_errors: Mapping[tuple[str, str], SecretReadError] = field(
+        default_factory=dict, hash=False
+    )
+    # The namespace Portico runs in (the speaker's --namespace, the Helm release namespace):
+    # the only one BGP password Secrets are read from (the speaker's RBAC allows no other).
+    namespace: str = ""

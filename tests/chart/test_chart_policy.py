@@ -88,6 +88,20 @@ def test_controller_reads_no_secrets_and_speaker_reads_them_only_in_its_namespac
                 assert role.startswith("Role "), "speaker Secrets access must be namespaced"
 
 
+def test_speaker_reads_password_secrets_where_its_role_allows() -> None:
+    """BGPPeer.passwordSecret lives in the namespace Portico runs in: the speaker's
+    ``--namespace`` (POD_NAMESPACE from the downward API unless overridden) must be the
+    namespace of the Role that lets it get Secrets, or every read would be a 403."""
+    ds = one("default", "DaemonSet", "-speaker")
+    [c] = [c for c in containers(ds) if c["name"] == "speaker"]
+    assert not any(str(a).startswith("--namespace") for a in c.get("args", [])), c["args"]
+    env = {e["name"]: e for e in c.get("env", [])}
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    roles = [r for r in by_kind("default", "Role") if r["metadata"]["name"].endswith("-speaker")
+             and any("secrets" in rule["resources"] for rule in r["rules"])]
+    assert [r["metadata"]["namespace"] for r in roles] == [ds["metadata"]["namespace"]]
+
+
 def test_status_writes_go_through_status_subresources() -> None:
     for role, rule in _rules("default"):
         writes = set(rule["verbs"]) & WRITE_VERBS

@@ -45,8 +45,8 @@ def status_body(code: int, reason: str, message: str) -> Obj:
     }
 
 
-_REASONS = {400: "BadRequest", 404: "NotFound", 405: "MethodNotAllowed", 409: "Conflict",
-            410: "Expired", 415: "UnsupportedMediaType", 422: "Invalid",
+_REASONS = {400: "BadRequest", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed",
+            409: "Conflict", 410: "Expired", 415: "UnsupportedMediaType", 422: "Invalid",
             429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}
 
 

@@ -21,9 +21,11 @@ from lb.core.model import (
     Pool,
     SecretKeyRef,
 )
-from speaker.core.snapshot import ClusterSnapshot, Endpoint, NodeInfo
+from speaker.core.snapshot import ClusterSnapshot, Endpoint, NodeInfo, SecretReadError
 
 REPO = Path(__file__).resolve().parents[2]
+# The namespace the hand-built snapshots say Portico runs in (password Secrets live there).
+PORTICO_NAMESPACE = "portico"
 EXABGP = str(REPO / ".venv" / "bin" / "exabgp")
 ROUTER_ASN = 64500
 NODE_ASN = 64512
@@ -44,10 +46,13 @@ def svc(name: str, *ips: str, policy: str = "Cluster", ns: str = "default") -> L
 
 
 def peer(name: str, address: str, asn: int = ROUTER_ASN, my_asn: int = NODE_ASN,
-         hold: int = 3, secret: str | None = None) -> BGPPeer:
+         hold: int = 3, secret: str | None = None,
+         secret_namespace: str | None = None) -> BGPPeer:
+    """``secret``: passwordSecret name; ``secret_namespace`` as the user wrote it (None:
+    omitted, i.e. the snapshot's namespace)."""
     return BGPPeer(name=name, my_asn=my_asn, peer_asn=asn,
                    peer_address=ipaddress.ip_address(address), hold_time=hold,
-                   password_secret=SecretKeyRef("portico", secret) if secret else None)
+                   password_secret=SecretKeyRef(secret_namespace, secret) if secret else None)
 
 
 def node(name: str, *addrs: str, **labels: str) -> NodeInfo:
@@ -63,11 +68,13 @@ def snapshot(
     peers: Iterable[BGPPeer] = (),
     endpoints: Mapping[str, tuple[Endpoint, ...]] | None = None,
     secrets: dict[tuple[str, str], dict[str, bytes]] | None = None,
+    secret_errors: Mapping[tuple[str, str], SecretReadError] | None = None,
+    namespace: str = PORTICO_NAMESPACE,
 ) -> ClusterSnapshot:
     return ClusterSnapshot(
         services=tuple(services), nodes={n.name: n for n in nodes}, pools=tuple(pools),
         bgp_advertisements=tuple(advs), bgp_peers=tuple(peers), endpoints=endpoints or {},
-        secrets=secrets or {},
+        secrets=secrets or {}, secret_errors=secret_errors or {}, namespace=namespace,
     )
 
 

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from lb.core.parse_adv import parse_bgp_advertisement, parse_bgp_peer
-from lb.errors import InvalidObject
+from lb.errors import Forbidden, Invalid, InvalidObject
 from speaker.bgp.announcer import BgpAnnouncer
+from speaker.core.snapshot import SecretReadError
 from tests.lab.bgp_helpers import (
     FakeEvents,
     FakeKube,
@@ -99,5 +100,76 @@ def test_exabgp_that_cannot_start_is_retried_with_backoff(tmp_path: Path) -> Non
         a.sync(snapshot([], [node("n1", "192.0.2.11")], [], [], [peer("r", "192.0.2.1")]))
         wait_for(lambda: kube.status.get("r", {}).get("n1", {}).get("state") == "Down", 5)
         assert a._backoff > 1.0 and a._thread.is_alive()
+    finally:
+        a.stop(graceful=True)
+
+
+def test_password_secret_problems_reach_status_and_events(tmp_path: Path) -> None:
+    """PasswordSecretNamespace and PasswordSecretForbidden: a Warning Event on the BGPPeer and
+    the per-node status entry, both with the reason and a message naming the field."""
+    kube, events = FakeKube(), FakeEvents()
+    a = BgpAnnouncer("n1", kube, events, "/nonexistent/exabgp", str(tmp_path / "st"))
+    try:
+        a.sync(snapshot(
+            [], [node("n1", "192.0.2.11")], [], [],
+            [peer("elsewhere", "192.0.2.1", secret="s", secret_namespace="kube-system"),
+             peer("forbidden", "192.0.2.2", secret="f")],
+            secret_errors={("portico", "f"): SecretReadError(403, "cannot get secrets")}))
+        wait_for(lambda: {"PasswordSecretNamespace", "PasswordSecretForbidden"}
+                 <= set(events.reasons()), 5)
+        wait_for(lambda: len(kube.status.get("forbidden", {})) == 1, 5)
+        st = kube.status["elsewhere"]["n1"]
+        assert st["reason"] == "PasswordSecretNamespace" and st["state"] == "Down"
+        assert "spec.passwordSecret.namespace" in st["message"] and "'portico'" in st["message"]
+        st = kube.status["forbidden"]["n1"]
+        assert st["reason"] == "PasswordSecretForbidden" and "403" in st["message"]
+        ev = [e for e in events.events if e[2] == "PasswordSecretNamespace"]
+        assert ev[0][:2] == ("elsewhere", "Warning") and "BGPPeer elsewhere" in ev[0][3]
+    finally:
+        a.stop(graceful=True)
+
+
+class RefusingKube(FakeKube):
+    """Refuses every status patch as the API server does for an invalid body (422)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+        self.attempts = 0
+
+    def patch(self, res: Any, name: str, patch: Any, namespace: str | None = None,
+              subresource: str | None = None, patch_type: str = "merge") -> Any:
+        self.attempts += 1
+        raise self.error
+
+
+@pytest.mark.parametrize("error", [
+    Invalid("PATCH /apis/.../bgppeers/r/status: 422: status.nodes.n1.message: Too long",
+            422, "Invalid", "status.nodes.n1.message: Too long", ("status.nodes.n1.message",)),
+    Forbidden("PATCH ...: 403: forbidden", 403, "Forbidden", "bgppeers/status is forbidden"),
+])
+def test_refused_status_write_is_reported_once_and_not_retried_until_a_change(
+        tmp_path: Path, error: Exception) -> None:
+    kube, events = RefusingKube(error), FakeEvents()
+    a = BgpAnnouncer("n1", kube, events, "/nonexistent/exabgp", str(tmp_path / "st"))
+    snap = snapshot([], [node("n1", "192.0.2.11")], [], [], [peer("r", "192.0.2.1", hold=2)])
+    try:
+        a.sync(snap)
+        wait_for(lambda: "StatusWriteRefused" in events.reasons(), 5)
+        for _ in range(5):  # more reconciles of the same state: nothing is sent again
+            a.sync(snap)
+            time.sleep(0.05)
+        wait_for(lambda: not a._wake.is_set(), 5)
+        time.sleep(0.1)
+        assert kube.attempts == 1
+        refused = [e for e in events.events if e[2] == "StatusWriteRefused"]
+        assert len(refused) == 1
+        obj, type_, _, message = refused[0]
+        assert (obj, type_) == ("r", "Warning")
+        assert f"HTTP {error.status}" in message  # type: ignore[attr-defined]
+        # The peer changes: its status is worth another try.
+        a.sync(snapshot([], [node("n1", "192.0.2.11")], [], [],
+                        [peer("r", "192.0.2.1", hold=1)]))
+        wait_for(lambda: kube.attempts == 2, 5)
     finally:
         a.stop(graceful=True)

@@ -24,7 +24,7 @@ from speaker.core.bgp_exabgp import (
     render_config,
     withdraw_commands,
 )
-from speaker.core.snapshot import Endpoint
+from speaker.core.snapshot import Endpoint, SecretReadError
 from tests.lab.bgp_helpers import adv, node, peer, pool, snapshot, svc
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "bgp"
@@ -173,12 +173,68 @@ def test_password_from_secret_missing_secret_and_missing_key() -> None:
     plan = core.plan("n1", snapshot(**base))  # type: ignore[arg-type]
     assert not plan.sessions
     assert plan.peer_problems["md5"].reason == "PasswordSecretMissing"
+    assert "portico/bgp-pass" in plan.peer_problems["md5"].message
+    assert "does not exist" in plan.peer_problems["md5"].message
     plan = core.plan("n1", snapshot(**base, secrets={("portico", "bgp-pass"): {"x": b"y"}}))  # type: ignore[arg-type]
     assert plan.peer_problems["md5"].reason == "PasswordSecretMissing"
     plan = core.plan("n1", snapshot(**base,  # type: ignore[arg-type]
                                     secrets={("portico", "bgp-pass"): {"password": b"s3cr\"et;"}}))
     [s] = plan.sessions
     assert s.password == b's3cr"et;' and "s3cr" not in repr(s)
+
+
+def _md5_plan(p: BGPPeer, **kw: object) -> core.BgpPlan:
+    return core.plan("n1", snapshot([svc("a", "203.0.113.10")], NODES, POOLS, [adv("a")],
+                                    [p, *PEERS], **kw))  # type: ignore[arg-type]
+
+
+GOOD_SECRET = {("portico", "bgp-pass"): {"password": b"pw"}}
+
+
+def test_password_secret_in_portico_namespace_explicit_or_omitted() -> None:
+    for ns in (None, "portico"):
+        plan = _md5_plan(peer("md5", "192.0.2.5", secret="bgp-pass", secret_namespace=ns),
+                         secrets=GOOD_SECRET)
+        assert "md5" not in plan.peer_problems
+        assert [s.password for s in plan.sessions if s.peer == "md5"] == [b"pw"]
+
+
+def test_password_secret_in_another_namespace_is_a_peer_problem_not_a_read() -> None:
+    """The Secret is looked up nowhere else, even when the same name exists there."""
+    p = peer("md5", "192.0.2.5", secret="bgp-pass", secret_namespace="kube-system")
+    plan = _md5_plan(p, secrets={**GOOD_SECRET, ("kube-system", "bgp-pass"): {"password": b"x"}})
+    prob = plan.peer_problems["md5"]
+    assert prob.reason == "PasswordSecretNamespace"
+    for part in ("BGPPeer md5", "spec.passwordSecret.namespace", "'kube-system'",
+                 "'portico'"):
+        assert part in prob.message, (part, prob.message)
+    assert {s.peer for s in plan.sessions} == {"r4", "r6"}  # other peers unaffected
+
+
+def test_password_secret_forbidden_unreadable_and_missing_are_told_apart() -> None:
+    p = peer("md5", "192.0.2.5", secret="bgp-pass")
+    key = ("portico", "bgp-pass")
+    cases = [
+        (SecretReadError(403, 'secrets "bgp-pass" is forbidden: User "system:serviceaccount:'
+                         'portico:speaker" cannot get resource "secrets"'),
+         "PasswordSecretForbidden", ("portico/bgp-pass", "403 Forbidden", "cannot get",
+                                     "namespace portico")),
+        (SecretReadError(404, 'secrets "bgp-pass" not found'), "PasswordSecretMissing",
+         ("portico/bgp-pass", "does not exist")),
+        (SecretReadError(500, "etcd timeout"), "PasswordSecretUnreadable",
+         ("HTTP 500", "etcd timeout")),
+        (SecretReadError(None, "connection refused"), "PasswordSecretUnreadable",
+         ("no answer", "connection refused")),
+    ]
+    for err, reason, parts in cases:
+        prob = _md5_plan(p, secret_errors={key: err}).peer_problems["md5"]
+        assert prob.reason == reason, (err, prob)
+        for part in parts:
+            assert part in prob.message, (part, prob.message)
+    # A long server message cannot push the status message past the CRD's 1024 characters.
+    prob = _md5_plan(p, secret_errors={key: SecretReadError(403, "x" * 5000)}
+                     ).peer_problems["md5"]
+    assert len(prob.message) < 1024
 
 
 def test_diff_routes_withdraws_only_vanished_prefixes() -> None:

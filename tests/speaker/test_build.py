@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 
-from speaker.core.build import build_snapshot, endpoints_by_service, node_info
+from speaker.core.build import (
+    build_snapshot,
+    endpoints_by_service,
+    node_info,
+    referenced_secrets,
+)
+from speaker.core.snapshot import SecretReadError
 
 
 def svc(name: str, ip: str | None, cls: str | None = None, bad: bool = False) -> dict:  # type: ignore[type-arg]
@@ -57,3 +63,36 @@ def test_nodes_and_endpoints() -> None:
                       {"nodeName": "n3"}, "junk"]}])
     assert [(e.node, e.ready) for e in eps["default/a"]] == [
         ("n1", True), ("n2", False), ("n3", True)]
+
+
+def _peer(name: str, secret: dict | None) -> dict:  # type: ignore[type-arg]
+    spec: dict = {"myASN": 64512, "peerASN": 65000, "peerAddress": "192.0.2.1"}  # type: ignore[type-arg]
+    if secret is not None:
+        spec["passwordSecret"] = secret
+    return {"metadata": {"name": name}, "spec": spec}
+
+
+PEERS = [_peer("omitted", {"name": "a"}), _peer("same", {"name": "b", "namespace": "portico"}),
+         _peer("other", {"name": "c", "namespace": "kube-system"}), _peer("none", None),
+         _peer("invalid", {"name": "Bad!"})]
+
+
+def test_only_secrets_in_porticos_namespace_are_referenced() -> None:
+    """Nothing outside the namespace Portico runs in is ever read (RBAC would refuse it)."""
+    assert referenced_secrets(PEERS, "portico") == {("portico", "a"), ("portico", "b")}
+    assert referenced_secrets(PEERS, "kube-system") == {("kube-system", "a"),
+                                                        ("kube-system", "c")}
+
+
+def test_snapshot_keeps_secrets_and_errors_of_referenced_secrets_only() -> None:
+    res = build_snapshot(
+        services=[], endpoint_slices=[], nodes=[], pools=[], l2_advertisements=[],
+        bgp_peers=PEERS, namespace="portico",
+        secrets={("portico", "a"): {"password": b"x"}, ("kube-system", "c"): {"password": b"y"},
+                 ("portico", "unrelated"): {"password": b"z"}},
+        secret_errors={("portico", "b"): SecretReadError(403, "forbidden"),
+                       ("kube-system", "c"): SecretReadError(403, "forbidden")})
+    snap = res.snapshot
+    assert snap.namespace == "portico"
+    assert set(snap.secrets) == {("portico", "a")}
+    assert set(snap.secret_errors) == {("portico", "b")}

@@ -443,6 +443,9 @@ GOOD: list[tuple[str, dict[str, Any] | None]] = [
                  "ebgpMultiHop": True, "nodeSelectors": [SEL]}),
     ("BGPPeer", {"myASN": 64512, "peerASN": 64512, "peerAddress": "192.0.2.1",
                  "holdTime": "0s"}),
+    # namespace omitted: the namespace Portico runs in (the only one allowed)
+    ("BGPPeer", {"myASN": 64512, "peerASN": 65000, "peerAddress": "192.0.2.1",
+                 "passwordSecret": {"name": "bgp-auth"}}),
     ("BGPPeer", {"myASN": 64512, "peerASN": 64512, "peerAddress": "192.0.2.1",
                  "holdTime": "1m30s", "keepaliveTime": "30s"}),
 ]
@@ -539,8 +542,12 @@ BAD: list[tuple[str, dict[str, Any] | None, str, str | None]] = [
     ("BGPPeer", dict(PEER, routerID="2001:db8::1"), "routerID", "InvalidRouterID"),
     ("BGPPeer", dict(PEER, routerID="0.0.0.0"), "routerID must not be 0.0.0.0",
      "InvalidRouterID"),
-    ("BGPPeer", dict(PEER, passwordSecret={"name": "s"}), "'namespace' is a required",
+    ("BGPPeer", dict(PEER, passwordSecret={"namespace": "n"}), "'name' is a required",
      "MissingField"),
+    ("BGPPeer", dict(PEER, passwordSecret={"name": "s", "namespace": "N_S"}), "namespace",
+     "InvalidPasswordSecret"),
+    ("BGPPeer", dict(PEER, passwordSecret={"name": "s", "namespace": ""}), "namespace",
+     "InvalidPasswordSecret"),
     ("BGPPeer", dict(PEER, passwordSecret={"name": "s", "namespace": "n", "key": "a/b"}),
      "key", "InvalidPasswordSecret"),
     ("BGPPeer", dict(PEER, password="plaintext"), "Additional properties", None),
@@ -580,6 +587,31 @@ def test_limits_agree_with_the_parser() -> None:
     assert max_items("L2Advertisement", ".spec.interfaces") == limits.MAX_INTERFACES
     assert max_items("BGPAdvertisement", ".spec.communities") == limits.MAX_COMMUNITIES
     assert max_items("BGPAdvertisement", ".spec.peers") == limits.MAX_NAMES
+
+
+def test_password_secret_required_fields_agree_with_the_parser() -> None:
+    """The schema's ``required`` of passwordSecret is exactly what the parser requires: each
+    required field left out is MissingField, each optional one may be left out."""
+    node = _node_at("BGPPeer", ".spec.passwordSecret")
+    assert node is not None
+    required = set(node.get("required") or [])
+    assert required == {"name"}, "namespace is optional (omitted: Portico's namespace)"
+    full = {"name": "s", "namespace": "portico-system", "key": "md5"}
+    for field in full:
+        partial = {k: v for k, v in full.items() if k != field}
+        obj = _obj("BGPPeer", dict(PEER, passwordSecret=partial))
+        assert bool(api_server_errors("BGPPeer", obj)) == (field in required), field
+        if field in required:
+            with pytest.raises(InvalidObject) as info:
+                parse_bgp_peer(obj)
+            assert [(p.field, p.reason) for p in info.value.problems] == [
+                (f"spec.passwordSecret.{field}", "MissingField")]
+        else:
+            ref = parse_bgp_peer(obj).password_secret
+            assert ref is not None and ref.name == "s"
+    ref = parse_bgp_peer(_obj("BGPPeer", dict(PEER, passwordSecret={"name": "s"}))
+                         ).password_secret
+    assert ref is not None and ref.namespace is None and ref.key == "password"
 
 
 class Recorder(Mapping[str, Any]):

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lb.errors import Conflict, Gone, KubeError, NotFound
+from lb.errors import Conflict, Forbidden, Gone, Invalid, KubeError, NotFound, Refused
 from lb.kube import resources as R
-from lb.kube.client import KubeClient, Throttled, WatchHandle
+from lb.kube.client import KubeClient, Throttled, WatchHandle, error_for_status
 from tests.emulator import Emulator
 
 
@@ -61,6 +61,38 @@ def test_errors_are_converted(emu: Emulator, kube: KubeClient) -> None:
     assert exc2.value.status == 500
     # urllib3 must not retry silently: one request per call.
     assert emu.count("GET", "/services/s") == 2
+
+
+@pytest.mark.parametrize(("code", "cls", "reason"), [
+    (403, Forbidden, "Forbidden"), (422, Invalid, "Invalid"), (400, Invalid, "BadRequest")])
+def test_refusals_are_their_own_errors(emu: Emulator, kube: KubeClient, code: int,
+                                       cls: type[Refused], reason: str) -> None:
+    """400/403/422 are Refused (never worth a retry of the same request), with the server's
+    reason and message; 401, 404, 409, 429 and 5xx are not."""
+    emu.faults.fail("PATCH", "/services/s/status", code)
+    with pytest.raises(cls) as exc:
+        kube.patch(R.SERVICES, "s", {"status": {}}, "a", subresource="status")
+    assert exc.value.status == code and exc.value.reason == reason
+    assert exc.value.detail == f"injected fault {code}"
+    for other in (401, 404, 409, 410, 429, 500, 503):
+        assert not isinstance(error_for_status(other, "x"), Refused), other
+
+
+def test_invalid_names_the_fields_of_the_status_causes() -> None:
+    from lb.kube.client import _status_info
+
+    body = (b'{"kind":"Status","status":"Failure","reason":"Invalid","code":422,'
+            b'"message":"Service \\"s\\" is invalid: status.loadBalancer.ingress[0].ip: '
+            b'Invalid value","details":{"causes":[{"field":"status.loadBalancer.ingress[0].ip"},'
+            b'{"field":"status.loadBalancer.ingress[0].ip"},{"reason":"x"}]}}')
+    message, reason, fields = _status_info(body)
+    assert reason == "Invalid" and fields == ("status.loadBalancer.ingress[0].ip",)
+    assert "is invalid" in message
+    err = error_for_status(422, "PATCH x: 422: " + message, None, reason=reason,
+                           detail=message, fields=fields)
+    assert isinstance(err, Invalid) and err.fields == fields and err.detail == message
+    assert _status_info(b"not json") == ("not json", "", ())
+    assert _status_info(b'{"message":"m","details":{"causes":"junk"}}') == ("m", "", ())
 
 
 def test_connection_refused_is_a_kube_error() -> None:

@@ -384,7 +384,10 @@ def test_hold_time_zero_and_three_are_allowed() -> None:
     ({"routerID": "2001:db8::1"}, ("spec.routerID", "InvalidRouterID")),
     ({"routerID": "0.0.0.0"}, ("spec.routerID", "InvalidRouterID")),
     ({"routerID": "router-1"}, ("spec.routerID", "InvalidRouterID")),
-    ({"passwordSecret": {"name": "s"}}, ("spec.passwordSecret.namespace", "MissingField")),
+    ({"passwordSecret": {"name": "s", "namespace": ""}},
+     ("spec.passwordSecret.namespace", "InvalidPasswordSecret")),
+    ({"passwordSecret": {"name": "s", "namespace": 7}},
+     ("spec.passwordSecret.namespace", "InvalidPasswordSecret")),
     ({"passwordSecret": {"namespace": "n"}}, ("spec.passwordSecret.name", "MissingField")),
     ({"passwordSecret": {"name": "S!", "namespace": "n"}},
      ("spec.passwordSecret.name", "InvalidPasswordSecret")),
@@ -404,6 +407,18 @@ def test_bgp_peer_bad_input(spec: dict[str, Any], problem: tuple[str, str]) -> N
 def test_bgp_peer_password_key_and_message_never_show_a_password() -> None:
     p = parse_bgp_peer(peer(passwordSecret={"name": "s", "namespace": "n", "key": "md5"}))
     assert p.password_secret == SecretKeyRef("n", "s", "md5")
+
+
+def test_bgp_peer_password_secret_namespace_is_optional() -> None:
+    """Omitted: the namespace Portico runs in. Given: kept as written, whatever it is — the
+    parser cannot know where Portico runs; the speaker compares and reports a mismatch."""
+    p = parse_bgp_peer(peer(passwordSecret={"name": "s"}))
+    assert p.password_secret == SecretKeyRef(None, "s", "password")
+    assert p.password_secret.allowed_in("portico-system")
+    other = parse_bgp_peer(peer(passwordSecret={"name": "s", "namespace": "kube-system"}))
+    assert other.password_secret is not None
+    assert not other.password_secret.allowed_in("portico-system")
+    assert other.password_secret.allowed_in("kube-system")
 
 
 # --- Service -----------------------------------------------------------------------------------
