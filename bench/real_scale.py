@@ -207,13 +207,7 @@ def metric_sum(m: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: st
 # ----- set-up ---------------------------------------------------------------------------------
 
 def apply_crds(cp: ControlPlane) -> None:
-    names = []
-    for path in sorted((CHART / "crds").glob("*.yaml")):
-        crd = yaml.safe_load(path.read_text())
-        cp.apply_crd(crd)
-        names.append(crd["metadata"]["name"])
-    for name in names:
-        cp.wait_crd_established(name)
+    cp.install_portico_crds()
 
 
 RBAC_PATHS = {

@@ -224,10 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with contextlib.ExitStack() as stack:
         cp = stack.enter_context(ControlPlane(extra_sans=(f"{MGMT4}.1",)))
-        for path in sorted((REPO / "charts" / "portico" / "crds").glob("*.yaml")):
-            crd = yaml.safe_load(path.read_text())
-            cp.apply_crd(crd)
-            cp.wait_crd_established(crd["metadata"]["name"])
+        cp.install_portico_crds()
         return _run_lab(cp, started)
     return 1
 

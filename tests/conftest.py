@@ -9,17 +9,13 @@ skip: these tests must run wherever the suite runs.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import yaml
 
 from lab.controlplane.cluster import ControlPlane
 from lab.controlplane.store import ApiStore
 from lb.kube.client import KubeClient
 
-REPO = Path(__file__).resolve().parents[1]
-CRD_DIR = REPO / "charts" / "portico" / "crds"
 # The lab's api namespace address (lab.topology.MGMT4 + ".1"): lab nodes reach the session's
 # control plane through a relay listening there, so the serving certificate names it too.
 LAB_API_ADDRESS = "203.0.113.1"
@@ -49,11 +45,4 @@ def api(admin_client: KubeClient) -> ApiStore:
 @pytest.fixture(scope="session")
 def crds(control_plane: ControlPlane) -> list[str]:
     """Portico's CRDs applied to the real server and Established; returns their names."""
-    names = []
-    for path in sorted(CRD_DIR.glob("*.yaml")):
-        crd = yaml.safe_load(path.read_text())
-        names.append(crd["metadata"]["name"])
-        control_plane.apply_crd(crd)
-    for name in names:
-        control_plane.wait_crd_established(name)
-    return names
+    return control_plane.install_portico_crds()

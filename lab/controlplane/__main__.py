@@ -11,14 +11,9 @@ import argparse
 import contextlib
 import signal
 import sys
-from pathlib import Path
-
-import yaml
 
 from lab.controlplane import binaries
 from lab.controlplane.cluster import ControlPlane
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,10 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     cp = ControlPlane(keep_logs=args.keep_logs).start()
     try:
         if args.crds:
-            for path in sorted((REPO / "charts" / "portico" / "crds").glob("*.yaml")):
-                crd = yaml.safe_load(path.read_text())
-                cp.apply_crd(crd)
-                cp.wait_crd_established(crd["metadata"]["name"])
+            cp.install_portico_crds()
         print(f"control plane up: {cp.url}\nexport KUBECONFIG={cp.kubeconfig}\n"
               f"logs: {cp.run_dir}\npids: {cp.pids()}\nCtrl-C stops it.", flush=True)
         with contextlib.suppress(KeyboardInterrupt):

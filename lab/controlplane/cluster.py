@@ -32,11 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from lab.controlplane import binaries, pki
 
 # Dual stack, like the clusters Portico serves: an IPv4 /16 from the benchmarking range (room
 # for a 10,000-Service benchmark: every Service gets a ClusterIP) and an IPv6 /108 (the
 # largest the IPv6 service allocator takes) from the documentation range.
+CRD_DIR = Path(__file__).resolve().parents[2] / "charts" / "portico" / "crds"
 SERVICE_CIDR = "198.19.0.0/16,2001:db8:5e::/108"
 FIRST_SERVICE_IP = "198.19.0.1"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
@@ -382,6 +385,17 @@ class ControlPlane:
             if time.monotonic() > deadline:
                 raise ControlPlaneError(f"CRD {name} not Established in {timeout} s")
             time.sleep(0.1)
+
+    def install_portico_crds(self) -> list[str]:
+        """Apply ``charts/portico/crds/*.yaml`` and wait until each is Established."""
+        names = []
+        for path in sorted(CRD_DIR.glob("*.yaml")):
+            crd = yaml.safe_load(path.read_text())
+            self.apply_crd(crd)
+            names.append(str(crd["metadata"]["name"]))
+        for name in names:
+            self.wait_crd_established(name)
+        return names
 
     def pids(self) -> dict[str, int | None]:
         return {n: p.pid for n, p in self.procs.items()}

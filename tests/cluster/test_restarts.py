@@ -16,18 +16,15 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from lab.controlplane.cluster import ControlPlane
 from lab.topology import SPEAKER_NAMESPACE, VIP_A4, Lab, wait_until
 from lb.errors import KubeError
 from lb.kube import resources as R
 
-REPO = Path(__file__).resolve().parents[2]
 INGRESS_SVC = "portico-ingress"
 CONVERGE_DEADLINE_S = 90.0
 CHURN_ROUNDS = 24  # bounded: one round every ~0.25 s plus the outage
@@ -38,10 +35,7 @@ def plane(request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
     """A control plane of this module's own: its apiserver and etcd get killed."""
     cp = ControlPlane(extra_sans=("203.0.113.1",)).start()
     try:
-        for path in sorted((REPO / "charts" / "portico" / "crds").glob("*.yaml")):
-            crd = yaml.safe_load(path.read_text())
-            cp.apply_crd(crd)
-            cp.wait_crd_established(crd["metadata"]["name"])
+        cp.install_portico_crds()
         yield cp
     finally:
         cp.keep_logs = request.session.testsfailed > 0

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from lab.controlplane.cluster import ControlPlane
 from lb.controller import Controller
@@ -25,17 +24,12 @@ from lb.kube.resources import IPADDRESSPOOLS, SERVICES
 
 from .conftest import Lab, eventually, pool, real_lab, service
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
 def uncached_plane(request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
     cp = ControlPlane(apiserver_args=("--watch-cache=false",)).start()
     try:
-        for path in sorted((REPO / "charts" / "portico" / "crds").glob("*.yaml")):
-            crd = yaml.safe_load(path.read_text())
-            cp.apply_crd(crd)
-            cp.wait_crd_established(crd["metadata"]["name"])
+        cp.install_portico_crds()
         yield cp
     finally:
         cp.keep_logs = request.session.testsfailed > 0
@@ -77,65 +71,55 @@ def _setup(lab: Lab) -> dict[str, list[str]]:
     return {f"s{i}": lab.wait_ips(f"s{i}") for i in range(4)}
 
 
+def _churn_while_cut_off(lab: Lab, compact: ControlPlane | None = None) -> None:
+    """Delete s1, create n1 and n2 while the controller cannot reach the server (and, with
+    ``compact``, compact etcd past every version it has seen: resuming is then impossible)."""
+    assert lab.relay is not None
+    lab.relay.refuse(True)
+    assert lab.relay.drop_all() >= 3  # every informer's watch at least
+    try:
+        lab.store.delete(SERVICES, "s1")
+        lab.store.create(SERVICES, service("n1"))
+        lab.store.create(SERVICES, service("n2"))
+        if compact is not None:
+            assert compact.compact_etcd() > 0
+    finally:
+        lab.relay.refuse(False)
+
+
+def _converged_after_churn(lab: Lab, before: dict[str, list[str]]) -> None:
+    def check() -> None:
+        for name in ("s0", "s2", "s3"):
+            assert lab.ips(name) == before[name], f"{name} moved"
+        # The newcomers get s1's freed address and the next free one (s0..s3 hold .0-.3; with
+        # several workers not necessarily s<i> = .<i>).
+        assert sorted(lab.ips("n1") + lab.ips("n2")) == sorted(
+            [before["s1"][0], "192.0.2.4"])
+        assert lab.pool_status("p")["ipv4"]["assigned"] == "5"
+    eventually(check, timeout=30)
+    lab.assert_consistent()
+
+
 def test_cut_connections_resume_without_relist(wlab: Lab, uncached_plane: ControlPlane,
                                                tmp_path: Path) -> None:
     ctl = _start_as_own_user(wlab, uncached_plane, tmp_path)
     before = _setup(wlab)
-    assert wlab.relay is not None
     lists = ctl.services.lists
-    wlab.relay.refuse(True)
-    assert wlab.relay.drop_all() >= 3  # every informer's watch at least
-    try:
-        # Changes while the controller is cut off; it resumes from its last resourceVersion
-        # and the real server replays what it missed.
-        wlab.store.delete(SERVICES, "s1")
-        wlab.store.create(SERVICES, service("n1"))
-        wlab.store.create(SERVICES, service("n2"))
-    finally:
-        wlab.relay.refuse(False)
-
-    def check() -> None:
-        for name in ("s0", "s2", "s3"):
-            assert wlab.ips(name) == before[name], f"{name} moved"
-        # The newcomers get s1's freed address and the next free one (s0..s3 hold .0-.3; with
-        # several workers not necessarily s<i> = .<i>).
-        assert sorted(wlab.ips("n1") + wlab.ips("n2")) == sorted(
-            [before["s1"][0], "192.0.2.4"])
-    eventually(check, timeout=30)
+    # The controller resumes from its last resourceVersion; the real server replays the rest.
+    _churn_while_cut_off(wlab)
+    _converged_after_churn(wlab, before)
     assert ctl.services.lists == lists, "a cut connection should resume, not relist"
     assert ctl.services.watches >= 2
-    wlab.assert_consistent()
 
 
 def test_compaction_410_relists_and_converges(wlab: Lab, uncached_plane: ControlPlane,
                                               tmp_path: Path) -> None:
     ctl = _start_as_own_user(wlab, uncached_plane, tmp_path)
     before = _setup(wlab)
-    assert wlab.relay is not None
     lists = ctl.services.lists
-    wlab.relay.refuse(True)
-    wlab.relay.drop_all()
-    try:
-        wlab.store.delete(SERVICES, "s1")
-        wlab.store.create(SERVICES, service("n1"))
-        wlab.store.create(SERVICES, service("n2"))
-        # Compact etcd past every version the controller has seen: resuming is impossible.
-        compacted = uncached_plane.compact_etcd()
-        assert compacted > 0
-    finally:
-        wlab.relay.refuse(False)
-
-    def check() -> None:
-        for name in ("s0", "s2", "s3"):
-            assert wlab.ips(name) == before[name], f"{name} moved"
-        # The newcomers get s1's freed address and the next free one (s0..s3 hold .0-.3; with
-        # several workers not necessarily s<i> = .<i>).
-        assert sorted(wlab.ips("n1") + wlab.ips("n2")) == sorted(
-            [before["s1"][0], "192.0.2.4"])
-        assert wlab.pool_status("p")["ipv4"]["assigned"] == "5"
-    eventually(check, timeout=30)
+    _churn_while_cut_off(wlab, compact=uncached_plane)
+    _converged_after_churn(wlab, before)
     assert ctl.services.lists > lists, "the 410 after compaction did not cause a relist"
-    wlab.assert_consistent()
 
 
 def test_idle_resync_and_restart_write_nothing(wlab: Lab, uncached_plane: ControlPlane,
