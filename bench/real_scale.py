@@ -206,10 +206,6 @@ def metric_sum(m: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: st
 
 # ----- set-up ---------------------------------------------------------------------------------
 
-def apply_crds(cp: ControlPlane) -> None:
-    cp.install_portico_crds()
-
-
 RBAC_PATHS = {
     "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles",
     "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
@@ -241,7 +237,8 @@ def controller_identity(cp: ControlPlane, run_dir: Path) -> tuple[Path, str]:
             sa_name = doc["metadata"]["name"]
     if not sa_name:
         raise BenchError("the chart rendered no controller ServiceAccount")
-    path = cp.token_kubeconfig(run_dir / "controller.kubeconfig", RELEASE_NAMESPACE, sa_name)
+    path, _ = cp.token_kubeconfig(run_dir / "controller.kubeconfig", RELEASE_NAMESPACE,
+                                  sa_name)
     return path, f"system:serviceaccount:{RELEASE_NAMESPACE}:{sa_name}"
 
 
@@ -427,7 +424,7 @@ def run(args: argparse.Namespace, cp: ControlPlane, ctrls: list[ControllerProc],
     n = args.services
     run_dir = cp.run_dir
     t_setup = time.monotonic()
-    apply_crds(cp)
+    cp.install_portico_crds()
     admin = KubeClient.from_environment(kubeconfig=str(cp.kubeconfig))
     admin.create(NAMESPACES, {"metadata": {"name": NAMESPACE}})
     admin.create(IPADDRESSPOOLS, {"metadata": {"name": "bench"},

@@ -22,7 +22,6 @@ EndpointSlices that the endpoint controller would write. Everything else is the 
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from typing import Any
 import yaml
 
 from lab import netns
-from lab.controlplane.cluster import ControlPlane
+from lab.controlplane.cluster import ControlPlane, running
 from lab.failover import INTERVAL, Prober, analyse, current_owner
 from lab.topology import MGMT4, REPO, SPEAKER_NAMESPACE, Lab, wait_until
 
@@ -222,11 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     except BuildError as e:
         say(f"demo needs the control-plane binaries: {e}")
         return 2
-    with contextlib.ExitStack() as stack:
-        cp = stack.enter_context(ControlPlane(extra_sans=(f"{MGMT4}.1",)))
-        cp.install_portico_crds()
+    with running(extra_sans=(f"{MGMT4}.1",)) as cp:
         return _run_lab(cp, started)
-    return 1
 
 
 def _run_lab(cp: ControlPlane, started: float) -> int:

@@ -325,16 +325,13 @@ class Lab:
                          path: Path | None = None) -> tuple[Path, str]:
         """A kubeconfig reaching the real server through the relay with a TokenRequest
         token of ``namespace/service_account``; returns (path, token)."""
-        from lab.controlplane import pki
-
         cp = self.control_plane
         if cp is None or self.relay is None:
             raise LabError("token kubeconfigs need Lab(control_plane=...)")
-        token = cp.service_account_token(namespace, service_account)
         path = path or self.dir / f"{namespace}-{service_account}.kubeconfig"
-        pki.kubeconfig(path, self.relay.url, cp.ca.pem, user=f"{namespace}-{service_account}",
-                       token=token)
-        return path, token
+        result: tuple[Path, str] = cp.token_kubeconfig(path, namespace, service_account,
+                                                       server=self.relay.url)
+        return result
 
     def teardown(self) -> None:
         if self._torn_down:

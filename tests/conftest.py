@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from lab.controlplane.cluster import ControlPlane
+from lab.controlplane.cluster import ControlPlane, running
 from lab.controlplane.store import ApiStore
 from lb.kube.client import KubeClient
 
@@ -23,12 +23,10 @@ LAB_API_ADDRESS = "203.0.113.1"
 
 @pytest.fixture(scope="session")
 def control_plane(request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
-    cp = ControlPlane(extra_sans=(LAB_API_ADDRESS,)).start()
-    try:
+    # CRDs only on request (the ``crds`` fixture): the Helm test installs them itself.
+    with running(lambda: request.session.testsfailed > 0, crds=False,
+                 extra_sans=(LAB_API_ADDRESS,)) as cp:
         yield cp
-    finally:
-        cp.keep_logs = request.session.testsfailed > 0
-        cp.stop()
 
 
 @pytest.fixture(scope="session")

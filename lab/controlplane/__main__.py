@@ -13,7 +13,7 @@ import signal
 import sys
 
 from lab.controlplane import binaries
-from lab.controlplane.cluster import ControlPlane
+from lab.controlplane.cluster import running
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,16 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.cmd == "build":
         return binaries.main([])
-    cp = ControlPlane(keep_logs=args.keep_logs).start()
-    try:
-        if args.crds:
-            cp.install_portico_crds()
+    with running(crds=args.crds, keep_logs=args.keep_logs) as cp:
         print(f"control plane up: {cp.url}\nexport KUBECONFIG={cp.kubeconfig}\n"
               f"logs: {cp.run_dir}\npids: {cp.pids()}\nCtrl-C stops it.", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             signal.pause()
-    finally:
-        cp.stop()
     return 0
 
 

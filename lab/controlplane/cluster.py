@@ -27,7 +27,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,42 @@ rules:
   verbs: ["get", "list", "watch"]
 - level: Metadata
 """
+
+
+@contextlib.contextmanager
+def running(keep_logs: Callable[[], bool] = lambda: False, crds: bool = True,
+            **kwargs: Any) -> Iterator[ControlPlane]:
+    """A started control plane (Portico's CRDs installed unless ``crds=False``), stopped on
+    exit; its logs are kept when ``keep_logs()`` says so then (e.g. a test failed) or when
+    the block raised. ``kwargs`` go to ControlPlane."""
+    cp = ControlPlane(**kwargs).start()
+    failed = True
+    try:
+        if crds:
+            cp.install_portico_crds()
+        yield cp
+        failed = False
+    finally:
+        cp.keep_logs = cp.keep_logs or failed or keep_logs()
+        cp.stop()
+
+
+def _poll(check: Callable[[], bool], timeout: float, what: str,
+          interval: float = 0.1) -> None:
+    """Call ``check`` until it returns True; ControlPlaneError naming ``what`` at the
+    deadline. ``check`` may raise ControlPlaneError itself (a component died) to stop early;
+    OSError (URLError, refused connections) counts as "not yet"."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        try:
+            if check():
+                return
+        except OSError as exc:
+            last = f": {exc}"
+        if time.monotonic() > deadline:
+            raise ControlPlaneError(f"{what} not ready in {timeout} s{last}")
+        time.sleep(interval)
 
 
 def _crd_path(name: str) -> str:
@@ -165,27 +201,25 @@ class ControlPlane:
             ]
         if name == "kube-controller-manager":
             return [
-                str(binaries.binary("kube-controller-manager")),
-                f"--kubeconfig={d / 'kube-controller-manager.kubeconfig'}",
-                f"--authentication-kubeconfig={d / 'kube-controller-manager.kubeconfig'}",
-                f"--authorization-kubeconfig={d / 'kube-controller-manager.kubeconfig'}",
-                f"--bind-address={self.host}", f"--secure-port={free_port(self.host)}",
+                *self._client_component(name),
                 f"--service-account-private-key-file={self.sa.key}",
                 f"--root-ca-file={self.ca.cert_path}",
                 "--use-service-account-credentials=true",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
-                "--leader-elect=false", "--v=1",
             ]
         if name == "kube-scheduler":
-            return [
-                str(binaries.binary("kube-scheduler")),
-                f"--kubeconfig={d / 'kube-scheduler.kubeconfig'}",
-                f"--authentication-kubeconfig={d / 'kube-scheduler.kubeconfig'}",
-                f"--authorization-kubeconfig={d / 'kube-scheduler.kubeconfig'}",
-                f"--bind-address={self.host}", f"--secure-port={free_port(self.host)}",
-                "--leader-elect=false", "--v=1",
-            ]
+            return self._client_component(name)
         raise ControlPlaneError(f"unknown component {name!r}")
+
+    def _client_component(self, name: str) -> list[str]:
+        """Flags of a component that is an API client with its own certificate user and its
+        own (loopback) serving port; one instance, so no leader election."""
+        kubeconfig = self.run_dir / f"{name}.kubeconfig"
+        return [str(binaries.binary(name)), f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                f"--bind-address={self.host}", f"--secure-port={free_port(self.host)}",
+                "--leader-elect=false", "--v=1"]
 
     # ---- processes ----------------------------------------------------------------------------
     def start_component(self, name: str) -> Proc:
@@ -214,15 +248,6 @@ class ControlPlane:
             except subprocess.TimeoutExpired:
                 os.kill(proc.popen.pid, signal.SIGKILL)
                 proc.popen.wait(timeout=grace)
-
-    def restart(self, name: str, down_for: float = 0.0) -> None:
-        self.kill(name)
-        time.sleep(down_for)
-        self.start_component(name)
-        if name == "etcd":
-            self.wait_etcd()
-        elif name == "kube-apiserver":
-            self.wait_ready()
 
     def start(self, timeout: float = 120.0) -> ControlPlane:
         self._credentials()
@@ -273,16 +298,11 @@ class ControlPlane:
             return result
 
     def wait_etcd(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
+        def check() -> bool:
             self._check_alive("etcd")
-            try:
-                self.etcd_call("/v3/kv/range", {"key": base64.b64encode(b"/").decode()})
-                return
-            except (OSError, urllib.error.URLError):
-                if time.monotonic() > deadline:
-                    raise ControlPlaneError(f"etcd not ready in {timeout} s") from None
-                time.sleep(0.1)
+            self.etcd_call("/v3/kv/range", {"key": base64.b64encode(b"/").decode()})
+            return True
+        _poll(check, timeout, "etcd")
 
     def ssl_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.ca.cert_path))
@@ -301,35 +321,20 @@ class ControlPlane:
             return json.loads(raw) if raw else None
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        last = ""
-        while True:
+        def check() -> bool:
             self._check_alive("kube-apiserver")
-            try:
-                req = urllib.request.Request(self.url + "/readyz")
-                with urllib.request.urlopen(req, timeout=5, context=self.ssl_context()) as r:
-                    if r.status == 200:
-                        return
-            except (OSError, urllib.error.URLError) as exc:
-                last = str(exc)
-            if time.monotonic() > deadline:
-                raise ControlPlaneError(f"kube-apiserver not ready in {timeout} s: {last}")
-            time.sleep(0.2)
+            with urllib.request.urlopen(self.url + "/readyz", timeout=5,
+                                        context=self.ssl_context()) as r:
+                return bool(r.status == 200)
+        _poll(check, timeout, "kube-apiserver", interval=0.2)
 
     def wait_default_service_account(self, timeout: float = 60.0) -> None:
         """The controller-manager is working once it made `default` ServiceAccounts."""
-        deadline = time.monotonic() + timeout
-        while True:
+        def check() -> bool:
             self._check_alive("kube-controller-manager")
-            try:
-                self.api("GET", "/api/v1/namespaces/default/serviceaccounts/default")
-                return
-            except (OSError, urllib.error.URLError):
-                if time.monotonic() > deadline:
-                    raise ControlPlaneError(
-                        f"kube-controller-manager made no default ServiceAccount in {timeout} s"
-                    ) from None
-                time.sleep(0.2)
+            self.api("GET", "/api/v1/namespaces/default/serviceaccounts/default")
+            return True
+        _poll(check, timeout, "kube-controller-manager (default ServiceAccount)", interval=0.2)
 
     # ---- helpers the tests and benches share ----------------------------------------------------
     def service_account_token(self, namespace: str, name: str,
@@ -341,10 +346,13 @@ class ControlPlane:
                        body)
         return str(out["status"]["token"])
 
-    def token_kubeconfig(self, path: Path, namespace: str, name: str) -> Path:
+    def token_kubeconfig(self, path: Path, namespace: str, name: str,
+                         server: str | None = None) -> tuple[Path, str]:
+        """A kubeconfig with a TokenRequest token of ``namespace/name`` (for ``server``, by
+        default this control plane's URL); returns (path, token)."""
         token = self.service_account_token(namespace, name)
-        return pki.kubeconfig(path, self.url, self.ca.pem, user=f"{namespace}-{name}",
-                              token=token)
+        return pki.kubeconfig(path, server or self.url, self.ca.pem,
+                              user=f"{namespace}-{name}", token=token), token
 
     def user_kubeconfig(self, path: Path, user: str, groups: tuple[str, ...] = (),
                         server: str | None = None) -> Path:
@@ -376,15 +384,11 @@ class ControlPlane:
         self.api("PATCH", path, crd, content_type="application/apply-patch+yaml")
 
     def wait_crd_established(self, name: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
+        def check() -> bool:
             crd = self.api("GET", _crd_path(name))
-            if any(c.get("type") == "Established" and c.get("status") == "True"
-                   for c in (crd.get("status") or {}).get("conditions") or []):
-                return
-            if time.monotonic() > deadline:
-                raise ControlPlaneError(f"CRD {name} not Established in {timeout} s")
-            time.sleep(0.1)
+            return any(c.get("type") == "Established" and c.get("status") == "True"
+                       for c in (crd.get("status") or {}).get("conditions") or [])
+        _poll(check, timeout, f"CRD {name} (Established)")
 
     def install_portico_crds(self) -> list[str]:
         """Apply ``charts/portico/crds/*.yaml`` and wait until each is Established."""

@@ -18,7 +18,6 @@ import contextlib
 import select
 import socket
 import threading
-from collections.abc import Callable
 
 BUF = 65536
 
@@ -126,14 +125,6 @@ class Relay:
 
     def refuse(self, on: bool = True) -> None:
         self._refusing = on
-
-    def during_refusal(self, fn: Callable[[], None]) -> None:
-        self.refuse(True)
-        try:
-            self.drop_all()
-            fn()
-        finally:
-            self.refuse(False)
 
     def stop(self) -> None:
         self._closed = True

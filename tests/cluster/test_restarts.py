@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from lab.controlplane.cluster import ControlPlane
+from lab.controlplane.cluster import running as running_plane
 from lab.topology import SPEAKER_NAMESPACE, VIP_A4, Lab, wait_until
 from lb.errors import KubeError
 from lb.kube import resources as R
@@ -33,13 +34,9 @@ CHURN_ROUNDS = 24  # bounded: one round every ~0.25 s plus the outage
 @pytest.fixture(scope="module")
 def plane(request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
     """A control plane of this module's own: its apiserver and etcd get killed."""
-    cp = ControlPlane(extra_sans=("203.0.113.1",)).start()
-    try:
-        cp.install_portico_crds()
+    with running_plane(lambda: request.session.testsfailed > 0,
+                       extra_sans=("203.0.113.1",)) as cp:
         yield cp
-    finally:
-        cp.keep_logs = request.session.testsfailed > 0
-        cp.stop()
 
 
 def _retry(fn: Callable[[], Any], deadline_s: float = 60.0) -> Any:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.controlplane.cluster import ControlPlane
+from lab.controlplane.cluster import ControlPlane, running
 from lb.controller import Controller
 from lb.kube.backoff import Backoff
 from lb.kube.client import KubeClient
@@ -27,13 +27,9 @@ from .conftest import Lab, eventually, pool, real_lab, service
 
 @pytest.fixture(scope="module")
 def uncached_plane(request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
-    cp = ControlPlane(apiserver_args=("--watch-cache=false",)).start()
-    try:
-        cp.install_portico_crds()
+    with running(lambda: request.session.testsfailed > 0,
+                 apiserver_args=("--watch-cache=false",)) as cp:
         yield cp
-    finally:
-        cp.keep_logs = request.session.testsfailed > 0
-        cp.stop()
 
 
 @pytest.fixture
@@ -62,6 +58,21 @@ def _writes(cp: ControlPlane, lab: Lab) -> list[str]:
     return [f"{e['verb']} {e['requestURI']} {e.get('responseStatus', {}).get('code')}"
             for e in cp.audit_events()
             if e.get("user", {}).get("username") == _user(lab)]
+
+
+def _quiet_count(cp: ControlPlane, lab: Lab, quiet_s: float = 2.0,
+                 timeout: float = 20.0) -> int:
+    """The controller's write count once it has stayed the same for ``quiet_s``: the burst
+    of a start (statuses, Events written in parallel, the debounced pool status) is over."""
+    deadline = time.monotonic() + timeout
+    count, since = len(_writes(cp, lab)), time.monotonic()
+    while time.monotonic() - since < quiet_s:
+        assert time.monotonic() < deadline, f"the controller never stopped writing: {count}"
+        time.sleep(0.2)
+        now = len(_writes(cp, lab))
+        if now != count:
+            count, since = now, time.monotonic()
+    return count
 
 
 def _setup(lab: Lab) -> dict[str, list[str]]:
@@ -132,7 +143,7 @@ def test_idle_resync_and_restart_write_nothing(wlab: Lab, uncached_plane: Contro
     # Every Service's Event, not only the last one's: with several workers the Events of
     # s0..s3 are written in parallel, in any order.
     eventually(lambda: all(wlab.events(f"s{i}", "IPAllocated") for i in range(4)))
-    settled = len(_writes(uncached_plane, wlab))
+    settled = _quiet_count(uncached_plane, wlab)
     assert settled > 0
     for w in _writes(uncached_plane, wlab):
         assert w.endswith((" 200", " 201")), f"the server refused a controller write: {w}"
