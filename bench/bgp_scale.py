@@ -44,6 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.procstat import cpu_seconds
 from lab.frr import BgpLab, FrrRouter, RouterNeighbor, bgp_lab
 from speaker.core.snapshot import ClusterSnapshot
 from tests.lab.bgp_helpers import (
@@ -64,22 +65,11 @@ from tests.lab.bgp_helpers import (
 MAX_WAIT_S = 120.0  # bounded: a run that has not converged by then is reported as failed
 POLL_FRACTION = 0.05  # poll period = 5 % of the elapsed time ...
 POLL_MIN_S, POLL_MAX_S = 0.01, 0.5  # ... within these bounds
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def vips(n: int, family: int) -> list[str]:
     base = ipaddress.ip_address("198.18.0.1" if family == 4 else "2001:db8:ffff::1")
     return [str(base + i) for i in range(n)]
-
-
-def proc_cpu(pid: int) -> float:
-    """utime + stime of one live process, in seconds (0 when it is gone)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = text.rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def self_cpu() -> float:
@@ -166,7 +156,7 @@ class Bench:
         return out
 
     def cpu(self, pids: dict[str, list[int]]) -> dict[str, float]:
-        c = {k: sum(proc_cpu(p) for p in v) for k, v in pids.items()}
+        c = {k: sum(cpu_seconds(p) for p in v) for k, v in pids.items()}
         c["poll"] = self_cpu()
         return c
 

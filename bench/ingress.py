@@ -41,6 +41,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.procstat import cpu_seconds, memory_mb
 from ingress.core.render import Settings
 from ingress.haproxy import DataPlane
 from ingress.sync import Syncer
@@ -122,12 +123,6 @@ backend b
     p = spawn(["haproxy", "-f", str(cfg)])
     wait_http(port, HOST, lambda s, b: s == 200)
     return port, p.pid
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (/proc/PID/stat fields 14 and 15)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wrk(port: int, seconds: int, pid: int | None = None) -> tuple[float, float, float, float]:
@@ -308,15 +303,8 @@ def section_scale(tmp: Path, n: int) -> None:
           f"first answer {(seen - t2) * 1000:.0f} ms later")
     worker = syncer.plane.master.show_proc().workers
     if worker:
-        print(f"  HAProxy worker RSS: {rss_mb(worker[0]):.0f} MB")
+        print(f"  HAProxy worker RSS: {memory_mb(worker[0]):.0f} MB")
     syncer.plane.stop()
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def section_controller_rss(tmp: Path, n: int) -> None:
@@ -346,7 +334,7 @@ def section_controller_rss(tmp: Path, n: int) -> None:
                      cwd=str(Path(__file__).resolve().parents[1]))
         seen = wait_http(http_port, f"h{n - 1}.bench.example.com", lambda s, b: b == b"ok",
                          timeout=180)
-        rss = rss_mb(proc.pid)
+        rss = memory_mb(proc.pid)
         print(f"  controller start to serving {n} Ingresses: {seen - t0:.1f} s; "
               f"controller RSS {rss:.0f} MB (target < 300 MB)")
         proc.terminate()

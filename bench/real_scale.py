@@ -69,6 +69,7 @@ if __package__ in (None, ""):  # run as a script: make the repo importable
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.procstat import cpu_seconds, machine_cpu_seconds, memory_mb
 from lab.controlplane.cluster import ControlPlane, free_port
 from lb.errors import KubeError
 from lb.kube.client import KubeClient, Throttled
@@ -84,7 +85,6 @@ RELEASE = "portico"
 RELEASE_NAMESPACE = "portico-system"
 # Benchmarking range (RFC 2544), lower /16: the service CIDR is the upper one (198.19/16).
 POOL_RANGE = "198.18.0.0/16"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 # Bounds of every wait (seconds). The goal is 30 s for 10,000; these only stop a stuck run.
 CREATE_BUDGET_S = 600.0
 ASSIGN_BUDGET_S = 900.0
@@ -99,32 +99,6 @@ Obj = dict[str, Any]
 
 class BenchError(Exception):
     """The run could not complete (a bound was hit, a process died)."""
-
-
-# ----- /proc ----------------------------------------------------------------------------------
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), in seconds."""
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    # After the ")" that ends comm: fields[0] is field 3 (state); utime/stime are 14/15.
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def machine_cpu_seconds() -> float:
-    """Busy CPU seconds of the whole machine (every process, ours or not) from /proc/stat."""
-    with open("/proc/stat") as fh:
-        cpu = [int(x) for x in fh.readline().split()[1:]]
-    # user nice system idle iowait irq softirq steal ...: busy = all but idle and iowait
-    return (sum(cpu[:8]) - cpu[3] - cpu[4]) / CLK_TCK
-
-
-def peak_rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 # ----- the controller process -----------------------------------------------------------------
@@ -478,7 +452,7 @@ def run(args: argparse.Namespace, cp: ControlPlane, ctrls: list[ControllerProc],
     t_cpu1 = time.time()
     cpu0["controller"], cpu1["controller"] = ctrl_cpu0, cpu_seconds(ctrl.pid)
     pids["controller"] = ctrl.pid
-    rss1 = {name: peak_rss_mb(pid) for name, pid in pids.items()}
+    rss1 = {name: memory_mb(pid, "VmHWM") for name, pid in pids.items()}
     ours = sum(cpu1[k] - cpu0[k] for k in cpu0)
     m1 = ctrl.metrics()
     audit1 = audit_summary(cp, user, t_first - 1, time.time())
@@ -554,7 +528,7 @@ def run(args: argparse.Namespace, cp: ControlPlane, ctrls: list[ControllerProc],
         "start_to_ready_s": round(t_ready - ctrl2.started, 2),
         "start_to_processed_all_s": round(t_processed - ctrl2.started, 2),
         "controller_cpu_s_to_processed": round(cpu_seconds(ctrl2.pid) - cpu2_0, 2),
-        "controller_peak_rss_mb": round(peak_rss_mb(ctrl2.pid), 1),
+        "controller_peak_rss_mb": round(memory_mb(ctrl2.pid, "VmHWM"), 1),
         "addresses_changed": len(changed),
         "changed_examples": changed[:10],
         "service_status_patches": metric_sum(m2, "portico_kube_requests_total",
