@@ -66,10 +66,10 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.procstat import cpu_seconds, machine_cpu_seconds, memory_mb
+from lab.controlplane import chart
 from lab.controlplane.cluster import ControlPlane, free_port
 from lb.errors import KubeError
 from lb.kube.client import KubeClient, Throttled
@@ -180,33 +180,17 @@ def metric_sum(m: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: st
 
 # ----- set-up ---------------------------------------------------------------------------------
 
-RBAC_PATHS = {
-    "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles",
-    "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
-    "Role": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles",
-    "RoleBinding": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings",
-    "ServiceAccount": "/api/v1/namespaces/{ns}/serviceaccounts",
-}
-
-
 def controller_identity(cp: ControlPlane, run_dir: Path) -> tuple[Path, str]:
-    """The chart's controller ServiceAccount + RBAC (rendered by the Helm engine) on the real
+    """The chart's controller ServiceAccount + RBAC (rendered by the real Helm CLI) on the real
     server; returns a token kubeconfig and the user name the audit log shows."""
-    import helm_python as helm  # the Helm Go engine through ctypes (tests/chart uses it too)
-
-    values = {"controller": {"leaderElection": {"enabled": False}},
-              "speaker": {"enabled": False}, "ingress": {"enabled": False}}
-    with helm.Chart.load(str(CHART)) as chart:
-        rendered: dict[str, str] = chart.render(values, name=RELEASE,
-                                                namespace=RELEASE_NAMESPACE, is_install=True)
-    docs = [d for path in ("portico/templates/serviceaccounts.yaml",
-                           "portico/templates/rbac-controller.yaml")
-            for d in yaml.safe_load_all(rendered.get(path, "")) if d]
+    docs = chart.identity_objects(chart.helm_template(
+        RELEASE, RELEASE_NAMESPACE, "--set", "controller.leaderElection.enabled=false",
+        "--set", "speaker.enabled=false", "--set", "ingress.enabled=false"))
     cp.api("POST", "/api/v1/namespaces", {"metadata": {"name": RELEASE_NAMESPACE}})
     sa_name = ""
     for doc in docs:
         ns = doc["metadata"].get("namespace", RELEASE_NAMESPACE)
-        cp.api("POST", RBAC_PATHS[doc["kind"]].format(ns=ns), doc)
+        cp.api("POST", chart.collection_path(doc, ns), doc)
         if doc["kind"] == "ServiceAccount":
             sa_name = doc["metadata"]["name"]
     if not sa_name:

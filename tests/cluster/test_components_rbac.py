@@ -17,11 +17,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
-import os
-import shutil
 import ssl
-import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -31,10 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from lab import netns
-from lab.controlplane import binaries
+from lab.controlplane import chart
 from lab.controlplane.cluster import ControlPlane
 from lab.topology import SPEAKER_NAMESPACE, Lab, wait_until
 from lb.core.status import POOL_READY, SERVICE_CONDITION
@@ -67,14 +62,6 @@ BGP_SECRET, BGP_PASSWORD = "rbac-bgp-password", "pl-rbac-md5"
 
 # What the chart installs that the test needs; everything else (workloads, PDBs, the
 # ingress Service) is the lab's to run as processes.
-KIND_PATHS = {
-    "ServiceAccount": "/api/v1/namespaces/{ns}/serviceaccounts",
-    "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles",
-    "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
-    "Role": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles",
-    "RoleBinding": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings",
-    "IngressClass": "/apis/networking.k8s.io/v1/ingressclasses",
-}
 
 SETTLE_QUIET_S = 5.0  # no component write for this long = settled
 SETTLE_MAX_S = 60.0
@@ -91,33 +78,17 @@ LEASE_RENEW_S = 2.0
 
 # ---- chart RBAC ------------------------------------------------------------------------------
 
-def render_chart() -> list[dict[str, Any]]:
-    """``helm template`` with the real Helm CLI, Helm's homes in a throw-away directory."""
-    home = Path(tempfile.mkdtemp(prefix="portico-helm-"))
-    env = dict(os.environ, HOME=str(home), HELM_CACHE_HOME=str(home / "cache"),
-               HELM_CONFIG_HOME=str(home / "config"), HELM_DATA_HOME=str(home / "data"))
-    try:
-        out = subprocess.run(
-            [str(binaries.binary("helm")), "template", RELEASE, str(CHART), "--namespace", NS,
-             "--set", f"ingress.ingressClass.name={INGRESS_CLASS}"],
-            capture_output=True, text=True, env=env, timeout=120)
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
-    assert out.returncode == 0, out.stderr
-    return [d for d in yaml.safe_load_all(out.stdout) if d]
-
-
 def _object_path(obj: dict[str, Any]) -> str:
-    base = KIND_PATHS[obj["kind"]].format(ns=obj["metadata"].get("namespace", NS))
-    return f"{base}/{obj['metadata']['name']}"
+    return f"{chart.collection_path(obj, NS)}/{obj['metadata']['name']}"
 
 
 @pytest.fixture(scope="module")
 def chart_rbac(control_plane: ControlPlane, crds: list[str]) -> Iterator[list[str]]:
     """The chart's RBAC, ServiceAccounts and IngressClass on the server (removed after the
     module: only what this fixture created)."""
-    docs = [d for d in render_chart() if d["kind"] in KIND_PATHS]
-    assert {d["kind"] for d in docs} == set(KIND_PATHS), "the chart renders no RBAC?"
+    docs = chart.identity_objects(chart.helm_template(
+        RELEASE, NS, "--set", f"ingress.ingressClass.name={INGRESS_CLASS}"))
+    assert {d["kind"] for d in docs} == set(chart.IDENTITY_PATHS), "the chart renders no RBAC?"
     created: list[str] = []
     try:
         try:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -28,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lab.controlplane import binaries
+from lab.controlplane import binaries, chart
 from lab.controlplane.cluster import ControlPlane
 
 REPO = Path(__file__).resolve().parents[2]
@@ -270,14 +269,7 @@ def helm_env(control_plane: ControlPlane,
              tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Helm's environment, isolated: its own HOME and XDG/Helm directories, the admin
     kubeconfig of the session's control plane and nothing else from the caller."""
-    home = tmp_path_factory.mktemp("helm-home")
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home),
-           "KUBECONFIG": str(control_plane.kubeconfig)}
-    for var, sub in (("XDG_CACHE_HOME", "cache"), ("XDG_CONFIG_HOME", "config"),
-                     ("XDG_DATA_HOME", "data"), ("HELM_CACHE_HOME", "cache/helm"),
-                     ("HELM_CONFIG_HOME", "config/helm"), ("HELM_DATA_HOME", "data/helm")):
-        env[var] = str(home / sub)
-    return env
+    return chart.helm_env(tmp_path_factory.mktemp("helm-home"), control_plane.kubeconfig)
 
 
 @pytest.fixture
