@@ -62,7 +62,7 @@ def _minor(version: str) -> tuple[str, str]:
     return major, minor
 
 
-def _kube_ldflags(version: str, commit: str, date: str) -> tuple[str, ...]:
+def _kube_ldflags(version: str, date: str) -> tuple[str, ...]:
     major, minor = _minor(version)
     flags = []
     # Both packages carry the version: component-base for --version and /version (what
@@ -72,15 +72,15 @@ def _kube_ldflags(version: str, commit: str, date: str) -> tuple[str, ...]:
             f"-X {pkg}.gitVersion={version}",
             f"-X {pkg}.gitMajor={major}",
             f"-X {pkg}.gitMinor={minor}",
-            f"-X {pkg}.gitCommit={commit}",
             f"-X {pkg}.gitTreeState=clean",
             f"-X {pkg}.buildDate={date}",
         ]
     return tuple(flags)
 
 
-def products(commits: dict[str, str] | None = None) -> list[Product]:
-    commits = commits or {}
+def products() -> list[Product]:
+    # No commit ids: the module proxy's answers carry none (no VCS origin), and the version
+    # is what --version, /version and Helm read.
     date = "1970-01-01T00:00:00Z"  # reproducible: the cache key is the version, not the day
     kube_major, kube_minor = _minor(KUBERNETES_VERSION)
     return [
@@ -89,7 +89,7 @@ def products(commits: dict[str, str] | None = None) -> list[Product]:
             "go.etcd.io/etcd/server/v3",
             ETCD_VERSION,
             (("etcd", "go.etcd.io/etcd/server/v3"),),
-            (f"-X go.etcd.io/etcd/api/v3/version.GitSHA={commits.get('etcd', 'release')}",),
+            (),
             staging_replaces=True,
         ),
         Product(
@@ -110,7 +110,7 @@ def products(commits: dict[str, str] | None = None) -> list[Product]:
             "k8s.io/kubernetes",
             KUBERNETES_VERSION,
             tuple((c, f"k8s.io/kubernetes/cmd/{c}") for c in KUBE_COMMANDS),
-            _kube_ldflags(KUBERNETES_VERSION, commits.get("kubernetes", ""), date),
+            _kube_ldflags(KUBERNETES_VERSION, date),
             staging_replaces=True,
         ),
     ]
@@ -287,9 +287,6 @@ def _build_in(product: Product, work: Path, out: Path, log: Path) -> None:
     (work / "go.mod").write_text(f"module portico.local/build/{product.name}\n\ngo 1.26.0\n")
     info = module_info(product.module, product.version, work, log)
     gomod = Path(str(info["GoMod"])).read_text()
-    origin = info.get("Origin")
-    commit = str(origin.get("Hash", "")) if isinstance(origin, dict) else ""
-    product = next(p for p in products({product.name: commit}) if p.name == product.name)
     (work / "go.mod").write_text(wrapper_gomod(product, gomod))
     # No go.sum is kept: `go build -mod=mod` records the checksums (verified against the
     # checksum database) of exactly the modules the packages built need.

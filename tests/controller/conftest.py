@@ -126,9 +126,10 @@ class Lab:
         assert self._emu is not None, "this test needs the emulator (use emu_lab)"
         return self._emu
 
-    def start(self, lb_class: str | None = None) -> Controller:
+    def start(self, lb_class: str | None = None, client: KubeClient | None = None) -> Controller:
+        """The controller in this process, with the lab's admin client unless ``client``."""
         # Short informer backoff: these tests inject faults and wait for recovery.
-        self.controller = Controller(self._client(), lb_class=lb_class,
+        self.controller = Controller(client or self._client(), lb_class=lb_class,
                                      backoff=lambda: Backoff(base=0.05, cap=0.5))
         self.controller.start(sync_timeout=10)
         return self.controller

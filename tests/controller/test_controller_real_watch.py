@@ -18,7 +18,6 @@ import pytest
 
 from lab.controlplane.cluster import ControlPlane, running
 from lb.controller import Controller
-from lb.kube.backoff import Backoff
 from lb.kube.client import KubeClient
 from lb.kube.resources import IPADDRESSPOOLS, SERVICES
 
@@ -44,10 +43,7 @@ def _start_as_own_user(lab: Lab, cp: ControlPlane, tmp: Path) -> Controller:
     assert lab.relay is not None
     kc = cp.user_kubeconfig(tmp / "ctl.kubeconfig", _user(lab), ("system:masters",),
                             server=lab.relay.url)
-    lab.controller = Controller(KubeClient.from_environment(kubeconfig=str(kc)),
-                                backoff=lambda: Backoff(base=0.05, cap=0.5))
-    lab.controller.start(sync_timeout=10)
-    return lab.controller
+    return lab.start(client=KubeClient.from_environment(kubeconfig=str(kc)))
 
 
 def _user(lab: Lab) -> str:
