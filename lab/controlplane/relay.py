@@ -71,18 +71,31 @@ class Relay:
                 client, _ = self.sock.accept()
             except OSError:
                 return
-            if self._refusing:
-                client.close()
-                continue
+            # The refusal check and the registration happen under one lock, which refuse()
+            # and drop_all() take too: a connection accepted while a test switches to
+            # refusing is either refused or registered in time to be cut, never kept alive
+            # (a kept keep-alive connection would let a client reconnect through a cut).
+            with self._lock:
+                if self._refusing:
+                    client.close()
+                    continue
+                self._conns.add(client)
             try:
                 up = socket.create_connection(self.upstream, timeout=5)
             except OSError:
-                client.close()
+                self._close_pair(client)
                 continue
             up.settimeout(None)
             with self._lock:
-                self._conns.update((client, up))
-                self.accepted += 1
+                if client not in self._conns:  # cut by drop_all() while connecting
+                    cut = True
+                else:
+                    cut = False
+                    self._conns.add(up)
+                    self.accepted += 1
+            if cut:
+                self._close_pair(client, up)
+                continue
             threading.Thread(target=self._pump, args=(client, up), daemon=True,
                              name="relay-pump").start()
 
@@ -117,6 +130,8 @@ class Relay:
         """Cut every open connection (both directions, abruptly); returns how many pairs."""
         with self._lock:
             conns = list(self._conns)
+            # Forget them now: a pair still connecting upstream sees it was cut.
+            self._conns.clear()
         self.dropped += len(conns) // 2
         for s in conns:
             with contextlib.suppress(OSError):
@@ -124,7 +139,8 @@ class Relay:
         return len(conns) // 2
 
     def refuse(self, on: bool = True) -> None:
-        self._refusing = on
+        with self._lock:
+            self._refusing = on
 
     def stop(self) -> None:
         self._closed = True
