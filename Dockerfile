@@ -12,6 +12,8 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY portico/ portico/
+COPY common/ common/
 COPY lb/ lb/
 COPY speaker/ speaker/
 COPY ingress/ ingress/

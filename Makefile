@@ -12,7 +12,7 @@ binaries: deps
 	$(PY) -m lab.controlplane.binaries
 
 lint: deps
-	$(PY) -m ruff check lb speaker ingress lab tests bench
+	$(PY) -m ruff check portico common lb speaker ingress lab tests bench
 	$(PY) -m mypy
 
 test: deps binaries lint

@@ -22,8 +22,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lb.core.allocator import Allocation, Allocator, Result
-from lb.core.model import (
+from common.api.model import (
     IPV4,
     IPV6,
     AddressRange,
@@ -34,6 +33,7 @@ from lb.core.model import (
     ServiceAllocation,
     ServicePort,
 )
+from lb.core.allocator import Allocation, Allocator, Result
 
 
 def _cidr(text: str) -> AddressRange:

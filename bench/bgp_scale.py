@@ -45,9 +45,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.procstat import cpu_seconds
-from lab.frr import BgpLab, FrrRouter, RouterNeighbor, bgp_lab
-from speaker.core.snapshot import ClusterSnapshot
-from tests.lab.bgp_helpers import (
+from lab.bgp_kit import (
     EXABGP,
     NODE_ASN,
     REPO,
@@ -61,6 +59,8 @@ from tests.lab.bgp_helpers import (
     svc,
     wait_for,
 )
+from lab.frr import BgpLab, FrrRouter, RouterNeighbor, bgp_lab
+from speaker.core.snapshot import ClusterSnapshot
 
 MAX_WAIT_S = 120.0  # bounded: a run that has not converged by then is reported as failed
 POLL_FRACTION = 0.05  # poll period = 5 % of the elapsed time ...

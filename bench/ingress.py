@@ -45,7 +45,7 @@ from bench.procstat import cpu_seconds, memory_mb
 from ingress.core.render import Settings
 from ingress.haproxy import DataPlane
 from ingress.sync import Syncer
-from tests.ingress.helpers import World, free_port, ingress, path, rule
+from lab.ingress_kit import World, free_port, ingress, path, rule
 
 PROCS: list[subprocess.Popen[bytes]] = []
 HOST = "bench.example.com"
@@ -309,8 +309,8 @@ def section_scale(tmp: Path, n: int) -> None:
 
 def section_controller_rss(tmp: Path, n: int) -> None:
     print(f"== 4. Controller RSS: portico ingress against the API emulator, {n} Ingresses ==")
-    from lb.kube import resources as R
-    from tests.emulator import Emulator
+    from common.kube import resources as R
+    from lab.emulator import Emulator
 
     be = fast_backend(tmp, "ok")
     world = big_world(n, be)
@@ -326,7 +326,7 @@ def section_controller_rss(tmp: Path, n: int) -> None:
         http_port = free_port()
         state = tmp / "ctl"
         t0 = time.perf_counter()
-        proc = spawn([sys.executable, "-m", "lb.cli", "ingress", "--server", emu.url,
+        proc = spawn([sys.executable, "-m", "portico", "ingress", "--server", emu.url,
                       "--http-port", str(http_port), "--https-port", str(free_port()),
                       "--bind-address", "127.0.0.1", "--metrics-addr",
                       f"127.0.0.1:{free_port()}", "--haproxy-metrics-addr", "",

@@ -69,13 +69,13 @@ if __package__ in (None, ""):  # run as a script: make the repo importable
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.procstat import cpu_seconds, machine_cpu_seconds, memory_mb
+from common.errors import KubeError
+from common.kube.client import KubeClient, Throttled
+from common.kube.informer import Informer
+from common.kube.resources import IPADDRESSPOOLS, NAMESPACES, SERVICES
+from common.logs import configure
 from lab.controlplane import chart
 from lab.controlplane.cluster import ControlPlane, free_port
-from lb.errors import KubeError
-from lb.kube.client import KubeClient, Throttled
-from lb.kube.informer import Informer
-from lb.kube.resources import IPADDRESSPOOLS, NAMESPACES, SERVICES
-from lb.logs import configure
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "portico"
@@ -120,7 +120,7 @@ class ControllerProc:
         return self.popen.pid
 
     def start(self) -> None:
-        argv = [sys.executable, "-m", "lb.cli", "controller", "--kubeconfig", str(self.kubeconfig),
+        argv = [sys.executable, "-m", "portico", "controller", "--kubeconfig", str(self.kubeconfig),
                 "--no-leader-elect", "--metrics-addr", f"127.0.0.1:{self.port}",
                 "--log-level", self.log_level, *self.extra_args]
         with self.log.open("ab") as fh:

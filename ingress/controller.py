@@ -1,6 +1,6 @@
 """Ingress controller shell: informers -> debounced sync -> HAProxy, Events, status.
 
-Kubernetes I/O only through ``lb.kube``. Informers watch Ingresses, IngressClasses,
+Kubernetes I/O only through ``common.kube``. Informers watch Ingresses, IngressClasses,
 Services and EndpointSlices; Secrets are *not* listed cluster-wide: one informer per Secret
 referenced by a TLS section of one of our Ingresses (field selector ``metadata.name``), so
 the controller reads only what it serves and sees rotations at once.
@@ -20,24 +20,24 @@ from typing import Any
 
 import structlog
 
-from ingress.core.model import Event
-from ingress.sync import Snapshot, Syncer, SyncResult, slices_by_service
-from lb.core.model import ObjectRef
-from lb.errors import KubeError, Refused
-from lb.kube.backoff import Backoff
-from lb.kube.client import KubeClient
-from lb.kube.clock import Clock, RealClock
-from lb.kube.events import EventRecorder
-from lb.kube.informer import Informer
-from lb.kube.refusal import RefusalMemo, fingerprint, report_refusal
-from lb.kube.resources import (
+from common.api.model import ObjectRef
+from common.errors import KubeError, Refused
+from common.kube.backoff import Backoff
+from common.kube.client import KubeClient
+from common.kube.clock import Clock, RealClock
+from common.kube.events import EventRecorder
+from common.kube.informer import Informer
+from common.kube.refusal import RefusalMemo, fingerprint, report_refusal
+from common.kube.resources import (
     ENDPOINTSLICES,
     INGRESSCLASSES,
     INGRESSES,
     SECRETS,
     SERVICES,
 )
-from lb.kube.status import write_status
+from common.kube.status import write_status
+from ingress.core.model import Event
+from ingress.sync import Snapshot, Syncer, SyncResult, slices_by_service
 
 log = structlog.get_logger().bind(component="ingress.controller")
 Obj = Mapping[str, Any]

@@ -16,16 +16,16 @@ import sys
 import threading
 from types import FrameType
 
+from common.cli import add_common_arguments
+from common.kube.client import KubeClient
+from common.kube.events import EventRecorder
+from common.kube.serve import start_http_server
+from common.logs import configure
 from ingress.controller import IngressController
 from ingress.core.model import CONTROLLER_NAME, Config
 from ingress.core.render import Settings
 from ingress.haproxy import DataPlane
 from ingress.sync import Syncer
-from lb.cli import add_common_arguments
-from lb.kube.client import KubeClient
-from lb.kube.events import EventRecorder
-from lb.kube.serve import start_http_server
-from lb.logs import configure
 
 _SAFE_PATH = re.compile(r"/[A-Za-z0-9/._-]{1,200}")
 

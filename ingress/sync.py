@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
 
+from common.api.model import ObjectRef
 from ingress.core.model import (
     MIN_SLOTS,
     Backend,
@@ -42,7 +43,6 @@ from ingress.core.render import MAP_FILES, Rendered, Settings, is_plain, render,
 from ingress.core.runtime import UnsafeToken, all_commands, map_commands
 from ingress.errors import HAProxyError, RuntimeApiError
 from ingress.haproxy import DataPlane, certificate_problem
-from lb.core.model import ObjectRef
 
 log = structlog.get_logger().bind(component="ingress.sync")
 Obj = Mapping[str, Any]

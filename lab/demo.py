@@ -61,7 +61,7 @@ def load_examples(*names: str) -> list[dict[str, Any]]:
 
 
 def apply(lab: Lab, obj: dict[str, Any]) -> None:
-    from lb.kube import resources as R
+    from common.kube import resources as R
 
     kinds = {r.kind: r for r in R.ALL}
     res = kinds[obj["kind"]]
@@ -100,7 +100,7 @@ def all_served(lab: Lab, vip: str, cacert: Path, rounds: int = 3) -> bool:
 
 
 def run(lab: Lab) -> dict[str, Any]:
-    from lb.kube import resources as R
+    from common.kube import resources as R
 
     summary: dict[str, Any] = {}
     step(1, "lab: real control plane (kube-apiserver "
@@ -147,7 +147,7 @@ def run(lab: Lab) -> dict[str, Any]:
     for node in INGRESS_NODES:
         n = lab.node(node)
         lab.spawn(f"ingress-{node}", n.ns, [
-            lab.python, "-m", "lb.cli", "ingress", *lab.api_args("ingress"),
+            lab.python, "-m", "portico", "ingress", *lab.api_args("ingress"),
             "--publish-service", f"{SPEAKER_NAMESPACE}/{INGRESS_SERVICE}",
             "--state-dir", str(lab.dir / f"ingress-{node}"),
             "--metrics-addr", f"{n.mgmt}:10254", "--haproxy-metrics-addr", "",

@@ -277,7 +277,7 @@ class Lab:
         netns.ip_batch(ns, cmds)
 
     def _start_emulator(self) -> None:
-        from tests.emulator import Emulator
+        from lab.emulator import Emulator
 
         emu = Emulator(host=f"{MGMT4}.1", port=0)
         # The listening socket is created inside the api namespace and stays there; the
@@ -286,9 +286,9 @@ class Lab:
         self._store = self.emulator.store
 
     def _start_relay(self) -> None:
+        from common.kube.client import KubeClient
         from lab.controlplane import pki
         from lab.controlplane.relay import Relay
-        from lb.kube.client import KubeClient
 
         cp = self.control_plane
         # Lab namespaces cannot reach the host's loopback: the relay's listening socket lives
@@ -399,7 +399,7 @@ class Lab:
 
     def speaker_argv(self, node: str) -> list[str]:
         n = self.node(node)
-        return [self.python, "-m", "lb.cli", "speaker", *self.api_args("speaker"),
+        return [self.python, "-m", "portico", "speaker", *self.api_args("speaker"),
                 "--node-name", node, "--namespace", SPEAKER_NAMESPACE,
                 "--interfaces", "pl-eth0,pl-eth1", "--liveness-interface", "pl-eth0",
                 "--metrics-addr", f"{n.mgmt}:7473", "--log-level", "info",
@@ -448,7 +448,7 @@ class Lab:
                      "--identity", f"controller-{self.tag}"] if self.leader_elect
                     else ["--no-leader-elect"])
         return self.spawn("controller", self.api, [
-            self.python, "-m", "lb.cli", "controller", *self.api_args("controller"),
+            self.python, "-m", "portico", "controller", *self.api_args("controller"),
             *election, "--metrics-addr", f"{MGMT4}.1:7472", "--log-level", "info"])
 
     def cut_link(self, node: str, up: bool = False) -> None:
@@ -459,7 +459,7 @@ class Lab:
     # --- cluster objects ---------------------------------------------------------------------
 
     def _seed_cluster(self) -> None:
-        from lb.kube import resources as R
+        from common.kube import resources as R
 
         if self.control_plane is not None:
             self._seed_real_cluster()
@@ -483,7 +483,7 @@ class Lab:
     def _seed_real_cluster(self) -> None:
         """Namespaces and Nodes on the real server; ``default`` (and a namespace the test
         made, e.g. for a chart's ServiceAccounts) already exist there and are left alone."""
-        from lb.kube import resources as R
+        from common.kube import resources as R
 
         store: _RecordingStore = self._store
         store.ensure(R.NAMESPACES, {"metadata": {"name": SPEAKER_NAMESPACE}})
@@ -506,7 +506,7 @@ class Lab:
     def _heartbeat(self) -> None:
         """Renew every node's Lease in kube-node-lease, as a kubelet does: the node
         lifecycle controller keeps the Nodes Ready. Ends with the lab."""
-        from lb.kube import resources as R
+        from common.kube import resources as R
 
         while not self._heartbeat_stop.wait(NODE_LEASE_RENEW_S):
             for n in self.nodes:
@@ -515,20 +515,20 @@ class Lab:
                                      NODE_LEASE_NS)
 
     def set_node_labels(self, node: str, labels: dict[str, str | None]) -> None:
-        from lb.kube import resources as R
+        from common.kube import resources as R
 
         self.store.patch(R.NODES, node, {"metadata": {"labels": labels}})
 
     def add_pool(self, name: str, addresses: list[str], labels: dict[str, str] | None = None,
                  auto_assign: bool = True) -> None:
-        from lb.kube import resources as R
+        from common.kube import resources as R
 
         self.store.create(R.IPADDRESSPOOLS, {
             "metadata": {"name": name, "labels": labels or {}},
             "spec": {"addresses": addresses, "autoAssign": auto_assign}})
 
     def add_l2(self, name: str, **spec: Any) -> None:
-        from lb.kube import resources as R
+        from common.kube import resources as R
 
         self.store.create(R.L2ADVERTISEMENTS, {"metadata": {"name": name}, "spec": spec})
 
@@ -539,7 +539,7 @@ class Lab:
         """A LoadBalancer Service on ``port`` (backends listen on 80). ``ips`` requests
         addresses (annotation); with
         ``set_status`` (default: when no controller runs) the status is written directly."""
-        from lb.kube import resources as R
+        from common.kube import resources as R
 
         ann = dict(annotations or {})
         if ips:
@@ -563,7 +563,7 @@ class Lab:
             self.set_service_status(name, ips or [], namespace)
 
     def set_service_status(self, name: str, ips: list[str], namespace: str = "default") -> None:
-        from lb.kube import resources as R
+        from common.kube import resources as R
 
         self.store.patch(R.SERVICES, name, {"status": {"loadBalancer": {
             "ingress": [{"ip": i, "ipMode": "VIP"} for i in ips]}}}, namespace)
@@ -573,7 +573,7 @@ class Lab:
                       ports: tuple[tuple[str, int], ...] = (("http", 80),)) -> None:
         """One EndpointSlice for ``service`` with one endpoint per node (ready or not), the
         endpoint-controller stand-in of the lab; ``ports``: (name, port) of every endpoint."""
-        from lb.kube import resources as R
+        from common.kube import resources as R
 
         body: dict[str, Any] = {
             "metadata": {"name": f"{service}-lab", "namespace": namespace,
@@ -593,7 +593,7 @@ class Lab:
             self.store.update(R.ENDPOINTSLICES, body)
 
     def service_ips(self, name: str, namespace: str = "default") -> list[str]:
-        from lb.kube import resources as R
+        from common.kube import resources as R
 
         obj = self.store.get(R.SERVICES, name, namespace) or {}
         ingress = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
@@ -601,7 +601,7 @@ class Lab:
 
     def service_condition(self, name: str, ctype: str,
                           namespace: str = "default") -> dict[str, Any] | None:
-        from lb.kube import resources as R
+        from common.kube import resources as R
 
         obj = self.store.get(R.SERVICES, name, namespace) or {}
         for c in (obj.get("status") or {}).get("conditions") or []:
@@ -610,7 +610,7 @@ class Lab:
         return None
 
     def events(self, reason: str | None = None) -> list[dict[str, Any]]:
-        from lb.kube import resources as R
+        from common.kube import resources as R
 
         evs = self.store.list(R.EVENTS)
         return [e for e in evs if reason is None or e.get("reason") == reason]
@@ -663,7 +663,7 @@ class _RecordingStore(ApiStore):
     def ensure(self, res: Any, obj: dict[str, Any]) -> None:
         """Create, or (it exists already: not ours to delete) bring labels and status to
         ``obj``'s."""
-        from lb.errors import Conflict
+        from common.errors import Conflict
 
         try:
             self.create(res, obj)

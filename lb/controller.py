@@ -17,7 +17,7 @@ before the write that takes it from its holder has been answered, so the control
 make two Services show one address at once. As with a single worker, two cases are left to
 convergence: addresses a pool edit releases leave their holders' status when those Services
 are processed, and a freeing write that fails is retried with the address already free.
-The work queue still hands a key to one worker at a time (``lb.kube.workqueue``), so the
+The work queue still hands a key to one worker at a time (``common.kube.workqueue``), so the
 writes of one Service stay ordered, and each write carries the resourceVersion its decision
 was made on (optimistic precondition).
 
@@ -41,11 +41,21 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import structlog
 
+from common.api.model import FieldProblem, LBService, Pool, family_of
+from common.api.parse import parse_namespace_labels, parse_pool, parse_service
+from common.api.parse_service import status_ips_of
+from common.errors import Conflict, InvalidObject, KubeError, NotFound, Refused
+from common.kube.backoff import Backoff
+from common.kube.client import KubeClient
+from common.kube.clock import Clock, RealClock
+from common.kube.events import EventRecorder
+from common.kube.informer import Informer
+from common.kube.refusal import REFUSED_WRITES, report_refusal
+from common.kube.resources import IPADDRESSPOOLS, NAMESPACES, SERVICES, Resource
+from common.kube.status import merge_diff
+from common.kube.workqueue import Outcome, WorkQueue, run_workers
 from lb import metrics
 from lb.core.allocator import Allocation, Allocator, Pending
-from lb.core.model import FieldProblem, LBService, Pool, family_of
-from lb.core.parse import parse_namespace_labels, parse_pool, parse_service
-from lb.core.parse_service import status_ips_of
 from lb.core.status import (
     Verdict,
     pool_status,
@@ -54,16 +64,6 @@ from lb.core.status import (
     verdict_for,
     verdict_for_problems,
 )
-from lb.errors import Conflict, InvalidObject, KubeError, NotFound, Refused
-from lb.kube.backoff import Backoff
-from lb.kube.client import KubeClient
-from lb.kube.clock import Clock, RealClock
-from lb.kube.events import EventRecorder
-from lb.kube.informer import Informer
-from lb.kube.refusal import REFUSED_WRITES, report_refusal
-from lb.kube.resources import IPADDRESSPOOLS, NAMESPACES, SERVICES, Resource
-from lb.kube.status import merge_diff
-from lb.kube.workqueue import Outcome, WorkQueue, run_workers
 
 log = structlog.get_logger("lb.controller")
 
@@ -77,7 +77,7 @@ COMPONENT = "controller"  # metric label of refused writes
 # spends most of its time waiting for round trips; a few overlap them. More than the API
 # server can usefully run in parallel only adds 429s (API Priority and Fairness) and memory.
 DEFAULT_WORKERS = 4
-MAX_WORKERS = 16  # lb.kube.client.POOL_MAXSIZE holds this many writers plus the watches
+MAX_WORKERS = 16  # common.kube.client.POOL_MAXSIZE holds this many writers plus the watches
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -128,7 +128,7 @@ class Controller:
         self._good_pools: dict[str, Pool] = {}
         self._pool_parse_problems: dict[str, list[FieldProblem]] = {}
         # Pools whose status write was refused (400/403/422), by the resourceVersion it was
-        # refused for: not written again until the pool changes (lb.kube.refusal).
+        # refused for: not written again until the pool changes (common.kube.refusal).
         self._pool_status_refused: dict[str, str] = {}
         self._ready = threading.Event()
         self._workers: list[threading.Thread] = []

@@ -9,8 +9,8 @@ import socket
 import sys
 import threading
 
-from lb.cli import add_common_arguments
-from lb.logs import configure
+from common.cli import add_common_arguments
+from common.logs import configure
 
 
 def _workers(text: str) -> int:
@@ -46,11 +46,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     log = configure("controller", args.log_level)
+    from common.errors import KubeError
+    from common.kube.client import KubeClient
+    from common.kube.leader import LeaderElector
+    from common.kube.serve import start_http_server
     from lb.controller import Controller
-    from lb.errors import KubeError
-    from lb.kube.client import KubeClient
-    from lb.kube.leader import LeaderElector
-    from lb.kube.serve import start_http_server
 
     try:
         kube = KubeClient.from_environment(kubeconfig=args.kubeconfig, server=args.server)

@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lb.core.model import IPAddress
+from common.api.model import IPAddress
 from speaker.core.bpf import responder_filter
 
 ETH_P_ALL = 0x0003

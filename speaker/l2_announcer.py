@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from lb.core.model import IPAddress
+from common.api.model import IPAddress
 from speaker import metrics as M
 from speaker.core.l2_plan import L2Plan, plan_l2
 from speaker.core.l2_report import service_conditions

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from lb.core.model import IPAddress
+from common.api.model import IPAddress
 from speaker.core.liveness import MAX_HEARTBEAT_BYTES, Heartbeat, LivenessConfig, Membership
 from speaker.l2 import carrier_up
 

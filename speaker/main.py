@@ -20,14 +20,14 @@ import threading
 import time
 from typing import Any
 
-from lb import logs
-from lb.cli import add_common_arguments
-from lb.kube import resources as R
-from lb.kube.client import KubeClient
-from lb.kube.events import EventRecorder
-from lb.kube.informer import Informer
-from lb.kube.serve import start_http_server
-from lb.kube.status import find_condition
+from common import logs
+from common.cli import add_common_arguments
+from common.kube import resources as R
+from common.kube.client import KubeClient
+from common.kube.events import EventRecorder
+from common.kube.informer import Informer
+from common.kube.serve import start_http_server
+from common.kube.status import find_condition
 from speaker.announcer import Announcer
 from speaker.core.build import build_snapshot
 from speaker.core.l2_report import CONDITION_TYPE

@@ -4,7 +4,7 @@ A single worker thread takes the latest state (older pending states are dropped:
 newest matters) and writes Service conditions, ownership Events and problem Events. API
 latency or errors therefore never delay an ARP takeover; failed writes are retried on the
 next state or after ``RETRY_AFTER`` seconds — except writes the API server refuses as such
-(400/403/422, ``lb.kube.refusal``): those are reported once (Warning Event on the Service,
+(400/403/422, ``common.kube.refusal``): those are reported once (Warning Event on the Service,
 log line, metric) and not sent again until the Service or the wanted condition changes.
 """
 
@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from lb.core.model import FieldProblem, IPAddress
-from lb.errors import KubeError, Refused
-from lb.kube import resources as R
-from lb.kube.refusal import RefusalMemo, fingerprint, report_refusal
-from lb.kube.status import find_condition, remove_condition, set_condition
+from common.api.model import FieldProblem, IPAddress
+from common.errors import KubeError, Refused
+from common.kube import resources as R
+from common.kube.refusal import RefusalMemo, fingerprint, report_refusal
+from common.kube.status import find_condition, remove_condition, set_condition
 from speaker.core.l2_report import CONDITION_TYPE, ServiceCondition
 
 RETRY_AFTER = 5.0  # seconds before re-trying failed status writes without a new state

@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from lb.errors import KubeError, Refused
-from lb.kube import resources as R
+from common.errors import KubeError, Refused
+from common.kube import resources as R
 from speaker.core.build import referenced_secrets
 from speaker.core.snapshot import SecretReadError
 

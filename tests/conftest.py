@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from common.kube.client import KubeClient
 from lab.controlplane.cluster import ControlPlane, running
 from lab.controlplane.store import ApiStore
-from lb.kube.client import KubeClient
 
 # The lab's api namespace address (lab.topology.MGMT4 + ".1"): lab nodes reach the session's
 # control plane through a relay listening there, so the serving certificate names it too.

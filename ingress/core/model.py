@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
 
+from common.api.model import ObjectRef
 from ingress.core.annotations import Annotations, parse_annotations
 from ingress.core.validate import (
     host_problem,
@@ -51,7 +52,6 @@ from ingress.core.validate import (
     regex_problem,
     valid_ip,
 )
-from lb.core.model import ObjectRef
 
 CONTROLLER_NAME = "portico.dev/ingress"
 DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"

@@ -33,9 +33,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
+from common.api.model import ObjectRef
 from ingress.core.annotations import Annotations
 from ingress.core.model import HOSTLESS, MIN_SLOTS, Backend, Endpoint, Model, Route
-from lb.core.model import ObjectRef
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 _MAP_RE = re.compile(r"[!-~]{1,2048}")  # printable ASCII without space

@@ -5,7 +5,7 @@ clients authenticate to the real kube-apiserver exactly as without the relay. Th
 cut every open connection at once (``drop_all``: what a load balancer restart or a network
 blip does to long-lived watches) and refuse new ones for a while (``refuse``). Faults inside
 HTTP (5xx storms, 409 storms, slow responses) need the HTTP layer, which TLS hides here:
-those stay with ``tests.emulator`` (see docs/testing.md).
+those stay with ``lab.emulator`` (see docs/testing.md).
 
 The listening socket may be created inside a lab network namespace (``listen_ns``) while the
 upstream connections are made from this process's own namespace: that is how lab nodes reach

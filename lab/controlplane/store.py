@@ -1,6 +1,6 @@
 """Test-setup access to a real API server with the emulator store's call shapes.
 
-Tests and the lab were written against ``tests.emulator``'s store (``create``, ``get``,
+Tests and the lab were written against ``lab.emulator``'s store (``create``, ``get``,
 ``list``, ``update``, ``patch``, ``delete``); ``ApiStore`` gives the same calls over a real
 kube-apiserver with admin credentials, so a test body runs unchanged on either. Where the
 real server differs, it wins: ``create`` and ``update`` write ``.status`` through the status
@@ -16,9 +16,9 @@ import contextlib
 import copy
 from typing import Any
 
-from lb.errors import Conflict, NotFound
-from lb.kube.client import KubeClient
-from lb.kube.resources import Resource
+from common.errors import Conflict, NotFound
+from common.kube.client import KubeClient
+from common.kube.resources import Resource
 
 Obj = dict[str, Any]
 

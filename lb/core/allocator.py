@@ -97,8 +97,8 @@ from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from lb.core.addrset import IntervalSet, UsableSet, is_buggy
-from lb.core.model import (
+from common.api.addrset import IntervalSet, UsableSet, is_buggy
+from common.api.model import (
     ANN_ADDRESS_POOL,
     FAMILIES,
     IPV4,

@@ -1,7 +1,7 @@
 """What the controller writes into Service and IPAddressPool status, computed purely.
 
 The controller shell diffs the result against the object it read and patches only what
-changed (``lb.core.statusdiff``), so calling these on every reconcile is free when nothing
+changed (``common.api.statusdiff``), so calling these on every reconcile is free when nothing
 moved. Conditions use metav1.Condition; our Service condition type is domain-prefixed so it
 never collides with conditions written by other controllers on the same Service.
 """
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from common.api.model import IPV4, IPV6, FieldProblem, IPAddress
+from common.api.statusdiff import remove_condition, set_condition
 from lb.core.allocator import Allocation, Pending, PoolStats
-from lb.core.model import IPV4, IPV6, FieldProblem, IPAddress
-from lb.core.statusdiff import remove_condition, set_condition
 
 # Service condition: True with reason IPAllocated, or False with the allocator's reason
 # (PoolExhausted, AddressInUse, ...) or the parser's (InvalidAnnotation, ...).

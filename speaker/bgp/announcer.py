@@ -26,9 +26,9 @@ from typing import Any, Protocol
 
 import structlog
 
-from lb.core.model import GROUP, VERSION, BGPPeer, FieldProblem, ObjectRef
-from lb.errors import Refused
-from lb.kube.refusal import RefusalMemo, report_refusal
+from common.api.model import GROUP, VERSION, BGPPeer, FieldProblem, ObjectRef
+from common.errors import Refused
+from common.kube.refusal import RefusalMemo, report_refusal
 from speaker.bgp import metrics
 from speaker.bgp.process import ExaBgpError, ExaBgpProcess, Redactor
 from speaker.core import bgp as core
@@ -43,7 +43,7 @@ from speaker.core.bgp_exabgp import (
 )
 from speaker.core.snapshot import ClusterSnapshot
 
-# lazy proxy: resolves at first use, so the speaker's lb.logs.configure() applies
+# lazy proxy: resolves at first use, so the speaker's common.logs.configure() applies
 log = structlog.get_logger(component="speaker-bgp")
 
 ACK_TIMEOUT_S = 30.0  # a 500-NLRI command is parsed in well under 1 s; 30 s means wedged
@@ -354,7 +354,7 @@ class BgpAnnouncer:
         return entry
 
     def _write_status(self, plan: core.BgpPlan) -> None:
-        from lb.kube.resources import BGPPEERS  # the I/O shell's resource table
+        from common.kube.resources import BGPPEERS  # the I/O shell's resource table
 
         wanted: dict[str, dict[str, Any] | None] = {p: self._peer_status(plan, p)
                                                     for p in plan.peers}

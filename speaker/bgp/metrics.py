@@ -1,4 +1,4 @@
-"""Prometheus metrics of the BGP announcer (default registry, served by lb.kube.serve)."""
+"""Prometheus metrics of the BGP announcer (default registry, served by common.kube.serve)."""
 
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ import structlog
 
 from speaker.core.bgp_exabgp import Ack, ApiMessage, parse_api_line
 
-# lazy proxy: resolves at first use, so the speaker's lb.logs.configure() applies
+# lazy proxy: resolves at first use, so the speaker's common.logs.configure() applies
 log = structlog.get_logger(component="speaker-bgp")
 
 RELAY = Path(__file__).with_name("relay.py")

@@ -25,7 +25,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from lb.core.model import (
+from common.api.model import (
     IPV4,
     LABEL_EXCLUDE_LB,
     BGPAdvertisement,
@@ -113,7 +113,7 @@ class BgpPlan:
     peers: tuple[str, ...] = ()
 
 
-# --- validation (defence in depth: lb.core.parse validates single objects first) --------------
+# --- validation (defence in depth: common.api.parse validates single objects first) --------------
 
 
 def validate_peer(peer: BGPPeer) -> list[FieldProblem]:

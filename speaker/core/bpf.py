@@ -22,7 +22,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from lb.core.model import IPAddress
+from common.api.model import IPAddress
 
 # <linux/filter.h> opcodes
 LD_W_ABS, LD_H_ABS, LD_B_ABS = 0x20, 0x28, 0x30

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lb.core.model import (
+from common.api.model import (
     BGPAdvertisement,
     BGPPeer,
     FieldProblem,
@@ -24,14 +24,14 @@ from lb.core.model import (
     Pool,
     TrafficPolicy,
 )
-from lb.core.parse import (
+from common.api.parse import (
     parse_bgp_advertisement,
     parse_bgp_peer,
     parse_l2_advertisement,
     parse_pool,
     parse_service,
 )
-from lb.errors import InvalidObject
+from common.errors import InvalidObject
 from speaker.core.snapshot import ClusterSnapshot, Endpoint, NodeInfo, SecretReadError
 
 Obj = Mapping[str, Any]

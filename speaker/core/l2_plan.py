@@ -35,7 +35,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from lb.core.model import (
+from common.api.model import (
     LABEL_EXCLUDE_LB,
     FieldProblem,
     IPAddress,

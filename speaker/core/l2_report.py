@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from lb.core.model import IPAddress
+from common.api.model import IPAddress
 from speaker.core.l2_plan import (
     ANNOUNCED,
     NOT_ADVERTISED,

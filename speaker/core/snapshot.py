@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from lb.core.model import (
+from common.api.model import (
     BGPAdvertisement,
     BGPPeer,
     IPAddress,

@@ -31,7 +31,7 @@ def _chart_flags(component: str) -> set[str]:
 def test_chart_flags_are_accepted_by_the_component(component: str) -> None:
     flags = _chart_flags(component)
     assert flags, f"the chart runs no {component}"
-    proc = subprocess.run([sys.executable, "-m", "lb.cli", component, "--help"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "portico", component, "--help"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120, check=False)
     if proc.returncode != 0 and "ModuleNotFoundError" in proc.stderr:
         pytest.skip(f"portico {component} is not written yet: "

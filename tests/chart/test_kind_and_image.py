@@ -136,5 +136,5 @@ def test_dockerfile_contract_with_the_chart_and_the_project() -> None:
         assert (ROOT / copied.rstrip("/")).exists(), copied
     ignored = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
                if line.strip() and not line.startswith("#")]
-    for needed in ("lb", "speaker", "ingress", "pyproject.toml", "README.md"):
+    for needed in ("portico", "common", "lb", "speaker", "ingress", "pyproject.toml", "README.md"):
         assert needed not in ignored

@@ -28,12 +28,12 @@ from typing import Any
 
 import pytest
 
+from common.kube import resources as R
 from lab import netns
 from lab.controlplane import chart
 from lab.controlplane.cluster import ControlPlane
 from lab.topology import SPEAKER_NAMESPACE, Lab, wait_until
 from lb.core.status import POOL_READY, SERVICE_CONDITION
-from lb.kube import resources as R
 from speaker.core.l2_report import CONDITION_TYPE as L2_CONDITION
 
 pytestmark = pytest.mark.lab
@@ -71,7 +71,7 @@ RESYNC_S = 10.0
 # 409 (and the component re-reads). Two speakers, one controller: a handful at most.
 OPTIMISTIC_WRITES = {"update services/status", "patch services/status", "update leases"}
 MAX_CONFLICTS = 5
-# Lease renewals are the controller's heartbeat (retry period 2 s, lb/kube/leader.py): the
+# Lease renewals are the controller's heartbeat (retry period 2 s, common/kube/leader.py): the
 # only write an idle leader makes.
 LEASE_RENEW_S = 2.0
 
@@ -233,7 +233,7 @@ def system(control_plane: ControlPlane, chart_rbac: list[str]) -> Iterator[Syste
         lab.start_speakers()
         n1 = lab.node(INGRESS_NODE)
         lab.spawn(f"ingress-{INGRESS_NODE}", n1.ns, [
-            lab.python, "-m", "lb.cli", "ingress", *lab.api_args("ingress"),
+            lab.python, "-m", "portico", "ingress", *lab.api_args("ingress"),
             "--ingress-class", INGRESS_CLASS, "--publish-service", f"{NS}/{INGRESS_SVC}",
             "--state-dir", str(lab.dir / f"ingress-{INGRESS_NODE}"),
             "--metrics-addr", f"{n1.mgmt}:10254", "--haproxy-metrics-addr", "",

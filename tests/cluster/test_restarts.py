@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
+from common.errors import KubeError
+from common.kube import resources as R
 from lab.controlplane.cluster import ControlPlane
 from lab.controlplane.cluster import running as running_plane
 from lab.topology import SPEAKER_NAMESPACE, VIP_A4, Lab, wait_until
-from lb.errors import KubeError
-from lb.kube import resources as R
 
 INGRESS_SVC = "portico-ingress"
 CONVERGE_DEADLINE_S = 90.0
@@ -172,7 +172,7 @@ def running(plane: ControlPlane) -> Iterator[Lab]:
         lab.store.create(R.SERVICES, svc)
         n = lab.nodes[0]
         lab.spawn("ingress", n.ns, [
-            lab.python, "-m", "lb.cli", "ingress", *lab.api_args("ingress"),
+            lab.python, "-m", "portico", "ingress", *lab.api_args("ingress"),
             "--publish-service", f"{SPEAKER_NAMESPACE}/{INGRESS_SVC}",
             "--state-dir", str(lab.dir / "ingress"), "--metrics-addr", f"{n.mgmt}:10254",
             "--haproxy-metrics-addr", "", "--log-level", "info"], env={"NODE_NAME": n.name})

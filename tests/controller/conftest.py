@@ -25,16 +25,16 @@ from typing import Any
 
 import pytest
 
+from common.kube.backoff import Backoff
+from common.kube.client import KubeClient
+from common.kube.resources import EVENTS, IPADDRESSPOOLS, NAMESPACES, SERVICES, Resource
 from lab.controlplane import pki
 from lab.controlplane.cluster import ControlPlane
 from lab.controlplane.relay import Relay
 from lab.controlplane.store import ApiStore
+from lab.emulator import Emulator
 from lb.controller import Controller
 from lb.core.status import SERVICE_CONDITION
-from lb.kube.backoff import Backoff
-from lb.kube.client import KubeClient
-from lb.kube.resources import EVENTS, IPADDRESSPOOLS, NAMESPACES, SERVICES, Resource
-from tests.emulator import Emulator
 
 Obj = dict[str, Any]
 

@@ -16,7 +16,7 @@ import json
 
 import pytest
 
-from lb.kube.resources import IPADDRESSPOOLS, SERVICES
+from common.kube.resources import IPADDRESSPOOLS, SERVICES
 
 from .conftest import Lab, eventually, pool, service
 

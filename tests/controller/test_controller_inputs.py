@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lb.errors import KubeError
-from lb.kube.resources import IPADDRESSPOOLS, SERVICES
+from common.errors import KubeError
+from common.kube.resources import IPADDRESSPOOLS, SERVICES
 
 from .conftest import Lab, eventually, pool, service
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from lb.kube.resources import IPADDRESSPOOLS, NAMESPACES, SERVICES
+from common.kube.resources import IPADDRESSPOOLS, NAMESPACES, SERVICES
 
 from .conftest import Lab, eventually, pool, service
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lb.kube.resources import IPADDRESSPOOLS, LEASES, SERVICES
+from common.kube.resources import IPADDRESSPOOLS, LEASES, SERVICES
 
 from .conftest import Lab, eventually, pool, service
 
@@ -32,7 +32,7 @@ class Replica:
         self.identity = identity
         self.log = log
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lb.cli", "controller", *lab.server_args,
+            [sys.executable, "-m", "portico", "controller", *lab.server_args,
              "--identity", identity, "--lease-namespace", lab.ns,
              "--metrics-addr", f"127.0.0.1:{self.port}", "--log-level", "info"],
             cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT,

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from common.kube.client import KubeClient
+from common.kube.resources import CONFIGMAPS, IPADDRESSPOOLS, SERVICES
 from lab.controlplane.cluster import ControlPlane, running
 from lb.controller import Controller
-from lb.kube.client import KubeClient
-from lb.kube.resources import CONFIGMAPS, IPADDRESSPOOLS, SERVICES
 
 from .conftest import Lab, eventually, pool, real_lab, service
 

@@ -14,16 +14,16 @@ from typing import Any
 
 import pytest
 
+from common.kube.backoff import Backoff
+from common.kube.client import KubeClient
+from common.kube.refusal import REFUSED_WRITES
+from common.kube.resources import EVENTS, IPADDRESSPOOLS, NAMESPACES, SERVICES
+from lab.emulator import Emulator
 from lb.controller import Controller
-from lb.kube.backoff import Backoff
-from lb.kube.client import KubeClient
-from lb.kube.refusal import REFUSED_WRITES
-from lb.kube.resources import EVENTS, IPADDRESSPOOLS, NAMESPACES, SERVICES
-from tests.emulator import Emulator
 
 from .conftest import eventually, pool, service
 
-# Long enough for the work queue's backoff (50 ms doubling, lb.kube.backoff) to have retried
+# Long enough for the work queue's backoff (50 ms doubling, common.kube.backoff) to have retried
 # a RETRY outcome several times: a retry storm would show up as more requests.
 QUIET_S = 1.5
 

@@ -14,12 +14,12 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from common.api.model import ANN_LOADBALANCER_IPS
+from common.kube.backoff import Backoff
+from common.kube.informer import Informer
+from common.kube.resources import IPADDRESSPOOLS, SERVICES
+from common.kube.workqueue import Outcome
 from lb.controller import Controller
-from lb.core.model import ANN_LOADBALANCER_IPS
-from lb.kube.backoff import Backoff
-from lb.kube.informer import Informer
-from lb.kube.resources import IPADDRESSPOOLS, SERVICES
-from lb.kube.workqueue import Outcome
 
 from .conftest import Lab, eventually, pool, service
 

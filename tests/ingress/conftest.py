@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ingress.helpers import HAPROXY, Backend, Harness, harness, start_backend
+from lab.ingress_kit import HAPROXY, Backend, Harness, harness, start_backend
 
 
 @pytest.fixture

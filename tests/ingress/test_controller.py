@@ -11,16 +11,16 @@ from typing import Any
 
 import pytest
 
+from common.kube import resources as R
+from common.kube.client import KubeClient
+from common.kube.events import EventRecorder
 from ingress.controller import IngressController
 from ingress.core.render import Settings
 from ingress.haproxy import DataPlane
 from ingress.haproxy_runtime import MasterClient
 from ingress.sync import Syncer
-from lb.kube import resources as R
-from lb.kube.client import KubeClient
-from lb.kube.events import EventRecorder
-from tests.emulator import Emulator
-from tests.ingress.helpers import (
+from lab.emulator import Emulator
+from lab.ingress_kit import (
     CLASS,
     HAPROXY,
     Backends,
@@ -187,7 +187,7 @@ def test_cli_process_serves_reports_ready_and_stops(tmp_path: Path,
                          "default")
         http_port, metrics = free_port(), f"127.0.0.1:{free_port()}"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "lb.cli", "ingress", "--server", emu.url,
+            [sys.executable, "-m", "portico", "ingress", "--server", emu.url,
              "--http-port", str(http_port), "--https-port", str(free_port()),
              "--bind-address", "127.0.0.1", "--metrics-addr", metrics,
              "--haproxy-metrics-addr", f"127.0.0.1:{free_port()}",

@@ -10,7 +10,7 @@ import pytest
 
 from ingress.core.render import Rendered
 from ingress.haproxy import CheckResult
-from tests.ingress.helpers import (
+from lab.ingress_kit import (
     HAPROXY,
     Backends,
     Harness,

@@ -13,7 +13,7 @@ from ingress.core.render import ROOTS_MAP, Rendered, Settings, render
 from ingress.core.runtime import map_commands
 from ingress.errors import HAProxyError
 from ingress.haproxy import DataPlane
-from tests.ingress.helpers import CLASS, HAPROXY, Backends, Harness, ingress, path, rule
+from lab.ingress_kit import CLASS, HAPROXY, Backends, Harness, ingress, path, rule
 
 
 def _roots(*ings: dict[str, object]) -> dict[str, str]:

@@ -11,7 +11,7 @@ import pytest
 
 from ingress.core.model import Endpoint, build_model
 from ingress.core.render import Settings, render
-from tests.ingress.helpers import CLASS, ingress, path, rule
+from lab.ingress_kit import CLASS, ingress, path, rule
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "ingress"
 N = "nginx.ingress.kubernetes.io/"

@@ -17,7 +17,7 @@ from ingress.core.model import (
 )
 from ingress.core.runtime import UnsafeToken, runtime_token, slot_commands
 from ingress.core.validate import host_problem, path_problem, regex_problem
-from tests.ingress.helpers import CLASS, endpoint_slice, ingress, path, rule, service
+from lab.ingress_kit import CLASS, endpoint_slice, ingress, path, rule, service
 
 N = "nginx.ingress.kubernetes.io/"
 P = "ingress.portico.dev/"

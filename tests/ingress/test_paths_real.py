@@ -11,7 +11,7 @@ import socket
 
 import pytest
 
-from tests.ingress.helpers import Backends, Harness, get, ingress, path, rule
+from lab.ingress_kit import Backends, Harness, get, ingress, path, rule
 
 # (kind(s), paths, request path, expected backend or "D" for the default backend)
 TABLE: list[tuple[list[str], list[str], str, str]] = [

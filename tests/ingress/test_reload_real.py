@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.ingress.helpers import (
+from lab.ingress_kit import (
     WRK,
     Backend,
     Harness,

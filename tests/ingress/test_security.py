@@ -23,7 +23,7 @@ from ingress.core.model import Backend as ModelBackend
 from ingress.core.model import Model, build_model, endpoints_for
 from ingress.core.render import Settings, render
 from ingress.haproxy import certificate_problem
-from tests.ingress.helpers import (
+from lab.ingress_kit import (
     CLASS,
     HAPROXY,
     Backends,

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
+from common.api.model import ObjectRef
+from common.kube import resources as R
+from common.kube.client import KubeClient
+from common.kube.events import EventRecorder
 from ingress.controller import IngressController
 from ingress.sync import SyncResult
-from lb.core.model import ObjectRef
-from lb.kube import resources as R
-from lb.kube.client import KubeClient
-from lb.kube.events import EventRecorder
-from tests.emulator import Emulator
-from tests.ingress.helpers import CLASS, ingress, path, rule, service
+from lab.emulator import Emulator
+from lab.ingress_kit import CLASS, ingress, path, rule, service
 
 VIP = "192.0.2.10"
 STATUS = r"/ingresses/web/status"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ingress.helpers import Backends, Harness, get, ingress, make_cert, path, rule, tls_secret
+from lab.ingress_kit import Backends, Harness, get, ingress, make_cert, path, rule, tls_secret
 
 A = "ingress.portico.dev/"
 Certs = dict[str, tuple[bytes, bytes, bytes]]

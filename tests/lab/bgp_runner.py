@@ -14,11 +14,11 @@ import sys
 import threading
 from pathlib import Path
 
-from lb.logs import configure
+from common.logs import configure
+from lab.bgp_kit import FakeEvents, FakeKube
 from speaker.bgp import process
 from speaker.bgp.announcer import BgpAnnouncer
 from speaker.core import bgp_exabgp
-from tests.lab.bgp_helpers import FakeEvents, FakeKube
 
 
 def main() -> None:

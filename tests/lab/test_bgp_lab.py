@@ -18,9 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.frr import BgpLab, FrrRouter, RouterNeighbor, bgp_lab, ip, lab_available, nsexec
-from speaker.core.snapshot import ClusterSnapshot, Endpoint
-from tests.lab.bgp_helpers import (
+from lab.bgp_kit import (
     EXABGP,
     NODE_ASN,
     REPO,
@@ -33,6 +31,8 @@ from tests.lab.bgp_helpers import (
     svc,
     wait_for,
 )
+from lab.frr import BgpLab, FrrRouter, RouterNeighbor, bgp_lab, ip, lab_available, nsexec
+from speaker.core.snapshot import ClusterSnapshot, Endpoint
 
 pytestmark = [
     pytest.mark.lab,
@@ -225,8 +225,8 @@ def test_md5_password_from_secret_and_wrong_password(
 
 def _status_of(lab: BgpLab, tmp_path: Path, secrets: dict) -> str:  # type: ignore[type-arg]
     """Run the wrong-password announcer in-process briefly and return its BGPPeer status."""
+    from lab.bgp_kit import FakeEvents, FakeKube, exabgp_wrapper
     from speaker.bgp.announcer import BgpAnnouncer
-    from tests.lab.bgp_helpers import FakeEvents, FakeKube, exabgp_wrapper
 
     kube = FakeKube()
     a = BgpAnnouncer("n2", kube, FakeEvents(), exabgp_wrapper(lab.node(2), tmp_path),

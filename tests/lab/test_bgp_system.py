@@ -25,11 +25,11 @@ from typing import Any
 
 import pytest
 
+from common.kube import resources as R
 from lab import netns
+from lab.bgp_kit import NODE_ASN, ROUTER_ASN, children, pid_alive
 from lab.frr import FrrRouter, RouterNeighbor, lab_available
 from lab.topology import VIP_BGP4, VIP_BGP6, Lab, wait_until
-from lb.kube import resources as R
-from tests.lab.bgp_helpers import NODE_ASN, ROUTER_ASN, children, pid_alive
 
 pytestmark = [
     pytest.mark.lab,

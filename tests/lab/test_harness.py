@@ -7,9 +7,9 @@ import subprocess
 
 import pytest
 
+from common.kube import resources as R
 from lab import netns
 from lab.topology import Lab
-from lb.kube import resources as R
 
 pytestmark = pytest.mark.lab
 

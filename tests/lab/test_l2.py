@@ -14,11 +14,11 @@ from collections.abc import Iterator
 import pytest
 from scapy.layers.l2 import ARP, Ether
 
+from common.api.model import LABEL_EXCLUDE_LB
+from common.kube import resources as R
 from lab import netns
 from lab.probe import ETH_P_ARP
 from lab.topology import Lab, wait_until
-from lb.core.model import LABEL_EXCLUDE_LB
-from lb.kube import resources as R
 from speaker.core.l2_plan import election_order
 from speaker.core.l2_report import CONDITION_TYPE
 

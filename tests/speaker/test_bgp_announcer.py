@@ -1,6 +1,6 @@
 """BgpAnnouncer with bad input: clear Events/status, no crash, no exabgp started.
 
-Also checks that the single-object validation (lb.core.parse) names the field for each bad
+Also checks that the single-object validation (common.api.parse) names the field for each bad
 input listed in issue 4, so the speaker can turn it into an Event.
 """
 
@@ -12,11 +12,9 @@ from typing import Any
 
 import pytest
 
-from lb.core.parse_adv import parse_bgp_advertisement, parse_bgp_peer
-from lb.errors import Forbidden, Invalid, InvalidObject
-from speaker.bgp.announcer import BgpAnnouncer
-from speaker.core.snapshot import SecretReadError
-from tests.lab.bgp_helpers import (
+from common.api.parse_adv import parse_bgp_advertisement, parse_bgp_peer
+from common.errors import Forbidden, Invalid, InvalidObject
+from lab.bgp_kit import (
     FakeEvents,
     FakeKube,
     adv,
@@ -27,6 +25,8 @@ from tests.lab.bgp_helpers import (
     svc,
     wait_for,
 )
+from speaker.bgp.announcer import BgpAnnouncer
+from speaker.core.snapshot import SecretReadError
 
 
 def _peer_obj(**spec: Any) -> dict[str, Any]:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lb.core.model import BGPAdvertisement, BGPPeer, Community, SecretKeyRef
+from common.api.model import BGPAdvertisement, BGPPeer, Community, SecretKeyRef
+from lab.bgp_kit import adv, node, peer, pool, snapshot, svc
 from speaker.core import bgp as core
 from speaker.core.bgp_exabgp import (
     Ack,
@@ -25,7 +26,6 @@ from speaker.core.bgp_exabgp import (
     withdraw_commands,
 )
 from speaker.core.snapshot import Endpoint, SecretReadError
-from tests.lab.bgp_helpers import adv, node, peer, pool, snapshot, svc
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "bgp"
 
@@ -82,7 +82,7 @@ def test_node_selectors_exclusion_label_and_unready_node() -> None:
 
 
 def _sel(k: str, v: str):  # type: ignore[no-untyped-def]
-    from lb.core.model import LabelSelector
+    from common.api.model import LabelSelector
     return LabelSelector(match_labels=((k, v),))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections import Counter
 
-from lb.core.model import (
+from common.api.model import (
     LABEL_EXCLUDE_LB,
     AddressRange,
     L2Advertisement,

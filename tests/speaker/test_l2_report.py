@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from lb.core.model import AddressRange, BGPAdvertisement, L2Advertisement, LBService, Pool
+from common.api.model import AddressRange, BGPAdvertisement, L2Advertisement, LBService, Pool
 from speaker.core.l2_plan import election_order, plan_l2
 from speaker.core.l2_report import service_conditions
 from speaker.core.snapshot import ClusterSnapshot, NodeInfo

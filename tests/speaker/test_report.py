@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from lb.errors import Forbidden, Invalid, KubeError
-from lb.kube import resources as R
+from common.errors import Forbidden, Invalid, KubeError
+from common.kube import resources as R
 from speaker.core.l2_report import CONDITION_TYPE, ServiceCondition
 from speaker.report import Reporter, ReportState
 

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from lb.kube import resources as R
-from lb.kube.client import KubeClient
+from common.kube import resources as R
+from common.kube.client import KubeClient
+from lab.emulator import Emulator
 from speaker.core import bgp as core
 from speaker.core.build import build_snapshot
 from speaker.secrets import PasswordSecrets
-from tests.emulator import Emulator
 
 NS = "portico"
 

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from lb.kube.clock import FakeClock
-from tests.emulator import Emulator
+from lab.emulator import Emulator
+from lab.fakeclock import FakeClock
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lb.core.addrset import IntervalSet, UsableSet, count_buggy, count_residue, is_buggy
+from common.api.addrset import IntervalSet, UsableSet, count_buggy, count_residue, is_buggy
 
 
 def v4(text: str) -> int:

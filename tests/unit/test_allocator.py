@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from lb.core.allocator import Allocation, Allocator, Pending
-from lb.core.model import (
+from common.api.model import (
     IPV4,
     IPV6,
     AddressRange,
@@ -20,6 +19,7 @@ from lb.core.model import (
     ServiceAllocation,
     ServicePort,
 )
+from lb.core.allocator import Allocation, Allocator, Pending
 
 # --- helpers (also used by the property test) ------------------------------------------------
 

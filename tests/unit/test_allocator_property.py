@@ -36,8 +36,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from lb.core.allocator import Allocation, Allocator, Pending
-from lb.core.model import (
+from common.api.model import (
     IPV4,
     IPV6,
     AddressRange,
@@ -50,6 +49,7 @@ from lb.core.model import (
     ServiceAllocation,
     ServicePort,
 )
+from lb.core.allocator import Allocation, Allocator, Pending
 
 V4_LO = int(ipaddress.IPv4Address("192.0.2.250"))
 V4_HI = int(ipaddress.IPv4Address("192.0.3.5"))  # crosses .255 and .0: avoidBuggyIPs matters

@@ -14,11 +14,11 @@ from typing import Any, cast
 
 import pytest
 
+from common.api.model import ANN_LOADBALANCER_IPS
+from common.kube.client import KubeClient
+from common.kube.resources import IPADDRESSPOOLS, SERVICES, Resource
 from lb.controller import MAX_WORKERS, Controller, frees_address
 from lb.core.allocator import Allocation, Pending
-from lb.core.model import ANN_LOADBALANCER_IPS
-from lb.kube.client import KubeClient
-from lb.kube.resources import IPADDRESSPOOLS, SERVICES, Resource
 
 Obj = dict[str, Any]
 JOIN_S = 10.0  # bound of every thread join (only reached if the code under test hangs)

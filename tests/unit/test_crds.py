@@ -1,6 +1,6 @@
 """The CRD manifests in charts/portico/crds/: structural-schema rules, printer columns, example
 objects validated by OpenAPI (jsonschema) and CEL (celpy), the long patterns checked against a
-builder and against lb/core/parse.py, and drift between the schemas and the parser.
+builder and against common/api/parse.py, and drift between the schemas and the parser.
 
 No API server runs here, so this is the closest check we have of what `kubectl apply` would
 accept. Where the API server would default a field, ``apply_defaults`` does the same first.
@@ -20,9 +20,9 @@ import yaml
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from lb.core import parse_common as limits
-from lb.core.model import AddressRange, Community
-from lb.core.parse import (
+from common.api import parse_common as limits
+from common.api.model import AddressRange, Community
+from common.api.parse import (
     parse_address_entry,
     parse_bgp_advertisement,
     parse_bgp_peer,
@@ -32,7 +32,7 @@ from lb.core.parse import (
     parse_pool,
     parse_service,
 )
-from lb.errors import InvalidObject
+from common.errors import InvalidObject
 
 jsonschema = pytest.importorskip("jsonschema", reason="pip install jsonschema")
 celpy = pytest.importorskip("celpy", reason="pip install cel-python")
@@ -150,7 +150,7 @@ def test_crd_identity(kind: str) -> None:
     assert spec["group"] == "lb.portico.dev"
     assert crd["metadata"]["name"] == f"{KINDS[kind]}.lb.portico.dev"
     assert spec["names"]["kind"] == kind and spec["names"]["plural"] == KINDS[kind]
-    # Cluster-scoped, as lb/core/parse.py and lb/kube/resources.py assume.
+    # Cluster-scoped, as common/api/parse.py and common/kube/resources.py assume.
     assert spec["scope"] == "Cluster"
     version = _version(kind)
     assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)

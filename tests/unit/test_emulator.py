@@ -9,8 +9,8 @@ from typing import Any
 
 import urllib3
 
-from lb.kube import resources as R
-from tests.emulator import Emulator
+from common.kube import resources as R
+from lab.emulator import Emulator
 
 HTTP = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=2, read=5))
 

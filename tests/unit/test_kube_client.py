@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lb.errors import Conflict, Forbidden, Gone, Invalid, KubeError, NotFound, Refused
-from lb.kube import resources as R
-from lb.kube.client import KubeClient, Throttled, WatchHandle, error_for_status
-from tests.emulator import Emulator
+from common.errors import Conflict, Forbidden, Gone, Invalid, KubeError, NotFound, Refused
+from common.kube import resources as R
+from common.kube.client import KubeClient, Throttled, WatchHandle, error_for_status
+from lab.emulator import Emulator
 
 
 @pytest.fixture
@@ -79,7 +79,7 @@ def test_refusals_are_their_own_errors(emu: Emulator, kube: KubeClient, code: in
 
 
 def test_invalid_names_the_fields_of_the_status_causes() -> None:
-    from lb.kube.client import _status_info
+    from common.kube.client import _status_info
 
     body = (b'{"kind":"Status","status":"Failure","reason":"Invalid","code":422,'
             b'"message":"Service \\"s\\" is invalid: status.loadBalancer.ingress[0].ip: '

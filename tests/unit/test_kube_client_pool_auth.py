@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from common.errors import KubeError
+from common.kube.client import AUTH_CACHE_S, POOL_MAXSIZE, CachedAuth, KubeClient
+from common.kube.resources import SERVICES
+from lab.emulator import Emulator
 from lb.controller import MAX_WORKERS
-from lb.errors import KubeError
-from lb.kube.client import AUTH_CACHE_S, POOL_MAXSIZE, CachedAuth, KubeClient
-from lb.kube.resources import SERVICES
-from tests.emulator import Emulator
 
 
 class Loader:

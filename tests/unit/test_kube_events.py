@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from lb.kube import resources as R
-from lb.kube.client import KubeClient
-from lb.kube.clock import FakeClock
-from lb.kube.events import EventRecorder
-from tests.emulator import Emulator
+from common.kube import resources as R
+from common.kube.client import KubeClient
+from common.kube.events import EventRecorder
+from lab.emulator import Emulator
+from lab.fakeclock import FakeClock
 
 
 def recorder(emu: Emulator, clock: FakeClock, **kw: Any) -> EventRecorder:

@@ -12,11 +12,11 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from lb.kube import resources as R
-from lb.kube.backoff import Backoff
-from lb.kube.client import KubeClient
-from lb.kube.informer import Informer
-from tests.emulator import Emulator
+from common.kube import resources as R
+from common.kube.backoff import Backoff
+from common.kube.client import KubeClient
+from common.kube.informer import Informer
+from lab.emulator import Emulator
 
 Obj = dict[str, Any]
 

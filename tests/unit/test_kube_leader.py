@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from lb.kube import resources as R
-from lb.kube.client import KubeClient
-from lb.kube.clock import FakeClock
-from lb.kube.leader import LeaderElector
-from tests.emulator import Emulator
+from common.kube import resources as R
+from common.kube.client import KubeClient
+from common.kube.leader import LeaderElector
+from lab.emulator import Emulator
+from lab.fakeclock import FakeClock
 
 
 def elector(emu: Emulator, clock: FakeClock, ident: str, lost: list[str] | None = None
@@ -97,7 +97,7 @@ def test_real_stale_write_gets_409(emu: Emulator, clock: FakeClock) -> None:
     stale = kube.get(R.LEASES, "portico-controller", "portico-system")
     assert a.try_acquire_or_renew()
     stale["spec"]["holderIdentity"] = "b"
-    from lb.errors import Conflict
+    from common.errors import Conflict
     with pytest.raises(Conflict):
         kube.replace(R.LEASES, "portico-controller", stale, "portico-system")
 

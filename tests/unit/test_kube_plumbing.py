@@ -9,11 +9,12 @@ import pytest
 import urllib3
 from prometheus_client import CollectorRegistry, Counter
 
-from lb.errors import KubeError
-from lb.kube import resources as R
-from lb.kube.backoff import Backoff, KeyedBackoff, full_jitter
-from lb.kube.clock import FakeClock, rfc3339, rfc3339_micro
-from lb.kube.serve import parse_addr, start_http_server
+from common.errors import KubeError
+from common.kube import resources as R
+from common.kube.backoff import Backoff, KeyedBackoff, full_jitter
+from common.kube.clock import rfc3339, rfc3339_micro
+from common.kube.serve import parse_addr, start_http_server
+from lab.fakeclock import FakeClock
 
 
 def test_full_jitter_window() -> None:

@@ -1,11 +1,11 @@
-"""lb.kube.refusal: the memo of refused writes and the one report per refusal."""
+"""common.kube.refusal: the memo of refused writes and the one report per refusal."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from lb.errors import Invalid
-from lb.kube.refusal import REFUSED_WRITES, RefusalMemo, fingerprint, report_refusal
+from common.errors import Invalid
+from common.kube.refusal import REFUSED_WRITES, RefusalMemo, fingerprint, report_refusal
 
 
 def test_memo_blocks_only_the_same_write_to_the_same_version() -> None:

@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from lb.core.statusdiff import apply_merge_patch
-from lb.kube import resources as R
-from lb.kube.client import KubeClient
-from lb.kube.status import find_condition, merge_diff, set_condition, status_patch, write_status
-from tests.emulator import Emulator
+from common.api.statusdiff import apply_merge_patch
+from common.kube import resources as R
+from common.kube.client import KubeClient
+from common.kube.status import find_condition, merge_diff, set_condition, status_patch, write_status
+from lab.emulator import Emulator
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 T1 = datetime(2030, 1, 1, 0, 5, tzinfo=UTC)

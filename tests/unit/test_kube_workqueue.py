@@ -5,9 +5,9 @@ from __future__ import annotations
 import itertools
 import threading
 
-from lb.kube.backoff import KeyedBackoff
-from lb.kube.clock import FakeClock
-from lb.kube.workqueue import Outcome, WorkQueue, process_one, run_workers
+from common.kube.backoff import KeyedBackoff
+from common.kube.workqueue import Outcome, WorkQueue, process_one, run_workers
+from lab.fakeclock import FakeClock
 
 
 def make(clock: FakeClock | None = None) -> tuple[WorkQueue[str], FakeClock]:

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from lb.kube.workqueue import WorkQueue
+from common.kube.workqueue import WorkQueue
 
 JOIN_S = 10.0  # bound of every join (reached only if the code under test hangs)
 

@@ -1,4 +1,4 @@
-"""lb/core/parse.py: good paths, and one test per bad input with the exact field and reason."""
+"""common/api/parse.py: good paths, and one test per bad input with the exact field and reason."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from lb.core.model import (
+from common.api.model import (
     ANN_ADDRESS_POOL,
     ANN_ALLOW_SHARED_IP,
     ANN_LOADBALANCER_IPS,
@@ -20,7 +20,7 @@ from lb.core.model import (
     ServiceAllocation,
     ServicePort,
 )
-from lb.core.parse import (
+from common.api.parse import (
     parse_bgp_advertisement,
     parse_bgp_peer,
     parse_duration,
@@ -30,7 +30,7 @@ from lb.core.parse import (
     parse_pool,
     parse_service,
 )
-from lb.errors import InvalidObject
+from common.errors import InvalidObject
 
 IPS_FIELD = f"metadata.annotations[{ANN_LOADBALANCER_IPS!r}]"
 

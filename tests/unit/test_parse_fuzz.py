@@ -13,8 +13,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lb.core.model import ANN_ADDRESS_POOL, ANN_ALLOW_SHARED_IP, ANN_LOADBALANCER_IPS
-from lb.core.parse import (
+from common.api.model import ANN_ADDRESS_POOL, ANN_ALLOW_SHARED_IP, ANN_LOADBALANCER_IPS
+from common.api.parse import (
     parse_bgp_advertisement,
     parse_bgp_peer,
     parse_l2_advertisement,
@@ -22,7 +22,7 @@ from lb.core.parse import (
     parse_pool,
     parse_service,
 )
-from lb.errors import InvalidObject
+from common.errors import InvalidObject
 
 SCALARS = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**70), 2**70),

@@ -16,7 +16,7 @@ PURE_PACKAGES = ["lb/core", "speaker/core", "ingress/core"]
 FORBIDDEN = {
     "kubernetes", "scapy", "socket", "subprocess", "exabgp", "urllib3", "requests",
     "http", "asyncio", "threading", "selectors", "ssl", "os", "shutil", "signal",
-    "multiprocessing", "structlog", "prometheus_client", "lb.kube", "time",
+    "multiprocessing", "structlog", "prometheus_client", "common.kube", "time",
 }
 
 

@@ -1,8 +1,8 @@
 """Shared machinery of the parsers: problem collection, typed field access, names, selectors.
 
-See ``lb.core.parse`` for the convention (collect every problem, then raise InvalidObject).
+See ``common.api.parse`` for the convention (collect every problem, then raise InvalidObject).
 Everything here reads untrusted dicts: every access checks the type first, nothing assumes a
-key exists, and no input can raise anything but :class:`lb.errors.InvalidObject`.
+key exists, and no input can raise anything but :class:`common.errors.InvalidObject`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
-from lb.core.model import (
+from common.api.model import (
     FieldProblem,
     IPAddress,
     LabelSelector,
@@ -20,7 +20,7 @@ from lb.core.model import (
     Requirement,
     SelectorOperator,
 )
-from lb.errors import InvalidObject
+from common.errors import InvalidObject
 
 # --- limits: the CRDs declare the same numbers (tests/unit/test_crds.py checks they agree) ---
 # They bound the API server's CEL cost estimate and keep one object from costing the

@@ -18,7 +18,7 @@ import structlog
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-log = structlog.get_logger("lb.kube.serve")
+log = structlog.get_logger("common.kube.serve")
 
 
 def parse_addr(addr: str) -> tuple[str, int]:

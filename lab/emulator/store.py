@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from lb.core.statusdiff import apply_merge_patch
-from lb.kube.resources import ALL, Resource
+from common.api.statusdiff import apply_merge_patch
+from common.kube.resources import ALL, Resource
 
 from .selectors import Pred
 

@@ -1,6 +1,6 @@
 """Writes the API server refuses as such: report once, try again only after a change.
 
-A 400 (Bad Request), 403 (Forbidden) or 422 (Invalid) answer (``lb.errors.Refused``) will be
+A 400 (Bad Request), 403 (Forbidden) or 422 (Invalid) answer (``common.errors.Refused``) will be
 given again to the same request: the body breaks the schema or a CEL rule, or the
 component's ServiceAccount lacks the permission (RBAC edited by hand). Retrying it with
 backoff would repeat the refusal for ever and fill the log; the user would still not know.
@@ -23,7 +23,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from prometheus_client import Counter
 
-from lb.errors import Refused
+from common.errors import Refused
 
 STATUS_WRITE_REFUSED = "StatusWriteRefused"
 

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from lb.core.model import AddressRange as AR
-from lb.core.model import (
+from common.api.model import AddressRange as AR
+from common.api.model import (
     BGPAdvertisement,
     BGPPeer,
     Community,

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from lb.kube.resources import ALL, Resource
+from common.kube.resources import ALL, Resource
 
 from .faults import FaultRule, Faults
 from .selectors import Pred, SelectorError, object_matcher

@@ -1,4 +1,4 @@
-"""``python -m tests.emulator --host H --port P``: serve until SIGTERM/SIGINT."""
+"""``python -m lab.emulator --host H --port P``: serve until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from . import Emulator
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tests.emulator")
+    ap = argparse.ArgumentParser(prog="python -m lab.emulator")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--bookmark-interval", type=float, default=5.0)

@@ -1,13 +1,13 @@
 """Parsers: Kubernetes objects (plain dicts, as the API returns them) -> pure model values.
 
-Convention, used by every parser here and in ``lb.core.parse_*``:
+Convention, used by every parser here and in ``common.api.parse_*``:
 
 * A parser is a pure function ``dict -> value``. It reads the object completely, collects
-  **every** problem it finds as a :class:`lb.core.model.FieldProblem` (``ref`` names the object,
+  **every** problem it finds as a :class:`common.api.model.FieldProblem` (``ref`` names the object,
   ``field`` is a JSON-ish path such as ``spec.addresses[2]`` or
   ``metadata.annotations['lb.portico.dev/loadBalancerIPs']``, ``reason`` is the CamelCase
   reason for the Event / status condition), and then either returns the value or raises
-  :class:`lb.errors.InvalidObject` carrying all problems at once, so a user fixes everything
+  :class:`common.errors.InvalidObject` carrying all problems at once, so a user fixes everything
   in one round trip.
 * Nothing else is ever raised, whatever the input (wrong types, missing keys, huge lists,
   control characters): hostile input cannot crash a component. Unknown fields are ignored,
@@ -33,17 +33,17 @@ InvalidIPFamilies.
 
 from __future__ import annotations
 
-from lb.core.model import LabelSelector, ObjectRef
-from lb.core.parse_adv import (
+from common.api.model import LabelSelector, ObjectRef
+from common.api.parse_adv import (
     parse_bgp_advertisement,
     parse_bgp_peer,
     parse_community,
     parse_duration,
     parse_l2_advertisement,
 )
-from lb.core.parse_common import Ctx, parse_ip, selector
-from lb.core.parse_pool import parse_address_entry, parse_pool
-from lb.core.parse_service import parse_namespace_labels, parse_service
+from common.api.parse_common import Ctx, parse_ip, selector
+from common.api.parse_pool import parse_address_entry, parse_pool
+from common.api.parse_service import parse_namespace_labels, parse_service
 
 
 def parse_label_selector(obj: object, ref: ObjectRef, field: str) -> LabelSelector:

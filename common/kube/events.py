@@ -16,12 +16,12 @@ from typing import Any
 
 import structlog
 
-from lb.errors import KubeError, NotFound
-from lb.kube.client import KubeClient
-from lb.kube.clock import Clock, RealClock, rfc3339
-from lb.kube.resources import EVENTS, Resource
+from common.errors import KubeError, NotFound
+from common.kube.client import KubeClient
+from common.kube.clock import Clock, RealClock, rfc3339
+from common.kube.resources import EVENTS, Resource
 
-log = structlog.get_logger("lb.kube.events")
+log = structlog.get_logger("common.kube.events")
 
 # client-go's event correlator aggregates within 10 minutes; we use the same window.
 DEDUP_WINDOW_S = 600.0

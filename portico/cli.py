@@ -6,22 +6,8 @@ lazy so that ``portico controller`` never pays for scapy or exabgp imports.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
-
-
-def add_common_arguments(parser: argparse.ArgumentParser, metrics_addr: str) -> None:
-    """Flags every component shares (one definition, so the
-    components cannot drift apart; CLI contract in docs/architecture.md)."""
-    parser.add_argument("--kubeconfig", default=None, help="kubeconfig path (default: in-cluster)")
-    parser.add_argument("--server", default=None,
-                        help="plain http(s) API URL without auth (test emulators)")
-    parser.add_argument("--metrics-addr", default=metrics_addr,
-                        help="HOST:PORT serving /healthz, /readyz and /metrics")
-    parser.add_argument("--log-level", default="info",
-                        choices=["debug", "info", "warning", "error"])
-
 
 COMPONENTS = {
     "controller": "lb.controller_main",

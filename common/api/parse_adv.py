@@ -1,6 +1,6 @@
 """L2Advertisement, BGPAdvertisement and BGPPeer -> model values.
 
-See ``lb.core.parse`` for the conventions. Durations (``holdTime``, ``keepaliveTime``) are
+See ``common.api.parse`` for the conventions. Durations (``holdTime``, ``keepaliveTime``) are
 strings like MetalLB's (``"90s"``, ``"1m30s"``) restricted to whole hours, minutes and seconds,
 because BGP timers are whole seconds on the wire (RFC 4271 section 4.2).
 """
@@ -11,14 +11,14 @@ import ipaddress
 import re
 from collections.abc import Mapping
 
-from lb.core.model import (
+from common.api.model import (
     BGPAdvertisement,
     BGPPeer,
     Community,
     L2Advertisement,
     SecretKeyRef,
 )
-from lb.core.parse_common import (
+from common.api.parse_common import (
     MAX_COMMUNITIES,
     MAX_INTERFACES,
     UINT16_MAX,

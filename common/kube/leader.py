@@ -22,12 +22,12 @@ from typing import Any
 import structlog
 from prometheus_client import Gauge
 
-from lb.errors import Conflict, KubeError, NotFound
-from lb.kube.client import KubeClient
-from lb.kube.clock import Clock, RealClock, rfc3339_micro
-from lb.kube.resources import LEASES
+from common.errors import Conflict, KubeError, NotFound
+from common.kube.client import KubeClient
+from common.kube.clock import Clock, RealClock, rfc3339_micro
+from common.kube.resources import LEASES
 
-log = structlog.get_logger("lb.kube.leader")
+log = structlog.get_logger("common.kube.leader")
 
 IS_LEADER = Gauge("portico_leader_is_leader", "1 while this replica holds the Lease.", ["lease"])
 

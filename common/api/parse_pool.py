@@ -1,4 +1,4 @@
-"""IPAddressPool -> :class:`lb.core.model.Pool` (see ``lb.core.parse`` for the conventions)."""
+"""IPAddressPool -> :class:`common.api.model.Pool` (conventions: ``common.api.parse``)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import ipaddress
 import re
 from collections.abc import Mapping
 
-from lb.core.model import AddressRange, Pool, ServiceAllocation, family_of
-from lb.core.parse_common import (
+from common.api.model import AddressRange, Pool, ServiceAllocation, family_of
+from common.api.parse_common import (
     INT32_MAX,
     MAX_ADDRESS_TEXT,
     MAX_POOL_ADDRESSES,

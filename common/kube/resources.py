@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from lb.errors import KubeError
+from common.errors import KubeError
 
 PORTICO_GROUP = "lb.portico.dev"
 PORTICO_VERSION = "v1alpha1"

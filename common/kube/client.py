@@ -7,7 +7,7 @@ against built-in schemas and drop fields of CRDs and of newer API versions.
 
 Every call has a connect timeout and a read timeout; urllib3's own retries are off (it would
 otherwise silently retry 429/503 answers and hide them from our backoff); every library error
-is converted here into ``lb.errors`` (KubeError, Conflict, Gone, NotFound, and Refused:
+is converted here into ``common.errors`` (KubeError, Conflict, Gone, NotFound, and Refused:
 Forbidden for 403, Invalid for 400/422).
 """
 
@@ -25,8 +25,8 @@ from urllib.parse import urlencode
 import urllib3
 from prometheus_client import Counter
 
-from lb.errors import Conflict, Forbidden, Gone, Invalid, KubeError, NotFound
-from lb.kube.resources import Resource
+from common.errors import Conflict, Forbidden, Gone, Invalid, KubeError, NotFound
+from common.kube.resources import Resource
 
 Obj = dict[str, Any]
 

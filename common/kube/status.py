@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lb.core.statusdiff import (
+from common.api.statusdiff import (
     apply_merge_patch,
     find_condition,
     merge_diff,
@@ -12,8 +12,8 @@ from lb.core.statusdiff import (
     set_condition,
     status_patch,
 )
-from lb.kube.client import KubeClient
-from lb.kube.resources import Resource
+from common.kube.client import KubeClient
+from common.kube.resources import Resource
 
 __all__ = [
     "apply_merge_patch", "find_condition", "merge_diff", "remove_condition",
@@ -31,7 +31,7 @@ def write_status(
 
     Returns the updated object, or None when nothing changed (no request is made). A merge
     patch without a resourceVersion does not conflict with concurrent writers of *other*
-    fields; the informer brings the next change. Raises lb.errors.KubeError subclasses.
+    fields; the informer brings the next change. Raises common.errors.KubeError subclasses.
     """
     diff = merge_diff(obj.get("status") or {}, new_status)
     if diff is None:

@@ -11,7 +11,7 @@ dropped watches, history compaction and an access log (``emulator.requests``/``c
     ...
     emu.stop()
 
-Run standalone for lab tests: ``python -m tests.emulator --host 192.0.2.1 --port 6443``.
+Run standalone for lab tests: ``python -m lab.emulator --host 192.0.2.1 --port 6443``.
 """
 
 from .faults import FaultRule, Faults

@@ -4,10 +4,10 @@ Everything here works with plain JSON dicts as the API server sends them; kubern
 model classes are never used (they validate and drop fields of CRDs and newer API versions).
 
     resources  Resource(group, version, plural, kind, namespaced, status_subresource) + constants
-    client     KubeClient: get/list/watch/create/replace/patch/delete; timeouts; lb.errors
+    client     KubeClient: get/list/watch/create/replace/patch/delete; timeouts; common.errors
     informer   Informer: list, watch from the list's resourceVersion, relist on 410, backoff
     workqueue  WorkQueue + Outcome + process_one/run_workers (the loop owns retries)
-    status     status_patch/merge_diff/set_condition (pure, from lb.core.statusdiff) and
+    status     status_patch/merge_diff/set_condition (pure, from common.api.statusdiff) and
                write_status (PATCH /status only when something changed)
     events     EventRecorder: core/v1 Events with de-duplication; never raises
     leader     LeaderElector on a coordination.k8s.io/v1 Lease

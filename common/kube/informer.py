@@ -26,16 +26,16 @@ from typing import Any
 import structlog
 from prometheus_client import Counter
 
-from lb.errors import Gone, KubeError
-from lb.kube.backoff import Backoff
-from lb.kube.client import KubeClient, Throttled, WatchHandle, watch_timeout
-from lb.kube.clock import Clock, RealClock
-from lb.kube.resources import Resource, object_key, resource_version
+from common.errors import Gone, KubeError
+from common.kube.backoff import Backoff
+from common.kube.client import KubeClient, Throttled, WatchHandle, watch_timeout
+from common.kube.clock import Clock, RealClock
+from common.kube.resources import Resource, object_key, resource_version
 
 Obj = dict[str, Any]
 Handler = Callable[[str, Obj], None]
 
-log = structlog.get_logger("lb.kube.informer")
+log = structlog.get_logger("common.kube.informer")
 
 RELISTS = Counter(
     "portico_informer_relists_total", "Informer (re)lists by resource and cause.",

@@ -26,12 +26,12 @@ from typing import Generic, TypeVar
 import structlog
 from prometheus_client import Counter, Gauge
 
-from lb.kube.backoff import KeyedBackoff
-from lb.kube.clock import Clock, RealClock
+from common.kube.backoff import KeyedBackoff
+from common.kube.clock import Clock, RealClock
 
 K = TypeVar("K", bound=Hashable)
 
-log = structlog.get_logger("lb.kube.workqueue")
+log = structlog.get_logger("common.kube.workqueue")
 
 DEPTH = Gauge("portico_workqueue_depth", "Keys waiting to be processed.", ["queue"])
 OUTCOMES = Counter(

@@ -1,8 +1,8 @@
-"""Exception tree of the ``lb`` package (controller and ``lb.kube`` plumbing)."""
+"""Exception tree of the ``lb`` package (controller and ``common.kube`` plumbing)."""
 
 from __future__ import annotations
 
-from lb.core.model import FieldProblem
+from common.api.model import FieldProblem
 
 
 class LbError(Exception):
@@ -42,7 +42,7 @@ class Refused(KubeError):
 
     Sending it again unchanged cannot succeed (the body breaks the schema, or this
     component's ServiceAccount lacks the permission), so callers report it once and try again
-    only when the object or what they want to write changes (``lb.kube.refusal``), never on
+    only when the object or what they want to write changes (``common.kube.refusal``), never on
     a backoff timer. ``reason`` is the Status reason (``Forbidden``, ``Invalid``,
     ``BadRequest``), ``detail`` the server's own message, ``fields`` the fields it named.
     """

@@ -1,6 +1,6 @@
-"""Service -> :class:`lb.core.model.LBService`, and Namespace -> labels.
+"""Service -> :class:`common.api.model.LBService`, and Namespace -> labels.
 
-See ``lb.core.parse`` for the conventions. Only what the controller decides on is validated;
+See ``common.api.parse`` for the conventions. Only what the controller decides on is validated;
 the API server has already checked the Service's own fields, but we still check their types
 because an emulator or a future API version may hand us anything.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from lb.core.model import (
+from common.api.model import (
     ANN_ADDRESS_POOL,
     ANN_ALLOW_SHARED_IP,
     ANN_LOADBALANCER_IPS,
@@ -25,7 +25,7 @@ from lb.core.model import (
     TrafficPolicy,
     family_of,
 )
-from lb.core.parse_common import (
+from common.api.parse_common import (
     CONTROL_CHARS,
     MAX_ANNOTATION_LEN,
     MAX_SERVICE_PORTS,

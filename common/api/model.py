@@ -1,6 +1,6 @@
 """Pure value types for Portico's API objects and Services.
 
-Everything here is plain data: parsers (``lb.core.parse``) turn Kubernetes objects (dicts)
+Everything here is plain data: parsers (``common.api.parse``) turn Kubernetes objects (dicts)
 into these values, and the pure cores (allocator, speaker planning, ingress model) consume
 them. No I/O, no Kubernetes client types. Values are frozen so that a core can keep them in
 caches and compare old with new to decide whether anything changed.
