@@ -11,9 +11,12 @@ deps:
 binaries: deps
 	$(PY) -m lab.controlplane.binaries
 
+# Import contracts (.importlinter): layers, independent components, pure cores, no by-name
+# imports; scripts/importrules.py holds the project's own contract type.
 lint: deps
-	$(PY) -m ruff check portico common lb speaker ingress lab tests bench
+	$(PY) -m ruff check portico common lb speaker ingress lab tests bench scripts
 	$(PY) -m mypy
+	PYTHONPATH=scripts .venv/bin/lint-imports --no-cache
 
 test: deps binaries lint
 	$(PY) -m pytest -q -ra tests

@@ -26,7 +26,7 @@ class Resource:
     kind: str
     namespaced: bool
     # True when writes to the main resource ignore .status and /status writes only .status
-    # (the API server's status subresource); used by the emulator and by status helpers.
+    # (the API server's status subresource); used by the status helpers.
     status_subresource: bool = False
 
     @property
@@ -90,17 +90,9 @@ BGPADVERTISEMENTS = Resource(
 BGPPEERS = Resource(
     PORTICO_GROUP, PORTICO_VERSION, "bgppeers", "BGPPeer", False, status_subresource=True
 )
-# Speaker-written "who announces what" objects (namespaced like the Services they describe).
-# Declared here so the emulator serves them; the CRD belongs to the speaker/chart owners.
-SERVICEL2STATUSES = Resource(
-    PORTICO_GROUP, PORTICO_VERSION, "servicel2statuses", "ServiceL2Status", True,
-    status_subresource=True,
-)
-
 ALL: tuple[Resource, ...] = (
     SERVICES, NODES, NAMESPACES, SECRETS, CONFIGMAPS, EVENTS, PODS, ENDPOINTSLICES, LEASES,
     INGRESSES, INGRESSCLASSES, IPADDRESSPOOLS, L2ADVERTISEMENTS, BGPADVERTISEMENTS, BGPPEERS,
-    SERVICEL2STATUSES,
 )
 
 

@@ -16,9 +16,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from common.kube.resources import ALL, Resource
+from common.kube.resources import Resource
 
 from .faults import FaultRule, Faults
+from .kinds import served
 from .selectors import Pred, SelectorError, object_matcher
 from .store import DROP_ABRUPT, DROP_CLEAN, ApiError, Store, Watcher, WatchEvent
 
@@ -58,6 +59,9 @@ class Access:
     target: str
     status: int = 0  # filled in when the answer is known (200 for a watch stream)
     authorization: str = ""  # the Authorization header, to check credential plumbing
+    # The decoded request body (POST/PUT/PATCH/DELETE), to check what a write carried, e.g.
+    # the resourceVersion precondition of a status patch.
+    body: Any = None
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.verb, self.target, self.status))
@@ -70,12 +74,12 @@ class Emulator:
         self,
         host: str = "127.0.0.1",
         port: int = 0,
-        resources: Iterable[Resource] = ALL,
+        resources: Iterable[Resource] | None = None,
         history_limit: int = 10_000,
         bookmark_interval: float = 5.0,
     ) -> None:
         self.host, self.port = host, port
-        self.store = Store(resources, history_limit)
+        self.store = Store(served() if resources is None else resources, history_limit)
         self.faults = Faults()
         self.bookmark_interval = bookmark_interval
         self.requests: Counter[tuple[str, str]] = Counter()  # (verb, path) -> count
@@ -161,8 +165,9 @@ class Emulator:
             self.requests.clear()
             self.log.clear()
 
-    def _account(self, verb: str, path: str, target: str, auth: str = "") -> Access:
-        entry = Access(verb, target, authorization=auth)
+    def _account(self, verb: str, path: str, target: str, auth: str = "",
+                 body: Any = None) -> Access:
+        entry = Access(verb, target, authorization=auth, body=body)
         with self._log_lock:
             self.requests[(verb, path)] += 1
             self.log.append(entry)
@@ -280,7 +285,7 @@ class _Handler(BaseHTTPRequestHandler):
             # Counted before answering: a test that asserts right after its call returns
             # must see it.
             entry = emu._account(verb, url.path, self.path,
-                                 self.headers.get("Authorization") or "")
+                                 self.headers.get("Authorization") or "", body)
             rule = emu.faults.take(method, verb, self.path)
             if rule is not None and self._apply_fault(rule, verb):
                 return

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from common.api.statusdiff import apply_merge_patch
-from common.kube.resources import ALL, Resource
+from common.kube.resources import Resource
 
+from .kinds import served
 from .selectors import Pred
 
 Obj = dict[str, Any]
@@ -87,7 +87,7 @@ _NAME_CHARS = set(string.ascii_lowercase + string.digits + "-.")
 
 class Store:
     def __init__(
-        self, resources: Iterable[Resource] = ALL, history_limit: int = DEFAULT_HISTORY
+        self, resources: Iterable[Resource] | None = None, history_limit: int = DEFAULT_HISTORY
     ) -> None:
         self.lock = threading.RLock()
         # Start above 0: "0" in a watch means "any version, send the current state first", so
@@ -95,7 +95,7 @@ class Store:
         self._rv = 1
         self._kinds: dict[Resource, _Kind] = {}
         self.history_limit = history_limit
-        for r in resources:
+        for r in served() if resources is None else resources:
             self.register(r)
 
     # ----- registry -----------------------------------------------------------------------
@@ -281,7 +281,7 @@ class Store:
             else:
                 if not isinstance(patch, dict):
                     raise ApiError(400, "BadRequest", "a merge patch must be a JSON object")
-                body = apply_merge_patch(old, patch)
+                body = merge_patch(old, patch)
             # A patch carrying metadata.resourceVersion is a precondition (optimistic lock).
             check = isinstance(patch, dict) and bool(
                 (patch.get("metadata") or {}).get("resourceVersion")
@@ -465,3 +465,17 @@ def _json_patch(target: Obj, ops: Any) -> Obj:
         except (KeyError, IndexError, ValueError, TypeError) as e:
             raise ApiError(422, "Invalid", f"JSON patch failed at {op['path']}: {e}") from e
     return doc
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """JSON merge patch (RFC 7386, section 2), written here from the RFC rather than taken
+    from the product (whose own implementation the emulator must be able to catch out)."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for name, value in patch.items():
+        if value is None:
+            result.pop(name, None)
+        else:
+            result[name] = merge_patch(result.get(name), value)
+    return result
