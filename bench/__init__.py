@@ -1,1 +1,4 @@
-"""Benchmarks that print figures (run as `python -m bench.NAME`)."""
+"""Benchmarks that print figures (``python -m bench.NAME``); results under ``bench/results``.
+
+They import the product and the lab, never the tests (``.importlinter``).
+"""

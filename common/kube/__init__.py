@@ -1,4 +1,5 @@
-"""Kubernetes plumbing shared by every component (controller, speaker, ingress).
+"""Kubernetes plumbing shared by every component (controller, speaker, ingress): the only
+Kubernetes I/O in the product.
 
 Everything here works with plain JSON dicts as the API server sends them; kubernetes-client
 model classes are never used (they validate and drop fields of CRDs and newer API versions).
@@ -13,5 +14,6 @@ model classes are never used (they validate and drop fields of CRDs and newer AP
     leader     LeaderElector on a coordination.k8s.io/v1 Lease
     serve      start_http_server: /healthz, /readyz, /metrics
     backoff    full-jitter exponential backoff (Backoff, KeyedBackoff)
-    clock      Clock protocol, RealClock, FakeClock (tests), RFC 3339 formatting
+    clock      Clock protocol, RealClock, RFC 3339 formatting (the fake clock is lab.fakeclock)
+    refusal    400/403/422 answers: reported once (Event, metric), not retried until a change
 """
