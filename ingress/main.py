@@ -1,4 +1,4 @@
-"""``portico ingress``: the ingress controller process (flags: /tmp CLI contract, docs).
+"""``portico ingress``: the ingress controller process (flags: ``--help``, docs/ingress.md).
 
 Starts the Kubernetes informers, the metrics/health server, and HAProxy (master-worker)
 once the first snapshot is rendered; SIGTERM/SIGINT stop the informers and let HAProxy
@@ -16,7 +16,7 @@ import sys
 import threading
 from types import FrameType
 
-from common.cli import add_common_arguments
+from common.cli import add_common_arguments, new_parser
 from common.kube.client import KubeClient
 from common.kube.events import EventRecorder
 from common.kube.serve import start_http_server
@@ -30,23 +30,52 @@ from ingress.sync import Syncer
 _SAFE_PATH = re.compile(r"/[A-Za-z0-9/._-]{1,200}")
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="portico ingress", description=__doc__)
+DESCRIPTION = """\
+Ingress controller: serves the Ingresses of its IngressClass with HAProxy, which it starts and
+reconfigures as Ingresses, Services and endpoints change, and writes the addresses of its own
+LoadBalancer Service (--publish-service) into their status.
+
+On SIGTERM it stops watching and lets HAProxy finish the requests in flight before it
+exits."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = new_parser("ingress", DESCRIPTION)
     add_common_arguments(p, "0.0.0.0:10254")
-    p.add_argument("--haproxy-metrics-addr", default="0.0.0.0:10255",
-                   help="HAProxy's own Prometheus exporter ('' to disable)")
-    p.add_argument("--ingress-class", default="portico")
-    p.add_argument("--controller-name", default=CONTROLLER_NAME)
-    p.add_argument("--publish-service", help="NAMESPACE/NAME of the ingress tier's LB Service")
-    p.add_argument("--http-port", type=int, default=80)
-    p.add_argument("--https-port", type=int, default=443)
-    p.add_argument("--bind-address", action="append",
-                   help="listen address (repeatable; default 0.0.0.0 and ::)")
+    p.add_argument("--haproxy-metrics-addr", default="0.0.0.0:10255", metavar="HOST:PORT",
+                   help="address of HAProxy's own Prometheus exporter (/metrics and /stats); "
+                        "'' turns it off")
+    p.add_argument("--ingress-class", default="portico", metavar="NAME",
+                   help="serve Ingresses whose legacy kubernetes.io/ingress.class annotation "
+                        "has this value")
+    p.add_argument("--controller-name", default=CONTROLLER_NAME, metavar="NAME",
+                   help="serve Ingresses of the IngressClasses whose spec.controller has this "
+                        "value")
+    p.add_argument("--publish-service", metavar="NAMESPACE/NAME",
+                   help="the ingress tier's own LoadBalancer Service, whose addresses are "
+                        "written into the status of every Ingress served (default: none, "
+                        "Ingress status is left alone)")
+    p.add_argument("--http-port", type=int, default=80, metavar="PORT",
+                   help="port HAProxy listens on for HTTP")
+    p.add_argument("--https-port", type=int, default=443, metavar="PORT",
+                   help="port HAProxy listens on for HTTPS")
+    p.add_argument("--bind-address", action="append", metavar="ADDR",
+                   help="address HAProxy listens on; repeat for several (default: 0.0.0.0 "
+                        "and ::)")
     p.add_argument("--accept-proxy", action="store_true",
                    help="expect the PROXY protocol on both listeners")
-    p.add_argument("--haproxy", default="haproxy")
-    p.add_argument("--state-dir", default="/var/run/portico-ingress")
-    p.add_argument("--watch-namespace", default=None)
+    p.add_argument("--haproxy", default="haproxy", metavar="PATH",
+                   help="the HAProxy executable: a path, or a name looked up on $PATH")
+    p.add_argument("--state-dir", default="/var/run/portico-ingress", metavar="DIR",
+                   help="directory for HAProxy's configuration, certificates and sockets; an "
+                        "absolute path of letters, digits and /._-")
+    p.add_argument("--watch-namespace", default=None, metavar="NAMESPACE",
+                   help="serve only the Ingresses of this namespace (default: all namespaces)")
+    return p
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = build_parser()
     args = p.parse_args(argv)
     if not _SAFE_PATH.fullmatch(os.path.abspath(args.state_dir)):
         p.error("--state-dir must be an absolute path of [A-Za-z0-9/._-]")

@@ -9,7 +9,7 @@ import socket
 import sys
 import threading
 
-from common.cli import add_common_arguments
+from common.cli import add_common_arguments, new_parser
 from common.logs import configure
 
 
@@ -25,22 +25,43 @@ def _workers(text: str) -> int:
     return n
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="portico controller",
-                                description="Assigns VIPs to Services of type LoadBalancer.")
-    add_common_arguments(p, "0.0.0.0:7472")
-    p.add_argument("--lb-class", default=None,
-                   help="handle Services whose loadBalancerClass is unset or this value")
-    from lb.controller import DEFAULT_WORKERS
+DESCRIPTION = """\
+Gives every Service of type LoadBalancer that it handles an address from an IPAddressPool
+and writes it to the Service's status.loadBalancer.ingress (the speakers announce it from
+there); reports problems through a Service condition and Events.
 
-    p.add_argument("--workers", type=_workers, default=DEFAULT_WORKERS,
-                   help="concurrent status writers; allocation decisions stay one at a time, "
-                        "in queue order (default: %(default)s)")
-    p.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", "default"))
-    p.add_argument("--lease-name", default="portico-controller")
-    p.add_argument("--identity", default=os.environ.get("POD_NAME") or socket.gethostname())
-    return p.parse_args(argv)
+Several replicas may run: with leader election only the holder of the Lease writes, the
+others wait on standby (alive, not ready)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from lb.controller import DEFAULT_WORKERS, MAX_WORKERS
+
+    p = new_parser("controller", DESCRIPTION)
+    add_common_arguments(p, "0.0.0.0:7472")
+    p.add_argument("--lb-class", default=None, metavar="CLASS",
+                   help="also handle Services whose spec.loadBalancerClass is CLASS (default: "
+                        "only Services without a loadBalancerClass)")
+    p.add_argument("--workers", type=_workers, default=DEFAULT_WORKERS, metavar="N",
+                   help=f"concurrent status writers, 1 to {MAX_WORKERS}; allocation decisions "
+                        "stay one at a time, in queue order")
+    p.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True,
+                   help="take a Lease before writing anything, so that only one replica is "
+                        "active at a time; turn off only when a single replica runs")
+    p.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", "default"),
+                   metavar="NAMESPACE",
+                   help="namespace of the leader-election Lease (default: $POD_NAMESPACE, or "
+                        "'default' when unset; currently %(default)s)")
+    p.add_argument("--lease-name", default="portico-controller", metavar="NAME",
+                   help="name of the leader-election Lease")
+    p.add_argument("--identity", default=os.environ.get("POD_NAME") or socket.gethostname(),
+                   help="this replica's name as the Lease holder, unique among replicas "
+                        "(default: $POD_NAME, or the host name when unset; currently %(default)s)")
+    return p
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str]) -> int:

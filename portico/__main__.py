@@ -1,3 +1,5 @@
+"""``python -m portico``: the same as the ``portico`` command."""
+
 import sys
 
 from portico.cli import main
