@@ -3,9 +3,10 @@
 One long-lived AF_PACKET socket per interface (LAB-NOTES: opening a socket per packet, as
 scapy's ``sendp()`` does, costs 20-80 ms; a kept socket sends thousands per second), with a
 kernel BPF filter (``speaker.core.bpf``) so that Python only sees ARP / NS / NA frames that
-concern our VIPs. scapy builds every frame we send; incoming frames are read at fixed offsets
-(the BPF filter already guarantees their shape, and a dissection per frame would cost more
-than the whole reply).
+concern our VIPs. What a received frame means — reply, duplicate claim, or a named drop
+reason — is decided purely by ``speaker.core.l2_reply.decide`` (frames read at fixed offsets);
+this thread only receives, calls it, and sends / reports / counts (drops per interface and
+reason in ``Responder.drops()``, not logged: too hot). scapy builds every frame we send.
 
 * ARP request / NS for an owned VIP on an interface it may be answered on -> reply from that
   interface's MAC (NS from ``::`` — duplicate address detection — is answered to ff02::1).
@@ -41,6 +42,15 @@ from typing import Any
 
 from common.api.model import IPAddress
 from speaker.core.bpf import responder_filter
+from speaker.core.l2_reply import (
+    ALL_NODES,
+    ALL_NODES_MAC,
+    ArpReply,
+    Drop,
+    Duplicate,
+    NeighborAdvertisement,
+    decide,
+)
 
 ETH_P_ALL = 0x0003
 SO_ATTACH_FILTER = 26
@@ -68,10 +78,6 @@ def attach_filter(sock: socket.socket, prog_bytes: bytes, count: int) -> None:
 
 def _mac_bytes(mac: str) -> bytes:
     return bytes(int(x, 16) for x in mac.split(":"))
-
-
-def _mac_str(raw: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in raw)
 
 
 def solicited_node(vip: ipaddress.IPv6Address) -> ipaddress.IPv6Address:
@@ -141,6 +147,7 @@ class Responder:
         self._due: dict[IPAddress, list[float]] = {}  # pending gratuitous sends
         self._probe_due: dict[IPAddress, float] = {}
         self._foreign: dict[IPAddress, float] = {}  # last time another MAC claimed the VIP
+        self._drops: dict[tuple[str, Drop], int] = {}  # (interface, reason) -> frames
         self._stop = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -174,6 +181,11 @@ class Responder:
         with self._lock:
             t = self._foreign.get(vip)
         return t is not None and t >= since
+
+    def drops(self) -> dict[tuple[str, Drop], int]:
+        """Received frames neither answered nor reported, per (interface, reason)."""
+        with self._lock:
+            return dict(self._drops)
 
     def stop(self) -> None:
         self._stop.set()
@@ -241,36 +253,23 @@ class Responder:
         names = self._owned[vip]
         return names is None or iface in names
 
-    def _our_macs(self) -> set[str]:
-        return {i.mac for i in self._ifaces.values()}
-
     def _handle(self, iface: _Iface, data: bytes) -> None:
-        etype = int.from_bytes(data[12:14], "big")
-        if etype == 0x0806 and len(data) >= 42:
-            op = int.from_bytes(data[20:22], "big")
-            sha, spa_b, tpa_b = data[22:28], data[28:32], data[38:42]
-            sender_mac = _mac_str(sha)
-            spa, tpa = ipaddress.IPv4Address(spa_b), ipaddress.IPv4Address(tpa_b)
-            if spa in self._owned and sender_mac not in self._our_macs():
-                self._duplicate(spa, sender_mac, iface.name)
-                return
-            if op == 1 and self._allowed_on(tpa, iface.name) and sender_mac not in self._our_macs():
+        our_macs = frozenset(i.mac for i in self._ifaces.values())
+        match decide(data, iface.name, self._owned, our_macs):
+            case ArpReply(vip, dst_mac, dst_ip):
                 self.metrics.requests.labels("arp", iface.name).inc()
-                self._send(iface, self._arp_reply(iface.mac, tpa, sender_mac, spa), "arp")
+                self._send(iface, self._arp_reply(iface.mac, vip, dst_mac, dst_ip), "arp")
                 self.metrics.replies.labels("arp", iface.name).inc()
-        elif etype == 0x86DD and len(data) >= 78 and data[20] == 58:
-            icmp_type = data[54]
-            target = ipaddress.IPv6Address(data[62:78])
-            src_mac = _mac_str(data[6:12])
-            if icmp_type == 136 and target in self._owned and src_mac not in self._our_macs():
-                self._duplicate(target, src_mac, iface.name)
-            elif (icmp_type == 135 and self._allowed_on(target, iface.name)
-                  and src_mac not in self._our_macs()):
+            case NeighborAdvertisement(vip, dst_mac, dst_ip, solicited):
                 self.metrics.requests.labels("ndp", iface.name).inc()
-                src_ip = ipaddress.IPv6Address(data[22:38])
-                lladdr = _slla(data[78:]) or src_mac
-                self._send(iface, self._na(iface.mac, target, src_ip, lladdr), "ndp")
+                self._send(iface, self._na(iface.mac, vip, dst_ip, dst_mac, solicited), "ndp")
                 self.metrics.replies.labels("ndp", iface.name).inc()
+            case Duplicate(vip, mac, name):
+                self._duplicate(vip, mac, name)
+            case Drop() as reason:
+                key = (iface.name, reason)
+                with self._lock:
+                    self._drops[key] = self._drops.get(key, 0) + 1
 
     def _duplicate(self, vip: IPAddress, mac: str, iface: str) -> None:
         with self._lock:
@@ -324,17 +323,14 @@ class Responder:
                            pdst=str(vip)))
 
     @staticmethod
-    def _na(mac: str, vip: ipaddress.IPv6Address, dst_ip: ipaddress.IPv6Address | None,
-            dst_mac: str | None) -> bytes:
-        """Solicited NA to ``dst_ip``; unsolicited (to ff02::1) when ``dst_ip`` is None/::."""
+    def _na(mac: str, vip: ipaddress.IPv6Address, dst_ip: ipaddress.IPv6Address, dst_mac: str,
+            solicited: bool) -> bytes:
+        """NA for ``vip`` with the override flag, from ``mac`` to ``dst_mac`` / ``dst_ip``."""
         from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6
         from scapy.layers.l2 import Ether
 
-        solicited = dst_ip is not None and not dst_ip.is_unspecified
-        ip_dst = str(dst_ip) if solicited else "ff02::1"
-        eth_dst = dst_mac if solicited and dst_mac else "33:33:00:00:00:01"
-        return bytes(Ether(src=mac, dst=eth_dst)
-                     / IPv6(src=str(vip), dst=ip_dst, hlim=255)
+        return bytes(Ether(src=mac, dst=dst_mac)
+                     / IPv6(src=str(vip), dst=str(dst_ip), hlim=255)
                      / ICMPv6ND_NA(tgt=str(vip), R=0, S=1 if solicited else 0, O=1)
                      / ICMPv6NDOptDstLLAddr(lladdr=mac))
 
@@ -421,7 +417,8 @@ class Responder:
                 if isinstance(vip, ipaddress.IPv4Address):
                     frame, proto = self._garp(iface.mac, vip), "arp"
                 else:
-                    frame, proto = self._na(iface.mac, vip, None, None), "ndp"
+                    frame = self._na(iface.mac, vip, ALL_NODES, ALL_NODES_MAC, False)
+                    proto = "ndp"
                 if self._send(iface, frame, proto):
                     self.metrics.gratuitous.labels(proto, iface.name).inc()
             if not due:
@@ -487,15 +484,3 @@ class Responder:
             for vip in self._owned:  # announce on interfaces that just appeared
                 self._due.setdefault(vip, [now])
 
-
-def _slla(options: bytes) -> str | None:
-    """Source link-layer address option (type 1) of an NS, if present."""
-    i = 0
-    while i + 2 <= len(options):
-        otype, olen = options[i], options[i + 1] * 8
-        if olen == 0:
-            return None
-        if otype == 1 and olen >= 8 and i + 8 <= len(options):
-            return _mac_str(options[i + 2:i + 8])
-        i += olen
-    return None

@@ -1,1 +1,2 @@
-"""Pure logic of the speaker (planning, election, command building). No I/O imports."""
+"""Pure logic of the speaker (planning, election, command building, the layer-2 reply
+decision). No I/O imports."""
