@@ -76,10 +76,6 @@ def attach_filter(sock: socket.socket, prog_bytes: bytes, count: int) -> None:
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(fprog))
 
 
-def _mac_bytes(mac: str) -> bytes:
-    return bytes(int(x, 16) for x in mac.split(":"))
-
-
 def solicited_node(vip: ipaddress.IPv6Address) -> ipaddress.IPv6Address:
     return ipaddress.IPv6Address("ff02::1:ff00:0") + (int(vip) & 0xFFFFFF)
 
