@@ -318,15 +318,15 @@ class BgpLab:
 
 
 def lab_available() -> str | None:
-    """None when the lab can run here, else the reason to skip."""
+    """None when the lab can run here; "needs root" when not root (the one reason to skip).
+    Missing iproute2 or FRR is an installation error: it raises (install-deps.sh installs
+    both)."""
     if os.geteuid() != 0:
         return "needs root"
     if shutil.which("ip") is None or not (FRR_LIB / "bgpd").exists():
-        return "needs iproute2 and FRR (/usr/lib/frr/bgpd)"
-    try:
-        run("ip", "netns", "list")
-    except (RuntimeError, OSError) as e:
-        return f"ip netns unavailable: {e}"
+        raise RuntimeError("needs iproute2 and FRR (/usr/lib/frr/bgpd): "
+                           "scripts/install-deps.sh installs them")
+    run("ip", "netns", "list")
     return None
 
 

@@ -33,15 +33,17 @@ class LabError(Exception):
 
 
 def available() -> str | None:
-    """None when the lab can run here, else the reason it cannot (for pytest.skip)."""
+    """None when the lab can run here; the reason when it cannot because this is not root
+    (the one reason tests may skip for). A missing program is an installation error and
+    raises LabError: scripts/install-deps.sh installs what the lab needs."""
     if os.geteuid() != 0:
         return "lab tests need root (network namespaces)"
     if shutil.which("ip") is None:
-        return "iproute2 `ip` not found"
+        raise LabError("iproute2 `ip` not found (scripts/install-deps.sh installs it)")
     try:
         subprocess.run(["ip", "netns", "list"], check=True, capture_output=True, timeout=5)
     except (OSError, subprocess.SubprocessError) as exc:
-        return f"`ip netns` unavailable: {exc}"
+        raise LabError(f"`ip netns` unavailable: {exc}") from exc
     return None
 
 

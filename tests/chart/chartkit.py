@@ -7,15 +7,9 @@ import functools
 from pathlib import Path
 from typing import Any
 
-import pytest
+# Dev dependencies (pyproject.toml): a missing one is an install error, not a skip.
+import helm_python as helm
 import yaml
-
-helm = pytest.importorskip(
-    "helm_python", reason="helm-python-sdk (the Helm engine) is not installed: "
-    "pip install helm-python-sdk")
-kubernetes_validate = pytest.importorskip(
-    "kubernetes_validate", reason="kubernetes-validate (the Kubernetes API schemas) is not "
-    "installed: pip install kubernetes-validate")
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "portico"

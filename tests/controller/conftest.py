@@ -21,7 +21,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -37,22 +37,52 @@ from lb.controller import Controller
 from lb.core.status import SERVICE_CONDITION
 
 Obj = dict[str, Any]
+T = TypeVar("T")
 
 
-def eventually(check: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
-    """Poll ``check`` until it returns a truthy value or raises nothing; re-raise at the end."""
+# What a check may raise while the world is still converging: an assert not yet true, a key
+# or list entry not yet written, a None not yet filled in.
+_NOT_YET = (AssertionError, KeyError, IndexError, TypeError)
+
+
+def eventually(check: Callable[[], T], timeout: float = 15.0, interval: float = 0.05) -> T:
+    """Poll ``check`` until it returns a truthy value, and return that value.
+
+    ``None``, ``False`` and empty results are "not yet", never success; so is an exception of
+    ``_NOT_YET``. At the deadline the last exception (or an AssertionError naming the falsy
+    result) is raised. A check made only of asserts belongs in ``eventually_passes``."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             result = check()
-            if result or result is None:
+            if result:
                 return result
-            err: BaseException = AssertionError(f"{check} stayed falsy")
-        except (AssertionError, KeyError, IndexError, TypeError) as e:
+            err: BaseException = AssertionError(f"{check} still returned {result!r}")
+        except _NOT_YET as e:
             err = e
         if time.monotonic() > deadline:
             raise err
         time.sleep(interval)
+
+
+def eventually_passes(check: Callable[[], object], timeout: float = 15.0,
+                      interval: float = 0.05) -> None:
+    """Poll ``check``, a function of asserts that returns nothing, until it raises nothing;
+    at the deadline re-raise its last exception. A check that returns a value is a caller
+    mistake (its value would be ignored): TypeError at once, use ``eventually``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result: object = check()
+        except _NOT_YET:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(interval)
+            continue
+        if result is not None:
+            raise TypeError(f"{check} returned {result!r}: eventually_passes ignores a "
+                            "result, use eventually() for a check that returns one")
+        return
 
 
 def pool(name: str, *addresses: str, **spec: Any) -> Obj:

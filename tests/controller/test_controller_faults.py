@@ -17,8 +17,9 @@ import json
 import pytest
 
 from common.kube.resources import IPADDRESSPOOLS, SERVICES
+from lab.emulator.server import Access
 
-from .conftest import Lab, eventually, pool, service
+from .conftest import Lab, eventually, eventually_passes, pool, service
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ def _converged(lab: Lab, before: dict[str, list[str]]) -> None:
         assert lab.store.get(SERVICES, "s1", "default") is None
         st = lab.pool_status("p")
         assert st["ipv4"]["assigned"] == "5", st
-    eventually(check, timeout=30)
+    eventually_passes(check, timeout=30)
     lab.assert_consistent()
 
 
@@ -63,17 +64,47 @@ def test_409_on_status_write_is_retried(lab: Lab) -> None:
     assert rule.hits == 4
 
 
+def _status_writes(lab: Lab, name: str) -> list[Access]:
+    """The emulator's log entries of status PATCHes of Service ``name``, in order."""
+    return [a for a in list(lab.emu.log)
+            if a.verb == "PATCH" and a.target.endswith(f"/services/{name}/status")]
+
+
+def _written_ips(write: Access) -> list[str]:
+    lb = ((write.body or {}).get("status") or {}).get("loadBalancer") or {}
+    return [e["ip"] for e in lb.get("ingress") or []]
+
+
 def test_stale_decision_is_not_written(lab: Lab) -> None:
     """A status write based on an old Service version is refused (resourceVersion
     precondition) and the controller decides again on the new version."""
     _start(lab, n=1)
-    lab.emu.faults.delay("PATCH", r"/services/late/status", 1.0, count=1)
+    # Long enough for the test to change the Service while the write is held back.
+    lab.emu.faults.delay("PATCH", r"/services/late/status", 2.0, count=1)
     lab.store.create(SERVICES, service("late"), namespace="default")
+    # The controller's first write (an address from the pool) is now stalled in the server.
+    stalled = eventually(lambda: _status_writes(lab, "late"))[0]
+    decided_on = lab.store.get(SERVICES, "late", "default")
+    assert decided_on is not None and stalled.status == 0, stalled
+    assert _written_ips(stalled) == ["192.0.2.1"], stalled.body
+    # The write carries the version it was decided on as a precondition.
+    assert (stalled.body.get("metadata") or {}).get("resourceVersion") == \
+        decided_on["metadata"]["resourceVersion"], stalled.body
     # While the first write stalls, the user pins an address.
-    obj = eventually(lambda: lab.store.get(SERVICES, "late", "default"))
-    obj["metadata"]["annotations"] = {"lb.portico.dev/loadBalancerIPs": "192.0.2.20"}
+    obj = dict(decided_on, metadata=dict(decided_on["metadata"], annotations={
+        "lb.portico.dev/loadBalancerIPs": "192.0.2.20"}))
     lab.store.update(SERVICES, obj)
+    assert stalled.status == 0, "the write was answered before the Service changed"
     eventually(lambda: lab.ips("late") == ["192.0.2.20"], timeout=20)
+    # The stale write was refused, not applied and then corrected.
+    assert stalled.status == 409, stalled
+    writes = _status_writes(lab, "late")
+    applied = [w for w in writes if w.status == 200]
+    assert applied and all(_written_ips(w) in ([], ["192.0.2.20"]) for w in applied), \
+        [(w.status, w.body) for w in writes]
+    assert all((w.body.get("metadata") or {}).get("resourceVersion") !=
+               decided_on["metadata"]["resourceVersion"] for w in applied), \
+        [(w.status, w.body) for w in writes]
     lab.assert_consistent()
 
 
@@ -118,6 +149,6 @@ def test_no_address_written_twice(lab: Lab, fault: str) -> None:
     def check() -> None:
         got = {n: lab.ips(n) for n in live}
         assert all(len(v) == 1 for v in got.values()), json.dumps(got)
-    eventually(check, timeout=30)
+    eventually_passes(check, timeout=30)
     lab.assert_consistent()
     assert len({lab.ips(n)[0] for n in live}) == len(live)

@@ -7,7 +7,7 @@ import pytest
 from common.errors import KubeError
 from common.kube.resources import IPADDRESSPOOLS, SERVICES
 
-from .conftest import Lab, eventually, pool, service
+from .conftest import Lab, eventually, eventually_passes, pool, service
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def test_invalid_pool_reported_and_ignored(running: Lab, addresses: list[str], r
         assert conds["Valid"]["reason"] == reason
         assert field in conds["Valid"]["message"]
         assert conds["Ready"]["status"] == "False"
-    eventually(check)
+    eventually_passes(check)
     assert running.events("bad", reason), "no Event for the invalid pool"
     _bystander_untouched(running)
 
@@ -87,7 +87,7 @@ def test_overlapping_pool_marks_newer_conflicting(running: Lab) -> None:
         assert newer["Conflicting"]["reason"] == "PoolOverlap"
         assert "main" in newer["Conflicting"]["message"]
         assert older["Conflicting"]["status"] == "False"
-    eventually(check)
+    eventually_passes(check)
     running.store.create(SERVICES, service("wants-newer", annotations={
         "lb.portico.dev/address-pool": "newer"}), namespace="default")
     running.wait_reason("wants-newer", "PoolConflict")

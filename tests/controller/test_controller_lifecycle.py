@@ -6,7 +6,7 @@ import ipaddress
 
 from common.kube.resources import IPADDRESSPOOLS, NAMESPACES, SERVICES
 
-from .conftest import Lab, eventually, pool, service
+from .conftest import Lab, eventually, eventually_passes, pool, service
 
 
 def test_class_filter_and_release_on_type_change(lab: Lab) -> None:
@@ -39,7 +39,7 @@ def test_dual_stack_and_exact_counts_for_a_slash_64(lab: Lab) -> None:
         st = lab.pool_status("big")
         assert st["ipv6"] == {"total": str(2**64), "assigned": "1", "available": str(2**64 - 1)}
         assert st["ipv4"] == {"total": str(2**17), "assigned": "1", "available": str(2**17 - 1)}
-    eventually(check)
+    eventually_passes(check)
 
 
 def test_namespace_label_change_reevaluates(lab: Lab) -> None:
@@ -100,5 +100,5 @@ def test_pool_shrink_rehomes_and_releases(lab: Lab) -> None:
     def check() -> None:
         assert lab.ips("s0") == ["192.0.2.0"] and lab.ips("s1") == ["192.0.2.1"]
         assert lab.ips("s2") == ["203.0.113.0"]
-    eventually(check)
+    eventually_passes(check)
     assert all(ipaddress.ip_address(lab.ips(f"s{i}")[0]) for i in range(3))

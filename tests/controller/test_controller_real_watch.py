@@ -21,7 +21,7 @@ from common.kube.resources import CONFIGMAPS, IPADDRESSPOOLS, SERVICES
 from lab.controlplane.cluster import ControlPlane, running
 from lb.controller import Controller
 
-from .conftest import Lab, eventually, pool, real_lab, service
+from .conftest import Lab, eventually, eventually_passes, pool, real_lab, service
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def _converged_after_churn(lab: Lab, before: dict[str, list[str]]) -> None:
         assert sorted(lab.ips("n1") + lab.ips("n2")) == sorted(
             [before["s1"][0], "192.0.2.4"])
         assert lab.pool_status("p")["ipv4"]["assigned"] == "5"
-    eventually(check, timeout=30)
+    eventually_passes(check, timeout=30)
     lab.assert_consistent()
 
 

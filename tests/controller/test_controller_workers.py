@@ -21,7 +21,7 @@ from common.kube.resources import IPADDRESSPOOLS, SERVICES
 from common.kube.workqueue import Outcome
 from lb.controller import Controller
 
-from .conftest import Lab, eventually, pool, service
+from .conftest import Lab, eventually, eventually_passes, pool, service
 
 Obj = dict[str, Any]
 WORKERS = 8
@@ -105,7 +105,7 @@ def converged(lab: Lab, names: list[str], want: dict[str, str], timeout: float =
         got = {n: lab.ips(n) for n in names}
         assert all(len(v) == 1 for v in got.values()), json.dumps(got)
         assert all(got[n] == [ip] for n, ip in want.items()), json.dumps(got)
-    eventually(check, timeout=timeout)
+    eventually_passes(check, timeout=timeout)
     lab.assert_consistent()
     assert len({lab.ips(n)[0] for n in names}) == len(names)
 

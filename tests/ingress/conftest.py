@@ -5,7 +5,24 @@ from pathlib import Path
 
 import pytest
 
-from lab.ingress_kit import HAPROXY, Backend, Harness, harness, start_backend
+from lab.ingress_kit import HAPROXY, WRK, Backend, Harness, harness, start_backend
+
+
+def require(binary: str, found: str | None) -> str:
+    """The path of a program these tests run. A missing one fails the test, never skips it:
+    a skip would report a broken environment as a pass."""
+    if found is None:
+        pytest.fail(f"{binary} not found on PATH: these tests run the real {binary}; "
+                    "scripts/install-deps.sh installs it", pytrace=False)
+    return found
+
+
+def need_haproxy() -> str:
+    return require("haproxy", HAPROXY)
+
+
+def need_wrk() -> str:
+    return require("wrk", WRK)
 
 
 @pytest.fixture
@@ -21,7 +38,6 @@ def backends() -> Iterator[dict[str, Backend]]:
 
 @pytest.fixture
 def hx(tmp_path: Path) -> Iterator[Harness]:
-    if HAPROXY is None:
-        pytest.skip("haproxy binary not installed")
+    need_haproxy()
     with harness(tmp_path / "state") as h:
         yield h

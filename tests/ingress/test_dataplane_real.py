@@ -11,7 +11,6 @@ import pytest
 from ingress.core.render import Rendered
 from ingress.haproxy import CheckResult
 from lab.ingress_kit import (
-    HAPROXY,
     Backends,
     Harness,
     harness,
@@ -21,12 +20,13 @@ from lab.ingress_kit import (
     start_backend,
 )
 
+from .conftest import need_haproxy
+
 pytestmark = pytest.mark.lab
 
 
 def test_proxy_protocol_sets_client_address(tmp_path: Path, backends: Backends) -> None:
-    if HAPROXY is None:
-        pytest.skip("haproxy binary not installed")
+    need_haproxy()
     with harness(tmp_path / "s", accept_proxy=True) as hx:
         hx.world.backend_service("svc-a", [backends["A"]])
         hx.world.add(ingress("i", [rule("p.example.com", path("/", "Prefix", "svc-a"))]))

@@ -13,7 +13,9 @@ from ingress.core.render import ROOTS_MAP, Rendered, Settings, render
 from ingress.core.runtime import map_commands
 from ingress.errors import HAProxyError
 from ingress.haproxy import DataPlane
-from lab.ingress_kit import CLASS, HAPROXY, Backends, Harness, ingress, path, rule
+from lab.ingress_kit import CLASS, Backends, Harness, ingress, path, rule
+
+from .conftest import need_haproxy
 
 
 def _roots(*ings: dict[str, object]) -> dict[str, str]:
@@ -82,8 +84,7 @@ def test_root_host_fast_path_matches_full_rules_and_follows_runtime_changes(
 
 @pytest.mark.lab
 def test_start_failure_reports_only_this_attempts_output(tmp_path: Path) -> None:
-    if HAPROXY is None:
-        pytest.skip("haproxy binary not installed")
+    need_haproxy()
     plane = DataPlane(str(tmp_path / "s"))
     plane.prepare()
     errors = []

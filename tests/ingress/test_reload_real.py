@@ -10,7 +10,6 @@ from collections.abc import Iterator
 import pytest
 
 from lab.ingress_kit import (
-    WRK,
     Backend,
     Harness,
     ingress,
@@ -19,6 +18,8 @@ from lab.ingress_kit import (
     start_backend,
     wrk_load,
 )
+
+from .conftest import need_wrk
 
 pytestmark = pytest.mark.lab
 
@@ -31,13 +32,8 @@ def pool() -> Iterator[list[Backend]]:
         b.stop()
 
 
-def _need_wrk() -> None:
-    if WRK is None:
-        pytest.skip("wrk not installed")
-
-
 def test_100_endpoint_changes_under_load_without_reload(hx: Harness, pool: list[Backend]) -> None:
-    _need_wrk()
+    need_wrk()
     hx.world.backend_service("svc", pool[:2])
     hx.world.add(ingress("i", [rule("load.example.com", path("/", "Prefix", "svc"))]))
     hx.sync()
@@ -63,7 +59,7 @@ def test_100_endpoint_changes_under_load_without_reload(hx: Harness, pool: list[
 
 
 def test_20_reloads_under_load_without_failures(hx: Harness, pool: list[Backend]) -> None:
-    _need_wrk()
+    need_wrk()
     hx.world.backend_service("svc", pool[:2])
     hx.world.add(ingress("i", [rule("load.example.com", path("/", "Prefix", "svc"))]))
     hx.sync()

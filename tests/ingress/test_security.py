@@ -25,7 +25,6 @@ from ingress.core.render import Settings, render
 from ingress.haproxy import certificate_problem
 from lab.ingress_kit import (
     CLASS,
-    HAPROXY,
     Backends,
     Harness,
     endpoint_slice,
@@ -34,6 +33,8 @@ from lab.ingress_kit import (
     rule,
     service,
 )
+
+from .conftest import need_haproxy
 
 MARK = "EVIL"
 HOSTILE = [";", "{", "}", '"', "'", "\\", "#", "$", "${X}", "\r", "\n", "\0", "\u2028",
@@ -210,8 +211,7 @@ def test_hostile_endpoint_data(label: str, value: str) -> None:
 
 
 def test_every_hostile_render_passes_haproxy_check(tmp_path: Path) -> None:
-    if HAPROXY is None:
-        pytest.skip("haproxy binary not installed")
+    need_haproxy()
     from ingress.haproxy import DataPlane
 
     plane = DataPlane(str(tmp_path / "s"))

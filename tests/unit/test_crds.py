@@ -15,7 +15,12 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+# Dev dependencies (pyproject.toml): a missing one is a broken environment, not a skip.
+# google-re2 comes with cel-python.
+import celpy
+import jsonschema
 import pytest
+import re2
 import yaml
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -33,9 +38,6 @@ from common.api.parse import (
     parse_service,
 )
 from common.errors import InvalidObject
-
-jsonschema = pytest.importorskip("jsonschema", reason="pip install jsonschema")
-celpy = pytest.importorskip("celpy", reason="pip install cel-python")
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = ROOT / "charts" / "portico" / "crds"
@@ -198,7 +200,6 @@ def test_schema_is_structural(kind: str) -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_patterns_compile_in_re2_and_python(kind: str) -> None:
-    re2 = pytest.importorskip("re2", reason="google-re2 comes with cel-python")
     for path, node in _walk(_schema(kind)):
         if "pattern" in node:
             re.compile(node["pattern"])
@@ -383,12 +384,8 @@ def _cel_errors(schema: dict[str, Any], value: Any, path: str) -> list[str]:
 def _go_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[Any]:
     # jsonschema uses Python's re.search, whose '$' also matches before a final newline;
     # Go's RE2 (the API server) does not, so "192.0.2.0/24\n" must fail here too.
-    if isinstance(instance, str) and not _re2().search(pattern, instance):
+    if isinstance(instance, str) and not re2.search(pattern, instance):
         yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
-
-
-def _re2() -> Any:
-    return pytest.importorskip("re2", reason="google-re2 comes with cel-python")
 
 
 GoValidator = jsonschema.validators.extend(jsonschema.Draft7Validator, {"pattern": _go_pattern})

@@ -15,8 +15,10 @@ from typing import Any
 from common.kube import resources as R
 from common.kube.backoff import Backoff
 from common.kube.client import KubeClient
+from common.kube.clock import Clock
 from common.kube.informer import Informer
 from lab.emulator import Emulator
+from lab.fakeclock import FakeClock
 
 Obj = dict[str, Any]
 
@@ -84,14 +86,41 @@ def drop(emu: Emulator, abrupt: bool) -> None:
 
 
 def make(emu: Emulator, rand: Callable[[], float] = lambda: 0.5,
-         request_timeout: float = 2.0, watch_s: int = 30) -> tuple[Informer, View]:
+         request_timeout: float = 2.0, watch_s: int = 30,
+         clock: Clock | None = None) -> tuple[Informer, View]:
     kube = KubeClient.from_environment(server=emu.url, request_timeout=request_timeout,
                                        watch_read_slack=0.5)
     view = View()
-    inf = Informer(kube, R.SERVICES, on_event=view,
+    inf = Informer(kube, R.SERVICES, on_event=view, clock=clock,
                    backoff=Backoff(base=0.05, cap=1.0, floor=0.01, rand=rand),
                    watch_timeout_s=lambda: watch_s)
     return inf, view
+
+
+# The backoff of make(rand=1.0): the top of each full-jitter window, base 0.05 s doubling
+# up to the 1 s cap.
+CEILINGS = [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+
+
+def run_backoff(clock: FakeClock, emu: Emulator, seconds: float) -> list[tuple[float, int]]:
+    """Let the informer's backoff run for ``seconds`` of fake time, sleep by sleep.
+
+    Returns (delay asked for, requests since the previous sleep, or since the caller's
+    ``emu.reset_counts()`` for the first) for every sleep that started, the one it is parked
+    in at the end included. The informer only makes requests between sleeps, so each count
+    is exact: no real time decides it."""
+    steps: list[tuple[float, int]] = []
+    elapsed, seen = 0.0, 0
+    while True:
+        assert clock.wait_for_sleeps(len(steps) + 1), f"no backoff after {steps}"
+        now = emu.count()
+        delay = clock.slept[len(steps)]
+        steps.append((delay, now - seen))
+        seen = now
+        if elapsed + delay > seconds:
+            return steps
+        elapsed += delay
+        clock.advance(delay)
 
 
 def svc(name: str, **spec: Any) -> Obj:
@@ -210,9 +239,9 @@ def test_deleted_callback_gets_last_known_object(emu: Emulator) -> None:
         inf.stop()
 
 
-def test_500_storm_is_backed_off(emu: Emulator) -> None:
-    # rand=1.0: the largest delays of the full-jitter window (0.05, 0.1, 0.2, 0.4, 0.8, 1 s...)
-    inf, view = make(emu, rand=lambda: 1.0)
+def test_500_storm_is_backed_off(emu: Emulator, clock: FakeClock) -> None:
+    # rand=1.0: the largest delays of the full-jitter window (CEILINGS).
+    inf, view = make(emu, rand=lambda: 1.0, clock=clock)
     inf.start()
     try:
         assert inf.wait_for_sync(5)
@@ -220,14 +249,20 @@ def test_500_storm_is_backed_off(emu: Emulator) -> None:
         emu.faults.fail("*", "services", 500, count=10_000)
         emu.reset_counts()
         drop(emu, abrupt=True)
-        time.sleep(2.0)
+        steps = run_backoff(clock, emu, 2.0)
+        # The cut stream backs off before anything else (0 requests), then every retry
+        # (the watch, then lists: a 500 relists) waits the next, doubled delay. Without
+        # backoff this would be hundreds of requests per second (LAB-NOTES).
+        assert steps == list(zip(CEILINGS[:6], [0, 1, 1, 1, 1, 1], strict=True)), steps
         storm = emu.count(path="/services")
-        # Without backoff this would be hundreds of requests per second (LAB-NOTES).
-        assert 3 <= storm < 12, storm
+        assert storm == 5, storm  # in 2 s: at 0.05, 0.15, 0.35, 0.75 and 1.55 s
+        assert [v for v, _, _ in emu.log] == ["WATCH", "LIST", "LIST", "LIST", "LIST"]
+        assert inf.errors == 6 and inf.lists == 5
         emu.faults.clear()
+        clock.advance(clock.slept[-1])
         emu.store.create(R.SERVICES, svc("after-storm"))
         assert eventually(converged(emu, inf, view))
-        assert inf.errors >= 3 and not view.errors
+        assert inf.errors == 6 and not view.errors
     finally:
         inf.stop()
 
@@ -354,17 +389,23 @@ def test_concurrent_writes_with_chaos_converge(emu: Emulator) -> None:
         inf.stop()
 
 
-def test_persistent_410_after_list_is_backed_off(emu: Emulator) -> None:
-    inf, _ = make(emu, rand=lambda: 1.0)
+def test_persistent_410_after_list_is_backed_off(emu: Emulator, clock: FakeClock) -> None:
+    # Every watch is answered 410 for the version its list just returned: relisting at once
+    # would spin, so each relist waits the next backoff delay.
+    emu.faults.fail("WATCH", "services", 410, count=10_000)
+    inf, _ = make(emu, rand=lambda: 1.0, clock=clock)
+    emu.reset_counts()
     inf.start()
     try:
         assert inf.wait_for_sync(5)
-        assert eventually(lambda: emu.store.watcher_count() == 1, timeout=5)
-        emu.faults.fail("WATCH", "services", 410, count=10_000)
-        emu.reset_counts()
-        emu.drop_watches(abrupt=False)
-        time.sleep(1.5)
+        steps = run_backoff(clock, emu, 1.5)
+        # The first pause follows the initial list and its watch; each later one a relist
+        # and its watch.
+        assert steps == list(zip(CEILINGS[:5], [2, 2, 2, 2, 2], strict=True)), steps
         lists = emu.count("LIST")
-        assert 2 <= lists < 10, lists  # a hot loop would list hundreds of times
+        # In 1.5 s: the initial list and relists at 0.05, 0.15, 0.35 and 0.75 s (a hot
+        # loop would list hundreds of times).
+        assert lists == 5, lists
+        assert emu.count("WATCH") == 5 and inf.lists == 5 and inf.errors == 5
     finally:
         inf.stop()
