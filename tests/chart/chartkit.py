@@ -9,6 +9,7 @@ from typing import Any
 
 # Dev dependencies (pyproject.toml): a missing one is an install error, not a skip.
 import helm_python as helm
+import kubernetes_validate  # noqa: F401  (the chart tests take it from here)
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
