@@ -69,8 +69,8 @@ if __package__ in (None, ""):  # run as a script: make the repo importable
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.procstat import cpu_seconds, machine_cpu_seconds, memory_mb
-from common.errors import KubeError
-from common.kube.client import KubeClient, Throttled
+from common.errors import KubeError, Throttled
+from common.kube.client import KubeClient
 from common.kube.informer import Informer
 from common.kube.resources import IPADDRESSPOOLS, NAMESPACES, SERVICES
 from common.logs import configure

@@ -8,6 +8,14 @@
     logs    structlog configuration
     errors  the exception tree (root ``PorticoError``) that every package's tree hangs from
 
+The exception trees (each drawn in full in its module and its package's docstring)::
+
+    PorticoError            common.errors: InvalidObject, KubeError (Conflict, Gone, NotFound,
+    │                       Throttled, Refused > Forbidden, Invalid), LeadershipLost
+    ├── IngressError        ingress.errors
+    └── SpeakerError        speaker.errors
+    (lb defines none: it raises common.errors)
+
 A change here reaches every component. Nothing here imports a component, ``lab``, ``bench``
 or ``tests`` (the contracts in ``.importlinter``).
 """

@@ -1,15 +1,37 @@
-"""Exception tree of the ``lb`` package (controller and ``common.kube`` plumbing)."""
+"""The root of every Portico exception, and the errors of the shared kernel.
+
+Each package has one exception tree, hung from ``PorticoError``; ``except PorticoError``
+catches anything Portico raises on purpose (a bug still surfaces as another exception).
+Library errors (urllib3, kubernetes, OSError from sockets and processes) are converted into
+these at the boundary that meets them (``common.kube.client`` for the API server)::
+
+    PorticoError                  common.errors (this module)
+    ├── InvalidObject             user input that cannot be used; .problems name the fields
+    ├── KubeError                 a Kubernetes API call failed; .status (None: no answer)
+    │   ├── Conflict              409: changed since read; re-read and retry
+    │   ├── Gone                  410: resourceVersion too old; list again
+    │   ├── NotFound              404
+    │   ├── Throttled             429/503; .retry_after (Retry-After, seconds) for the backoff
+    │   └── Refused               400/403/422: cannot succeed unchanged; never retried on a timer
+    │       ├── Forbidden         403: RBAC or admission
+    │       └── Invalid           400/422: schema, CEL rule, field validation
+    ├── LeadershipLost            the leader Lease is gone; the process must end
+    ├── IngressError              ingress.errors (the ingress tier's tree)
+    └── SpeakerError              speaker.errors (the speaker's tree)
+
+The controller (``lb``) defines no exception of its own: it raises these.
+"""
 
 from __future__ import annotations
 
 from common.api.model import FieldProblem
 
 
-class LbError(Exception):
-    """Root of every error raised by the lb package."""
+class PorticoError(Exception):
+    """Root of every exception Portico raises on purpose; every package's tree hangs here."""
 
 
-class InvalidObject(LbError):
+class InvalidObject(PorticoError):
     """User input that cannot be used; carries every problem found, each naming its field."""
 
     def __init__(self, problems: list[FieldProblem]) -> None:
@@ -17,7 +39,7 @@ class InvalidObject(LbError):
         super().__init__("; ".join(str(p) for p in problems))
 
 
-class KubeError(LbError):
+class KubeError(PorticoError):
     """A Kubernetes API call failed (after the library error was converted at the boundary)."""
 
     def __init__(self, message: str, status: int | None = None) -> None:
@@ -35,6 +57,14 @@ class Gone(KubeError):
 
 class NotFound(KubeError):
     """404."""
+
+
+class Throttled(KubeError):
+    """429 (or 503) with an optional Retry-After the caller's backoff should honour."""
+
+    def __init__(self, message: str, status: int, retry_after: float | None) -> None:
+        super().__init__(message, status)
+        self.retry_after = retry_after
 
 
 class Refused(KubeError):
@@ -63,5 +93,5 @@ class Invalid(Refused):
     """422 or 400: the request body is invalid (schema, CEL rule, field validation)."""
 
 
-class LeadershipLost(LbError):
+class LeadershipLost(PorticoError):
     """This replica no longer holds the leader Lease; the process must end."""

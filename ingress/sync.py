@@ -40,8 +40,8 @@ from ingress.core.model import (
     slot_count,
 )
 from ingress.core.render import MAP_FILES, Rendered, Settings, is_plain, render, spare_name
-from ingress.core.runtime import UnsafeToken, all_commands, map_commands
-from ingress.errors import HAProxyError, RuntimeApiError
+from ingress.core.runtime import all_commands, map_commands
+from ingress.errors import HAProxyError, RuntimeApiError, UnsafeToken
 from ingress.haproxy import DataPlane, certificate_problem
 
 log = structlog.get_logger().bind(component="ingress.sync")

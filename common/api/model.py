@@ -215,13 +215,13 @@ class LBService:
 # --- advertisements and peers ------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class L2Advertisement:
-    name: str
-    ip_address_pools: tuple[str, ...] = ()
-    ip_address_pool_selectors: tuple[LabelSelector, ...] = ()
-    node_selectors: tuple[LabelSelector, ...] = ()
-    interfaces: tuple[str, ...] = ()  # empty: every interface of the node
+class SelectsPools:
+    """The pool selection L2 and BGP advertisements share: ``ipAddressPools`` (names) and
+    ``ipAddressPoolSelectors`` (label selectors), ORed."""
+
+    __slots__ = ()
+    ip_address_pools: tuple[str, ...]
+    ip_address_pool_selectors: tuple[LabelSelector, ...]
 
     def selects_pool(self, pool: Pool) -> bool:
         """No pool list and no pool selector means every pool (MetalLB semantics)."""
@@ -230,6 +230,15 @@ class L2Advertisement:
         return pool.name in self.ip_address_pools or any(
             s.matches(pool.labels) for s in self.ip_address_pool_selectors
         )
+
+
+@dataclass(frozen=True, slots=True)
+class L2Advertisement(SelectsPools):
+    name: str
+    ip_address_pools: tuple[str, ...] = ()
+    ip_address_pool_selectors: tuple[LabelSelector, ...] = ()
+    node_selectors: tuple[LabelSelector, ...] = ()
+    interfaces: tuple[str, ...] = ()  # empty: every interface of the node
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +256,7 @@ class Community:
 
 
 @dataclass(frozen=True, slots=True)
-class BGPAdvertisement:
+class BGPAdvertisement(SelectsPools):
     name: str
     ip_address_pools: tuple[str, ...] = ()
     ip_address_pool_selectors: tuple[LabelSelector, ...] = ()
@@ -257,13 +266,6 @@ class BGPAdvertisement:
     communities: tuple[Community, ...] = ()
     peers: tuple[str, ...] = ()  # BGPPeer names; empty: all peers of the node
     node_selectors: tuple[LabelSelector, ...] = ()
-
-    def selects_pool(self, pool: Pool) -> bool:
-        if not self.ip_address_pools and not self.ip_address_pool_selectors:
-            return True
-        return pool.name in self.ip_address_pools or any(
-            s.matches(pool.labels) for s in self.ip_address_pool_selectors
-        )
 
 
 @dataclass(frozen=True, slots=True)

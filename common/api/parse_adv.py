@@ -16,6 +16,7 @@ from common.api.model import (
     BGPPeer,
     Community,
     L2Advertisement,
+    LabelSelector,
     SecretKeyRef,
 )
 from common.api.parse_common import (
@@ -91,16 +92,26 @@ def _spec(ctx: Ctx, obj: object) -> Mapping[str, object]:
     return ctx.get_map(obj, "spec", "spec") or {}
 
 
+def _pool_selection(
+    ctx: Ctx, spec: Mapping[str, object]
+) -> tuple[tuple[str, ...], tuple[LabelSelector, ...]]:
+    """``spec.ipAddressPools`` and ``spec.ipAddressPoolSelectors``, alike in both kinds of
+    advertisement (``model.SelectsPools``)."""
+    return (
+        name_list(ctx, spec, "ipAddressPools", "spec.ipAddressPools", "IPAddressPool"),
+        selector_list(ctx, spec, "ipAddressPoolSelectors", "spec.ipAddressPoolSelectors"),
+    )
+
+
 def parse_l2_advertisement(obj: object) -> L2Advertisement:
     ctx = Ctx("L2Advertisement", obj)
     name, _, _ = metadata(ctx, obj, namespaced=False)
     spec = _spec(ctx, obj)
+    pools, pool_selectors = _pool_selection(ctx, spec)
     adv = L2Advertisement(
         name=name,
-        ip_address_pools=name_list(ctx, spec, "ipAddressPools", "spec.ipAddressPools",
-                                   "IPAddressPool"),
-        ip_address_pool_selectors=selector_list(ctx, spec, "ipAddressPoolSelectors",
-                                                "spec.ipAddressPoolSelectors"),
+        ip_address_pools=pools,
+        ip_address_pool_selectors=pool_selectors,
         node_selectors=selector_list(ctx, spec, "nodeSelectors", "spec.nodeSelectors"),
         interfaces=_interfaces(ctx, spec),
     )
@@ -129,12 +140,11 @@ def parse_bgp_advertisement(obj: object) -> BGPAdvertisement:
                        reason="InvalidAggregationLength")
     agg6 = ctx.get_int(spec, "aggregationLengthV6", "spec.aggregationLengthV6", 0, 128,
                        reason="InvalidAggregationLength")
+    pools, pool_selectors = _pool_selection(ctx, spec)
     adv = BGPAdvertisement(
         name=name,
-        ip_address_pools=name_list(ctx, spec, "ipAddressPools", "spec.ipAddressPools",
-                                   "IPAddressPool"),
-        ip_address_pool_selectors=selector_list(ctx, spec, "ipAddressPoolSelectors",
-                                                "spec.ipAddressPoolSelectors"),
+        ip_address_pools=pools,
+        ip_address_pool_selectors=pool_selectors,
         aggregation_length=32 if agg4 is None else agg4,
         aggregation_length_v6=128 if agg6 is None else agg6,
         local_pref=ctx.get_int(spec, "localPref", "spec.localPref", 0, UINT32_MAX,

@@ -7,8 +7,8 @@ against built-in schemas and drop fields of CRDs and of newer API versions.
 
 Every call has a connect timeout and a read timeout; urllib3's own retries are off (it would
 otherwise silently retry 429/503 answers and hide them from our backoff); every library error
-is converted here into ``common.errors`` (KubeError, Conflict, Gone, NotFound, and Refused:
-Forbidden for 403, Invalid for 400/422).
+is converted here into ``common.errors`` (KubeError, Conflict, Gone, NotFound, Throttled for
+429/503, and Refused: Forbidden for 403, Invalid for 400/422).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from urllib.parse import urlencode
 import urllib3
 from prometheus_client import Counter
 
-from common.errors import Conflict, Forbidden, Gone, Invalid, KubeError, NotFound
+from common.errors import Conflict, Forbidden, Gone, Invalid, KubeError, NotFound, Throttled
 from common.kube.resources import Resource
 
 Obj = dict[str, Any]
@@ -66,14 +66,6 @@ REQUESTS = Counter(
     "Kubernetes API requests by verb, resource and HTTP status ('error' = no response).",
     ["verb", "resource", "code"],
 )
-
-
-class Throttled(KubeError):
-    """429 (or 503) with an optional Retry-After the caller's backoff should honour."""
-
-    def __init__(self, message: str, status: int, retry_after: float | None) -> None:
-        super().__init__(message, status)
-        self.retry_after = retry_after
 
 
 def watch_timeout(rand: Callable[[], float] = random.random) -> int:

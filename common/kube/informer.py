@@ -26,9 +26,9 @@ from typing import Any
 import structlog
 from prometheus_client import Counter
 
-from common.errors import Gone, KubeError
+from common.errors import Gone, KubeError, Throttled
 from common.kube.backoff import Backoff
-from common.kube.client import KubeClient, Throttled, WatchHandle, watch_timeout
+from common.kube.client import KubeClient, WatchHandle, watch_timeout
 from common.kube.clock import Clock, RealClock
 from common.kube.resources import Resource, object_key, resource_version
 

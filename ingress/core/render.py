@@ -36,15 +36,12 @@ from functools import cached_property, lru_cache
 from common.api.model import ObjectRef
 from ingress.core.annotations import Annotations
 from ingress.core.model import HOSTLESS, MIN_SLOTS, Backend, Endpoint, Model, Route
+from ingress.errors import UnsafeValue
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 _MAP_RE = re.compile(r"[!-~]{1,2048}")  # printable ASCII without space
 _CFG_RE = re.compile(r"[ -&(-~]{0,4096}")  # printable ASCII except "'"
 _ADDR_RE = re.compile(r"[0-9a-fA-F.:]{1,45}")
-
-
-class UnsafeValue(ValueError):
-    """A value would change the meaning of the grammar it is written into."""
 
 
 def cfg_quote(value: str) -> str:

@@ -12,14 +12,11 @@ import re
 from collections.abc import Mapping
 
 from ingress.core.model import Endpoint
+from ingress.errors import UnsafeToken
 
 # Only space, tab, ';', '\\' and line ends have a meaning in the Runtime API grammar; the
 # allow-list is the character set of identifiers, IPs, host names and allow-listed paths.
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_.:/*~%!+,@=&-]{1,2100}")
-
-
-class UnsafeToken(ValueError):
-    pass
 
 
 def runtime_token(value: str) -> str:

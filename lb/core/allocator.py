@@ -68,12 +68,15 @@ Rules
   avoidBuggyIPs).
 * The pool an allocation names is a function of the configuration, not of history: the
   first allowed pool holding all its addresses, accepted pools before conflicting ones (so a
-  rebuild names the same pool as the live state).
+  rebuild names the same pool as the live state). Valid ranges, usable addresses, overlaps,
+  both orders and this choice are ``common.api.pools.PoolLayout``'s, which the speakers use
+  to find the pool (hence the advertisements) of a VIP: they name the pool this one names.
 * Pool counts per family: ``total`` = usable addresses (avoidBuggyIPs excluded),
   ``assigned`` = distinct in-use addresses inside the pool's usable set (whichever pool the
   holder's allocation names; a shared address counts once), ``available = total - assigned``.
 * Sharing: same non-empty sharing key, disjoint (protocol, port) sets, and traffic policies
-  Cluster+Cluster or Local+Local with identical selectors. Checked against every holder.
+  Cluster+Cluster or Local+Local with identical selectors. Checked against every holder
+  (``_sharing_problem``, the one place this rule is written).
 * Families: SingleStack -> ``ip_families[0]``; RequireDualStack -> both families, from one
   pool; PreferDualStack -> both from one pool if any pool can, else the required family
   (the requested family if an address is requested, else the primary). A requested address
@@ -92,7 +95,6 @@ in one dict per family; counts are maintained incrementally. Nothing enumerates 
 from __future__ import annotations
 
 import heapq
-import ipaddress
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -107,9 +109,10 @@ from common.api.model import (
     FieldProblem,
     IPAddress,
     LBService,
-    ObjectRef,
     Pool,
+    family_of,
 )
+from common.api.pools import PoolLayout, PoolSpace, address
 
 __all__ = [
     "Allocation",
@@ -131,13 +134,7 @@ R_ADDRESS_NOT_IN_POOL = "AddressNotInPool"
 R_ADDRESS_IN_USE = "AddressInUse"
 R_SHARING_CONFLICT = "SharingConflict"
 R_POOL_EXHAUSTED = "PoolExhausted"
-# pool problems
-R_POOL_OVERLAP = "PoolOverlap"
-R_INVALID_RANGE = "InvalidRange"
-R_DUPLICATE_POOL = "DuplicatePool"
-
-_FAMILY_MAX = {IPV4: (1 << 32) - 1, IPV6: (1 << 128) - 1}
-_POOL_KIND = "IPAddressPool"
+# Pool problems (PoolOverlap, InvalidRange, DuplicatePool) come from common.api.pools.
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,14 +171,6 @@ class PoolStats:
 
 
 # --- internal state --------------------------------------------------------------------------
-
-
-def _ip(family: Family, n: int) -> IPAddress:
-    return ipaddress.IPv4Address(n) if family == IPV4 else ipaddress.IPv6Address(n)
-
-
-def _fam(ip: IPAddress) -> Family:
-    return IPV4 if ip.version == 4 else IPV6
 
 
 def _ints(result: Allocation) -> tuple[tuple[Family, int], ...]:
@@ -265,27 +254,21 @@ class _Space:
 
 
 class _PoolState:
+    """A pool of the layout (``common.api.pools``) with its allocation state per family."""
+
     __slots__ = (
         "conflicting", "conflicts_with", "fams", "name", "pool", "raw", "restricted", "spaces",
     )
 
-    def __init__(
-        self, pool: Pool, spaces: dict[Family, _Space], raw: dict[Family, IntervalSet]
-    ) -> None:
-        self.pool = pool
-        self.raw = raw
-        self.name = pool.name
+    def __init__(self, ps: PoolSpace, spaces: dict[Family, _Space]) -> None:
+        self.pool = ps.pool
+        self.raw: Mapping[Family, IntervalSet] = ps.raw
+        self.name = ps.name
         self.spaces = spaces
         self.fams = frozenset(spaces)
-        self.restricted = pool.allocation is not None
-        self.conflicting = False
-        self.conflicts_with: str | None = None
-
-    def order_key(self) -> tuple[int, bool, int, str]:
-        alloc = self.pool.allocation
-        if alloc is None:
-            return (1, False, 0, self.name)
-        return (0, alloc.priority is None, alloc.priority or 0, self.name)
+        self.restricted = ps.pool.allocation is not None
+        self.conflicting = ps.conflicting
+        self.conflicts_with = ps.conflicts_with
 
     def selects(self, svc: LBService, namespace_labels: Mapping[str, str]) -> bool:
         alloc = self.pool.allocation
@@ -347,12 +330,14 @@ class _Plan:
 
 
 def _sharing_problem(svc: LBService, holder: LBService) -> str | None:
-    """Why ``svc`` may not share an address with ``holder`` (None: it may)."""
+    """Why ``svc`` may not share an address with ``holder`` (None: it may): the one sharing
+    rule. A common non-empty sharing key, disjoint (protocol, port) sets, the same traffic
+    policy, and for Local the same selector (the same endpoints, hence the same announcing
+    nodes). Cheap when they may share: the message is built only for a refusal."""
     if svc.sharing_key is None or holder.sharing_key != svc.sharing_key:
         return f"held by Service {holder.key} without a common sharing key"
-    clash = svc.ports & holder.ports
-    if clash:
-        ports = ", ".join(f"{p.protocol}/{p.port}" for p in sorted(clash))
+    if not svc.ports.isdisjoint(holder.ports):
+        ports = ", ".join(f"{p.protocol}/{p.port}" for p in sorted(svc.ports & holder.ports))
         return f"ports {ports} are also used by Service {holder.key}"
     if svc.traffic_policy != holder.traffic_policy:
         return (
@@ -364,35 +349,17 @@ def _sharing_problem(svc: LBService, holder: LBService) -> str | None:
     return None
 
 
-def _pair_ok(svc: LBService, h: LBService) -> bool:
-    sk = svc.sharing_key
-    if sk is None or h.sharing_key != sk or not svc.ports.isdisjoint(h.ports):
-        return False
-    if h.traffic_policy != svc.traffic_policy:
-        return False
-    return svc.traffic_policy != "Local" or h.selector == svc.selector
-
-
 def _compatible(svc: LBService, entry: _Entry) -> bool:
-    """May ``svc`` hold this in-use address (it may already be one of the holders)?"""
+    """May ``svc`` hold this in-use address (it may already be one of the holders)? Only if
+    it may share with every other holder."""
     if not isinstance(entry, _Use):
         if entry.name == svc.name and entry.namespace == svc.namespace:
             return True
-        return _pair_ok(svc, entry)
+        return _sharing_problem(svc, entry) is None
     key = svc.key
-    sk = svc.sharing_key
-    if sk is None or entry.sharing_key != sk:
-        return False
-    for hk, h in entry.holders.items():
-        if hk == key:
-            continue
-        if h.sharing_key != sk or not svc.ports.isdisjoint(h.ports):
-            return False
-        if h.traffic_policy != svc.traffic_policy:
-            return False
-        if svc.traffic_policy == "Local" and h.selector != svc.selector:
-            return False
-    return True
+    return all(
+        _sharing_problem(svc, h) is None for hk, h in entry.holders.items() if hk != key
+    )
 
 
 class Allocator:
@@ -400,6 +367,7 @@ class Allocator:
 
     def __init__(self, pools: Iterable[Pool] = ()) -> None:
         self._pool_input: list[Pool] = []
+        self._layout = PoolLayout(())
         self._pools: dict[str, _PoolState] = {}
         self._order: list[_PoolState] = []
         self._keep_order: list[_PoolState] = []
@@ -460,72 +428,25 @@ class Allocator:
             return set()
         self._pool_input = new_input
         old = self._pools
-        problems: list[FieldProblem] = []
+        # Valid ranges, usable addresses, overlaps and orders: the rules the speakers read
+        # the same configuration with.
+        layout = PoolLayout(new_input)
         states: dict[str, _PoolState] = {}
-        for pool in new_input:
-            ref = ObjectRef(_POOL_KIND, pool.name)
-            if pool.name in states:
-                problems.append(
-                    FieldProblem(ref, "metadata.name", "duplicate pool name", R_DUPLICATE_POOL)
-                )
-                continue
-            per_family: dict[Family, list[tuple[int, int]]] = {}
-            for i, r in enumerate(pool.ranges):
-                bad = self._range_problem(r.family, r.first, r.last)
-                if bad:
-                    problems.append(
-                        FieldProblem(ref, f"spec.addresses[{i}]", f"{r.text!r}: {bad}",
-                                     R_INVALID_RANGE)
-                    )
-                    continue
-                per_family.setdefault(r.family, []).append((r.first, r.last))
-            prev = old.get(pool.name)
+        for name, ps in layout.spaces.items():
+            prev = old.get(name)
             spaces: dict[Family, _Space] = {}
-            raw: dict[Family, IntervalSet] = {}
-            for f in FAMILIES:
-                if f not in per_family:
-                    continue
-                raw[f] = IntervalSet(per_family[f])
-                usable = UsableSet(raw[f], pool.avoid_buggy_ips and f == IPV4)
-                if not usable:
-                    continue
+            for f, usable in ps.usable.items():
                 sp = prev.spaces.get(f) if prev is not None else None
                 if sp is None or sp.usable != usable:
-                    sp = _Space(pool.name, f, usable)
+                    sp = _Space(name, f, usable)
                     used = self._used[f]
                     sp.assigned = sum(1 for n in used if sp.contains(n))
                 spaces[f] = sp
-            states[pool.name] = _PoolState(pool, spaces, raw)
-
-        # Overlaps: oldest first wins, the newer pool is conflicting.
-        accepted: list[_PoolState] = []
-        for st in sorted(states.values(), key=lambda s: (s.pool.created, s.name)):
-            for a in accepted:
-                # configured ranges, not usable addresses: an overlap is a configuration
-                # error even where avoidBuggyIPs leaves nothing to allocate
-                common = [
-                    (f, space & a.raw[f]) for f, space in st.raw.items() if f in a.raw
-                ]
-                common = [(f, c) for f, c in common if c]
-                if common:
-                    st.conflicting = True
-                    st.conflicts_with = a.name
-                    f, c = common[0]
-                    lo, hi = c.intervals()[0]
-                    span = str(_ip(f, lo)) if lo == hi else f"{_ip(f, lo)}-{_ip(f, hi)}"
-                    problems.append(FieldProblem(
-                        ObjectRef(_POOL_KIND, st.name), "spec.addresses",
-                        f"overlaps the older pool {a.name} (for example {span}); this pool "
-                        "allocates no new addresses until the overlap is removed",
-                        R_POOL_OVERLAP,
-                    ))
-                    break
-            else:
-                accepted.append(st)
+            states[name] = _PoolState(ps, spaces)
         for f in FAMILIES:
             entries = sorted(
                 (s, e, st.spaces[f])
-                for st in accepted if f in st.spaces
+                for st in states.values() if not st.conflicting and f in st.spaces
                 for s, e in st.spaces[f].usable.space
             )
             self._idx_starts[f] = [s for s, _, _ in entries]
@@ -534,13 +455,14 @@ class Allocator:
             self._conflict_spaces[f] = [
                 st.spaces[f] for st in states.values() if st.conflicting and f in st.spaces
             ]
+        self._layout = layout
         self._pools = states
-        self._order = sorted(states.values(), key=_PoolState.order_key)
-        self._keep_order = sorted(self._order, key=lambda st: st.conflicting)  # stable
+        self._order = [states[ps.name] for ps in layout.preference]
+        self._keep_order = [states[ps.name] for ps in layout.home_order]
         live_auto = [st for st in self._order if st.pool.auto_assign and not st.conflicting]
         self._auto_restricted = [st for st in live_auto if st.restricted]
         self._auto_generic = [st for st in live_auto if not st.restricted]
-        self._problems = problems
+        self._problems = list(layout.problems)
 
         # Re-validate allocations whose pool changed (an unchanged pool keeps them valid).
         touched: set[str] = set()
@@ -565,16 +487,6 @@ class Allocator:
                 self._results[key] = Allocation(cur.ips, home.name)
         self._woken.clear()
         return touched | set(self._pending)
-
-    @staticmethod
-    def _range_problem(family: Family, first: int, last: int) -> str | None:
-        if family not in _FAMILY_MAX:
-            return f"unknown address family {family!r}"
-        if last < first:
-            return "range is reversed (first address after last)"
-        if first < 0 or last > _FAMILY_MAX[family]:
-            return f"range is outside the {family} address space"
-        return None
 
     def _spaces_containing(self, f: Family, n: int) -> list[_Space]:
         out: list[_Space] = []
@@ -630,7 +542,7 @@ class Allocator:
             prior = dict(held)
             self._drop(key)
         elif svc.status_ips:
-            ips = self._ordered(plan, [(_fam(ip), int(ip)) for ip in svc.status_ips])
+            ips = self._ordered(plan, [(family_of(ip), int(ip)) for ip in svc.status_ips])
             st = self._fit_existing(svc, namespace_labels, plan, ips)
             if st is not None:
                 return self._commit(svc, namespace_labels, st, ips)
@@ -677,7 +589,7 @@ class Allocator:
                 results[svc.key] = self._set_pending(svc, nsl, plan, frozenset())
                 continue
             status = svc.status_ips
-            ips = self._ordered(plan, [(_fam(ip), int(ip)) for ip in status])
+            ips = self._ordered(plan, [(family_of(ip), int(ip)) for ip in status])
             home = self._fit_existing(svc, nsl, plan, ips)
             if home is None:
                 retry.append((svc, nsl))
@@ -735,10 +647,11 @@ class Allocator:
             wanted = fams
         requested: dict[Family, int] = {}
         for ip in svc.requested_ips:
-            f = _fam(ip)
+            f = family_of(ip)
             if f in requested:
                 return Pending(
-                    R_INVALID_REQUEST, f"two requested {f} addresses: {_ip(f, requested[f])}, {ip}"
+                    R_INVALID_REQUEST,
+                    f"two requested {f} addresses: {address(f, requested[f])}, {ip}",
                 )
             if f not in wanted:
                 return Pending(
@@ -856,10 +769,8 @@ class Allocator:
         cands = self._candidates(svc, nsl, plan, keep=True)
         if isinstance(cands, Pending):
             return None
-        for st in cands:
-            if st.contains_all(ips):
-                return st
-        return None
+        home = self._layout.home(ips, {st.name for st in cands})
+        return None if home is None else self._pools[home.name]
 
     def _free_or_compatible(self, svc: LBService, f: Family, n: int) -> bool:
         use = self._used[f].get(n)
@@ -962,10 +873,10 @@ class Allocator:
                          if (w := _sharing_problem(svc, hmap[h])) is not None),
                         "incompatible",
                     )
-                    msg = f"requested address {_ip(f, n)} cannot be shared: {why}"
+                    msg = f"requested address {address(f, n)} cannot be shared: {why}"
                     return self._set_pending(svc, nsl, Pending(R_SHARING_CONFLICT, msg), pools)
                 msg = (
-                    f"requested address {_ip(f, n)} is in use by Service(s) "
+                    f"requested address {address(f, n)} is in use by Service(s) "
                     f"{', '.join(holders)}"
                 )
                 return self._set_pending(svc, nsl, Pending(R_ADDRESS_IN_USE, msg), pools)
@@ -987,7 +898,7 @@ class Allocator:
     def _not_in_pool(self, svc: LBService, plan: _Plan, cands: list[_PoolState]) -> Pending:
         parts: list[str] = []
         for f, n in plan.requested.items():
-            ip = _ip(f, n)
+            ip = address(f, n)
             if any(f in st.spaces and st.spaces[f].contains(n) for st in cands):
                 continue
             raw = [st for st in self._pools.values()
@@ -1008,7 +919,7 @@ class Allocator:
         if not parts:
             parts.append(
                 "requested addresses "
-                + ", ".join(str(_ip(f, n)) for f, n in plan.requested.items())
+                + ", ".join(str(address(f, n)) for f, n in plan.requested.items())
                 + " are not in one common pool"
             )
         return Pending(R_ADDRESS_NOT_IN_POOL, "; ".join(parts))
@@ -1084,9 +995,9 @@ class Allocator:
         if ip_objs is None:
             if len(picks) == 1:
                 f, n = picks[0]
-                ip_objs = (_ip(f, n),)
+                ip_objs = (address(f, n),)
             else:
-                ip_objs = tuple(_ip(f, n) for f, n in picks)
+                ip_objs = tuple(address(f, n) for f, n in picks)
         result = Allocation(ip_objs, st.name)
         self._results[key] = result
         self._svcs[key] = svc

@@ -30,7 +30,7 @@ from common.api.model import GROUP, VERSION, BGPPeer, FieldProblem, ObjectRef
 from common.errors import Refused
 from common.kube.refusal import RefusalMemo, report_refusal
 from speaker.bgp import metrics
-from speaker.bgp.process import ExaBgpError, ExaBgpProcess, Redactor
+from speaker.bgp.process import ExaBgpProcess, Redactor
 from speaker.core import bgp as core
 from speaker.core.bgp_exabgp import (
     ApiMessage,
@@ -42,6 +42,7 @@ from speaker.core.bgp_exabgp import (
     withdraw_commands,
 )
 from speaker.core.snapshot import ClusterSnapshot
+from speaker.errors import ExaBgpError
 
 # lazy proxy: resolves at first use, so the speaker's common.logs.configure() applies
 log = structlog.get_logger(component="speaker-bgp")

@@ -34,6 +34,7 @@ from pathlib import Path
 import structlog
 
 from speaker.core.bgp_exabgp import Ack, ApiMessage, parse_api_line
+from speaker.errors import ExaBgpError
 
 # lazy proxy: resolves at first use, so the speaker's common.logs.configure() applies
 log = structlog.get_logger(component="speaker-bgp")
@@ -44,10 +45,6 @@ ACCEPT_TIMEOUT_S = 15.0  # exabgp 5 imports in ~1 s here; generous for loaded CI
 # exabgp.reactor.speed: the reactor's idle poll timeout is speed/100 s. The default (1.0 ->
 # 10 ms) leaves exabgp asleep between passes while it still has queued API work.
 REACTOR_SPEED = "1.0"
-
-
-class ExaBgpError(Exception):
-    """exabgp died, did not start, or did not acknowledge in time."""
 
 
 def _load_prctl() -> Callable[..., int] | None:

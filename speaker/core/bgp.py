@@ -6,6 +6,8 @@ shell (``speaker.bgp``) turns the plan into an exabgp configuration and API comm
 
 Rules (MetalLB-compatible where it has one):
 - A BGPPeer applies to a node when its ``nodeSelectors`` match the node's labels (empty: all).
+- A VIP is announced under the advertisements of the pool holding it: the pool the allocator
+  assigned it from (``common.api.pools``; with overlapping pools the older, accepted one).
 - A route's family must equal the session's family (IPv4 VIPs on IPv4 sessions, IPv6 on IPv6);
   its next hop is the session's local address, so the router forwards straight to the node.
 - ``externalTrafficPolicy: Local``: only a node with a ready local endpoint announces;
@@ -22,7 +24,7 @@ Rules (MetalLB-compatible where it has one):
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from common.api.model import (
@@ -40,6 +42,7 @@ from common.api.model import (
     any_selector_matches,
     family_of,
 )
+from common.api.pools import PoolLayout
 from speaker.core.snapshot import ClusterSnapshot, NodeInfo
 
 MAX_ASN = 2**32 - 1  # 4-octet ASNs (RFC 6793)
@@ -327,16 +330,6 @@ def plan_sessions(
 # --- routes ---------------------------------------------------------------------------------------
 
 
-def _pool_of(vip: IPAddress, pools: Iterable[Pool]) -> Pool | None:
-    fam = family_of(vip)
-    value = int(vip)
-    for pool in pools:
-        for r in pool.ranges:
-            if r.family == fam and r.first <= value <= r.last:
-                return pool
-    return None
-
-
 def node_eligible(node: NodeInfo) -> bool:
     return node.ready and LABEL_EXCLUDE_LB not in node.labels
 
@@ -370,6 +363,7 @@ def plan(node_name: str, snapshot: ClusterSnapshot) -> BgpPlan:
                 agg_ok[(adv.name, pl.name, fam)] = p is None
 
     if node is not None and node_eligible(node) and sessions:
+        layout = PoolLayout(snapshot.pools)
         advs_for_node = [a for a in valid_advs if any_selector_matches(a.node_selectors,
                                                                        node.labels)]
         for svc in sorted(snapshot.services, key=lambda s: s.key):
@@ -378,7 +372,7 @@ def plan(node_name: str, snapshot: ClusterSnapshot) -> BgpPlan:
             ):
                 continue
             for vip in svc.status_ips:
-                pool = _pool_of(vip, snapshot.pools)
+                pool = layout.holding(vip)
                 if pool is None:
                     continue
                 fam = family_of(vip)

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from speaker.core.bgp import Route, Session
+from speaker.errors import GrammarError
 
 PROCESS_NAME = "portico"
 # NLRIs per bulk API command. exabgp 5.0 runs a command as a generator that injects one NLRI
@@ -29,10 +30,6 @@ NLRI_PER_COMMAND = 49
 
 _SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_.:/\-]+$")
 _SAFE_B64 = re.compile(r"^[A-Za-z0-9+/=]+$")
-
-
-class GrammarError(ValueError):
-    """A value that cannot be written into exabgp's grammar safely (a bug, not user input)."""
 
 
 def _token(value: object) -> str:

@@ -6,7 +6,7 @@ same function on the same inputs, so all of them agree on one owner per VIP with
 
 Eligibility of a node for a VIP (all must hold):
 
-* some pool containing the VIP is selected by an L2Advertisement (``ipAddressPools`` /
+* the pool holding the VIP is selected by an L2Advertisement (``ipAddressPools`` /
   ``ipAddressPoolSelectors``; neither means every pool) whose ``nodeSelectors`` match the node;
   if that advertisement names ``interfaces``, the node must have at least one of them (the
   node reports its interfaces in its heartbeats) — otherwise a node that cannot answer on any
@@ -15,6 +15,10 @@ Eligibility of a node for a VIP (all must hold):
   Kubernetes Ready condition is not False;
 * for every Service with ``externalTrafficPolicy: Local`` using the VIP, the node holds a
   ready endpoint of that Service.
+
+The pool holding a VIP is the one the allocator assigned it from (``common.api.pools``: with
+overlapping pools the older, accepted pool, never a conflicting one; an address avoidBuggyIPs
+excludes is in no pool), so the advertisements of that pool, and only those, apply.
 
 Sharing: Services that share an address are announced from ONE node — election is per VIP,
 not per Service. With several Local Services on one VIP the eligible set is the
@@ -42,9 +46,8 @@ from common.api.model import (
     L2Advertisement,
     LBService,
     ObjectRef,
-    Pool,
-    family_of,
 )
+from common.api.pools import PoolLayout
 from speaker.core.snapshot import ClusterSnapshot
 
 # Reasons (CamelCase, used in the Service condition and Events).
@@ -65,8 +68,8 @@ Interfaces = frozenset[str] | None
 class VipPlan:
     vip: IPAddress
     services: tuple[str, ...]  # "namespace/name" of every Service using this VIP, sorted
-    pools: tuple[str, ...]  # pools containing the VIP
-    advertised: bool  # some L2Advertisement selects a pool containing the VIP
+    pools: tuple[str, ...]  # the pool holding the VIP (common.api.pools); empty: none
+    advertised: bool  # some L2Advertisement selects that pool
     candidates: tuple[str, ...]  # eligible nodes (live or not), in election order
     owner: str | None
     reason: str
@@ -93,11 +96,6 @@ def election_key(node: str, vip: IPAddress) -> tuple[str, str]:
 
 def election_order(nodes: Iterable[str], vip: IPAddress) -> list[str]:
     return sorted(nodes, key=lambda n: election_key(n, vip))
-
-
-def pool_contains(pool: Pool, vip: IPAddress) -> bool:
-    fam, n = family_of(vip), int(vip)
-    return any(r.family == fam and r.first <= n <= r.last for r in pool.ranges)
 
 
 def _node_interfaces(
@@ -155,10 +153,11 @@ def plan_l2(
         for vip in svc.status_ips:
             by_vip.setdefault(vip, []).append(svc)
 
+    layout = PoolLayout(snapshot.pools)
     vips: dict[IPAddress, VipPlan] = {}
     mine: dict[IPAddress, Interfaces] = {}
     for vip in sorted(by_vip, key=lambda a: (a.version, int(a))):
-        plan = _plan_vip(snapshot, vip, by_vip[vip], live)
+        plan = _plan_vip(snapshot, layout, vip, by_vip[vip], live)
         vips[vip] = plan
         if plan.owner == me:
             mine[vip] = plan.owner_interfaces
@@ -172,20 +171,21 @@ def _selects_node(adv: L2Advertisement, labels: Mapping[str, str]) -> bool:
 
 def _plan_vip(
     snapshot: ClusterSnapshot,
+    layout: PoolLayout,
     vip: IPAddress,
     services: list[LBService],
     live: Mapping[str, frozenset[str] | None],
 ) -> VipPlan:
     keys = tuple(sorted(s.key for s in services))
-    pools = [p for p in snapshot.pools if pool_contains(p, vip)]
-    pool_names = tuple(sorted(p.name for p in pools))
-    if not pools:
+    pool = layout.holding(vip)
+    if pool is None:
         return VipPlan(vip, keys, (), False, (), None, OUTSIDE_POOLS,
-                       f"{vip} is outside every IPAddressPool")
-    advs = [a for a in snapshot.l2_advertisements if any(a.selects_pool(p) for p in pools)]
+                       f"{vip} is not a usable address of any IPAddressPool")
+    pool_names = (pool.name,)
+    advs = [a for a in snapshot.l2_advertisements if a.selects_pool(pool)]
     if not advs:
         return VipPlan(vip, keys, pool_names, False, (), None, NOT_ADVERTISED,
-                       f"no L2Advertisement selects pool {', '.join(pool_names)}")
+                       f"no L2Advertisement selects pool {pool.name}")
 
     local = [s for s in services if s.traffic_policy == "Local"]
     endpoint_nodes: set[str] | None = None

@@ -19,7 +19,6 @@ from speaker.core.l2_plan import (
     NOT_ADVERTISED,
     L2Plan,
     VipPlan,
-    pool_contains,
     reporter,
 )
 from speaker.core.snapshot import ClusterSnapshot
@@ -36,8 +35,9 @@ class ServiceCondition:
     message: str
 
 
-def _bgp_covers(snapshot: ClusterSnapshot, vip: IPAddress) -> bool:
-    pools = [p for p in snapshot.pools if pool_contains(p, vip)]
+def _bgp_covers(snapshot: ClusterSnapshot, plan: VipPlan) -> bool:
+    """Some BGPAdvertisement selects the pool holding the VIP (the one the plan names)."""
+    pools = [p for p in snapshot.pools if p.name in plan.pools]
     return any(a.selects_pool(p) for a in snapshot.bgp_advertisements for p in pools)
 
 
@@ -51,7 +51,7 @@ def service_conditions(
         vips: list[VipPlan] = [plan.vips[v] for v in svc.status_ips if v in plan.vips]
         # A VIP that only BGP advertises is none of layer 2's business.
         relevant = [p for p in vips
-                    if not (p.reason == NOT_ADVERTISED and _bgp_covers(snapshot, p.vip))]
+                    if not (p.reason == NOT_ADVERTISED and _bgp_covers(snapshot, p))]
         if not relevant:
             continue
         if reporter(relevant[0], live_list) != me:

@@ -15,8 +15,9 @@ from ingress.core.model import (
     endpoints_for,
     slot_count,
 )
-from ingress.core.runtime import UnsafeToken, runtime_token, slot_commands
+from ingress.core.runtime import runtime_token, slot_commands
 from ingress.core.validate import host_problem, path_problem, regex_problem
+from ingress.errors import UnsafeToken
 from lab.ingress_kit import CLASS, endpoint_slice, ingress, path, rule, service
 
 N = "nginx.ingress.kubernetes.io/"

@@ -16,7 +16,6 @@ from lab.bgp_kit import adv, node, peer, pool, snapshot, svc
 from speaker.core import bgp as core
 from speaker.core.bgp_exabgp import (
     Ack,
-    GrammarError,
     Other,
     Shutdown,
     StateEvent,
@@ -26,6 +25,7 @@ from speaker.core.bgp_exabgp import (
     withdraw_commands,
 )
 from speaker.core.snapshot import Endpoint, SecretReadError
+from speaker.errors import GrammarError
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "bgp"
 

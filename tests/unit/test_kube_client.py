@@ -9,9 +9,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from common.errors import Conflict, Forbidden, Gone, Invalid, KubeError, NotFound, Refused
+from common.errors import (
+    Conflict,
+    Forbidden,
+    Gone,
+    Invalid,
+    KubeError,
+    NotFound,
+    Refused,
+    Throttled,
+)
 from common.kube import resources as R
-from common.kube.client import KubeClient, Throttled, WatchHandle, error_for_status
+from common.kube.client import KubeClient, WatchHandle, error_for_status
 from lab.emulator import Emulator
 
 
