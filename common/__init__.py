@@ -11,7 +11,7 @@
 The exception trees (each drawn in full in its module and its package's docstring)::
 
     PorticoError            common.errors: InvalidObject, KubeError (Conflict, Gone, NotFound,
-    │                       Throttled, Refused > Forbidden, Invalid), LeadershipLost
+    │                       Throttled, Refused > Forbidden, Invalid)
     ├── IngressError        ingress.errors
     └── SpeakerError        speaker.errors
     (lb defines none: it raises common.errors)

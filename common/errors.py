@@ -15,7 +15,6 @@ these at the boundary that meets them (``common.kube.client`` for the API server
     │   └── Refused               400/403/422: cannot succeed unchanged; never retried on a timer
     │       ├── Forbidden         403: RBAC or admission
     │       └── Invalid           400/422: schema, CEL rule, field validation
-    ├── LeadershipLost            the leader Lease is gone; the process must end
     ├── IngressError              ingress.errors (the ingress tier's tree)
     └── SpeakerError              speaker.errors (the speaker's tree)
 
@@ -92,6 +91,3 @@ class Forbidden(Refused):
 class Invalid(Refused):
     """422 or 400: the request body is invalid (schema, CEL rule, field validation)."""
 
-
-class LeadershipLost(PorticoError):
-    """This replica no longer holds the leader Lease; the process must end."""
