@@ -5,10 +5,19 @@ Services and EndpointSlices; Secrets are *not* listed cluster-wide: one informer
 referenced by a TLS section of one of our Ingresses (field selector ``metadata.name``), so
 the controller reads only what it serves and sees rotations at once.
 
-Every informer event marks the world dirty. The loop waits ``debounce_s`` of quiet (capped
-at ``max_delay_s`` after the first event) so that a burst (a Deployment rollout, ``kubectl
-apply`` of many objects) becomes one sync. A failed sync is retried with backoff; the loop
-owns retries, the Syncer only returns an outcome.
+Reconcile on the shared loop (``common.kube.loop``), with two keys:
+
+- ``SYNC``: every informer event adds it. The loop runs it after ``debounce_s`` of quiet
+  (capped at ``max_delay_s`` after the first event), so that a burst (a Deployment rollout,
+  ``kubectl apply`` of many objects) becomes one sync. The handler (``sync_once``) returns
+  an outcome; a failed sync is retried with the loop's backoff, which events do not cut
+  short (``hold_retries``: under endpoint churn a failing sync would otherwise be retried at
+  event rate).
+- ``HEALTH``: re-added every ``health_s``: checks that HAProxy is alive; a dead one is
+  restarted by the full apply of the sync it asks for.
+
+Status writes the API server refuses as such (400/403/422) are reported once and not retried
+(``common.kube.refusal``): the sync itself still succeeds.
 """
 
 from __future__ import annotations
@@ -22,11 +31,12 @@ import structlog
 
 from common.api.model import ObjectRef
 from common.errors import KubeError, Refused
-from common.kube.backoff import Backoff
+from common.kube.backoff import KeyedBackoff
 from common.kube.client import KubeClient
-from common.kube.clock import Clock, RealClock
+from common.kube.clock import Clock
 from common.kube.events import EventRecorder
 from common.kube.informer import Informer
+from common.kube.loop import ReconcileLoop
 from common.kube.refusal import RefusalMemo, fingerprint, report_refusal
 from common.kube.resources import (
     ENDPOINTSLICES,
@@ -36,6 +46,7 @@ from common.kube.resources import (
     SERVICES,
 )
 from common.kube.status import write_status
+from common.kube.workqueue import Outcome
 from ingress.core.model import Event
 from ingress.sync import Snapshot, Syncer, SyncResult, slices_by_service
 
@@ -44,7 +55,11 @@ Obj = Mapping[str, Any]
 
 DEBOUNCE_S = 0.05  # quiet time before a sync: one rollout step emits several events at once
 MAX_DELAY_S = 0.5  # upper bound of debouncing, so a steady event stream still syncs
-HEALTH_S = 2.0  # how often an idle loop checks that HAProxy is alive (restart in ~2 s)
+HEALTH_S = 2.0  # how often the loop checks that HAProxy is alive (restart in ~2 s)
+# Failed syncs: the first retry soon (a transient API or reload hiccup), then doubling up to
+# half a minute, so a sync that keeps failing costs little and still recovers unattended.
+RETRY_BASE_S, RETRY_CAP_S, RETRY_FLOOR_S = 0.2, 30.0, 0.05
+SYNC, HEALTH = "sync", "health"  # the loop's keys (see the module docstring)
 
 
 class IngressController:
@@ -58,12 +73,13 @@ class IngressController:
         self.recorder = recorder
         self.publish = publish_service
         self.namespace = namespace
-        self.clock: Clock = clock or RealClock()
-        self.debounce_s = debounce_s
-        self.max_delay_s = max_delay_s
-        self.health_s = health_s
-        self._dirty = threading.Event()  # set: a sync is due
-        self._stop = threading.Event()
+        self.health_s = health_s  # read when run() starts (tests shorten it)
+        self.loop: ReconcileLoop[str] = ReconcileLoop(
+            "ingress", self.handle, clock=clock, debounce=debounce_s, max_delay=max_delay_s,
+            hold_retries=True,
+            backoff=KeyedBackoff(base=RETRY_BASE_S, cap=RETRY_CAP_S, floor=RETRY_FLOOR_S),
+            events=recorder)
+        self.clock: Clock = self.loop.clock
         self._lock = threading.Lock()
         self.informers = {
             "ingresses": Informer(client, INGRESSES, namespace, self._on_event),
@@ -80,17 +96,16 @@ class IngressController:
         self.last_result: SyncResult | None = None
         self.syncs = 0
         self.ready = threading.Event()
-        self.backoff = Backoff(base=0.2, cap=30.0)
         # Ingress status writes the API server refused as such (400/403/422), by Ingress:
         # not sent again until the Ingress or the published addresses change.
         self._status_refused: RefusalMemo[tuple[str, str]] = RefusalMemo()
 
     # -- informer plumbing --------------------------------------------------------------
     def _on_event(self, _type: str, _obj: Obj) -> None:
-        self._dirty.set()
+        self.loop.add(SYNC)
 
     def request_sync(self) -> None:
-        self._dirty.set()
+        self.loop.add(SYNC)
 
     def start(self, sync_timeout: float = 60.0) -> None:
         # The initial lists build tens of thousands of long-lived, acyclic objects (decoded
@@ -111,8 +126,7 @@ class IngressController:
                 gc.enable()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._dirty.set()
+        self.loop.stop()
         for inf in [*self.informers.values(), *self.secret_informers.values()]:
             try:
                 inf.stop()
@@ -152,38 +166,28 @@ class IngressController:
 
     # -- loop -----------------------------------------------------------------------------
     def run(self) -> None:
-        while not self._stop.is_set():
-            if not self._dirty.wait(self.health_s):
-                # Quiet period: make sure HAProxy is still there (supervision); a dead
-                # process is restarted by a full apply on the next sync.
-                if self.ready.is_set() and not self.syncer.plane.running():
-                    log.warning("haproxy_not_running", tail=self.syncer.plane.log_tail(300))
-                    self.syncer.applied = None
-                    self._dirty.set()
-                continue
-            if self._stop.is_set():
-                return
-            first = self.clock.monotonic()
-            # Debounce: wait for quiet, but never longer than max_delay_s.
-            while True:
-                self._dirty.clear()
-                if self.clock.wait(self._stop, self.debounce_s):
-                    return
-                if not self._dirty.is_set() or (
-                    self.clock.monotonic() - first >= self.max_delay_s
-                ):
-                    break
-            self._dirty.clear()
-            if not self.sync_once():
-                delay = self.backoff.next()
-                log.warning("sync_retry", delay=round(delay, 2))
-                if self.clock.wait(self._stop, delay):
-                    return
-                self._dirty.set()
-            else:
-                self.backoff.reset()
+        """Process the loop's keys in this thread until ``stop()``."""
+        self.loop.add_after(HEALTH, self.health_s)
+        self.loop.run()
 
-    def sync_once(self) -> bool:
+    def handle(self, key: str) -> Outcome:
+        """The loop's handler."""
+        if key == HEALTH:
+            return self.check_health()
+        return self.sync_once()
+
+    def check_health(self) -> Outcome:
+        try:
+            # Supervision: a dead HAProxy is restarted by a full apply on the next sync.
+            if self.ready.is_set() and not self.syncer.plane.running():
+                log.warning("haproxy_not_running", tail=self.syncer.plane.log_tail(300))
+                self.syncer.applied = None
+                self.loop.add(SYNC)
+        finally:
+            self.loop.add_after(HEALTH, self.health_s)  # periodic, whatever happened
+        return Outcome.DONE
+
+    def sync_once(self) -> Outcome:
         with self._lock:
             snap = self.snapshot()
             result = self.syncer.sync(snap)
@@ -200,10 +204,10 @@ class IngressController:
                 self._write_status(snap, result)
             if result.error:
                 log.warning("sync_failed", error=result.error)
-                return False
+                return Outcome.RETRY
             log.info("synced", reloaded=result.reloaded, runtime=result.runtime_commands,
                      certs=result.cert_updates)
-            return True
+            return Outcome.DONE
 
     def _object(self, ref: ObjectRef, snap: Snapshot) -> Obj | None:
         key = (ref.namespace or "", ref.name)

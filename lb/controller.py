@@ -50,10 +50,11 @@ from common.kube.client import KubeClient
 from common.kube.clock import Clock, RealClock
 from common.kube.events import EventRecorder
 from common.kube.informer import Informer
+from common.kube.loop import ReconcileLoop
 from common.kube.refusal import REFUSED_WRITES, report_refusal
 from common.kube.resources import IPADDRESSPOOLS, NAMESPACES, SERVICES, Resource
 from common.kube.status import merge_diff
-from common.kube.workqueue import Outcome, WorkQueue, run_workers
+from common.kube.workqueue import Outcome, WorkQueue
 from lb import metrics
 from lb.core.allocator import Allocation, Allocator, Pending
 from lb.core.status import (
@@ -116,7 +117,12 @@ class Controller:
         self.clock: Clock = clock or RealClock()
         self.events = events or EventRecorder(kube, "portico-controller", clock=self.clock)
         self.allocator = Allocator()
-        self.queue: WorkQueue[str] = WorkQueue("controller", clock=self.clock)
+        # The one reconcile loop every component runs (common.kube.loop); the controller's
+        # keys are per object, so no debounce: a key queued twice is merged anyway.
+        self.loop: ReconcileLoop[str] = ReconcileLoop("controller", self.handle,
+                                                      clock=self.clock,
+                                                      reprocess_all=self._all_keys)
+        self.queue: WorkQueue[str] = self.loop.queue
         def informer(res: Resource, handler: Callable[[str, Obj], None]) -> Informer:
             return Informer(kube, res, on_event=handler, clock=self.clock,
                             backoff=backoff() if backoff else None)
@@ -143,14 +149,13 @@ class Controller:
                 raise KubeError(f"informer {inf.name} did not sync")
         self._apply_pools()
         self._rebuild()
-        self._workers = run_workers(self.queue, self.handle, workers=self.workers,
-                                    reprocess_all=self._all_keys)
+        self._workers = self.loop.start(self.workers)
         self._ready.set()
         log.info("controller_started", services=len(self.services.store),
                  pools=len(self._good_pools))
 
     def stop(self) -> None:
-        self.queue.shutdown()
+        self.loop.stop(timeout=0)  # take no more keys; the workers end on their own
         for inf in (self.services, self.pools, self.namespaces):
             inf.stop()
 

@@ -1,9 +1,11 @@
 """``portico speaker``: informers -> debounced ClusterSnapshot -> announcers (L2, BGP).
 
-Runs on every node (DaemonSet, host network). The informer threads only mark the state dirty;
-this loop rebuilds one snapshot after a short quiet period (``DEBOUNCE``, capped by
-``DEBOUNCE_MAX`` under a steady stream of events) and hands it to every announcer. Liveness
-changes do not go through this loop: the layer-2 announcer replans on them directly.
+Runs on every node (DaemonSet, host network). Owns the speaker's reconcile: every informer
+event adds the one key ``SNAPSHOT`` to the shared reconcile loop (``common.kube.loop``), which
+runs the handler after a short quiet period (``DEBOUNCE``, capped by ``DEBOUNCE_MAX`` under a
+steady stream of events) and retries it with backoff when an announcer failed; the handler
+rebuilds one ClusterSnapshot from the informers' stores and hands it to every announcer.
+Liveness changes do not go through this loop: the layer-2 announcer replans on them directly.
 
 SIGTERM/SIGINT: each announcer stops gracefully (L2 hands its VIPs over, BGP withdraws),
 then the process exits 0.
@@ -12,7 +14,6 @@ then the process exits 0.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import signal
 import sys
@@ -21,13 +22,16 @@ import time
 from typing import Any
 
 from common import logs
-from common.cli import add_common_arguments
+from common.cli import add_common_arguments, new_parser
 from common.kube import resources as R
 from common.kube.client import KubeClient
+from common.kube.clock import Clock
 from common.kube.events import EventRecorder
 from common.kube.informer import Informer
+from common.kube.loop import ReconcileLoop
 from common.kube.serve import start_http_server
 from common.kube.status import find_condition
+from common.kube.workqueue import Outcome
 from speaker.announcer import Announcer
 from speaker.core.build import build_snapshot
 from speaker.core.l2_report import CONDITION_TYPE
@@ -38,28 +42,63 @@ from speaker.secrets import PasswordSecrets
 DEBOUNCE = 0.02  # s of quiet before rebuilding: coalesces the bursts one change causes
 DEBOUNCE_MAX = 0.2  # s: never postpone a rebuild longer than this under constant churn
 SYNC_TIMEOUT = 60.0  # s to wait for informers at start before carrying on anyway
+# s a rebuild in progress at SIGTERM may take to finish before the announcers stop (a rebuild
+# of thousands of Services takes well under a second; the kubelet grants 30 s in all).
+STOP_TIMEOUT = 10.0
+SNAPSHOT = "snapshot"  # the loop's one key: the handler rebuilds everything from the stores
+
+
+DESCRIPTION = """\
+Announces the addresses (VIPs) of LoadBalancer Services from this node: answers ARP (IPv4)
+and NDP (IPv6) for the VIPs this node owns (layer 2), and advertises routes to BGP peers
+through an exabgp child process.
+
+Runs on every node (DaemonSet, host network). The speakers send each other UDP heartbeats to
+move a VIP off a failed node in well under a second; on SIGTERM a speaker hands its VIPs over
+and withdraws its BGP routes before it exits."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = new_parser("speaker", DESCRIPTION)
+    add_common_arguments(p, "0.0.0.0:7473")
+    p.add_argument("--node-name", default=os.environ.get("NODE_NAME"), metavar="NAME",
+                   help="name of the Node this speaker runs on; required (default: $NODE_NAME"
+                        + (", currently %(default)s)" if os.environ.get("NODE_NAME") else ")"))
+    p.add_argument("--lb-class", default=None, metavar="CLASS",
+                   help="also announce Services whose spec.loadBalancerClass is CLASS "
+                        "(default: only Services without a loadBalancerClass)")
+    p.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE", "portico-system"),
+                   help="the namespace Portico runs in: BGPPeer password Secrets are read "
+                        "from here and nowhere else (default: $POD_NAMESPACE, or "
+                        "portico-system when unset; currently %(default)s)")
+    p.add_argument("--liveness-port", type=int, default=7946, metavar="PORT",
+                   help="UDP port of the heartbeats between speakers; the same on every node")
+    p.add_argument("--liveness-interface", default=None, metavar="IFACE",
+                   help="interface carrying the node's InternalIP: no carrier there means "
+                        "this node is cut off and must not own VIPs (default: none; the node "
+                        "counts as cut off when no heartbeat can be sent)")
+    p.add_argument("--heartbeat-interval", type=float, default=DEFAULT_INTERVAL,
+                   metavar="SECONDS", help="time between two heartbeats to each other speaker")
+    p.add_argument("--liveness-timeout", type=float, default=DEFAULT_TIMEOUT,
+                   metavar="SECONDS",
+                   help="silence after which another speaker counts as dead and its VIPs move; "
+                        "keep it above the longest pause a node may have plus the interval")
+    p.add_argument("--interfaces", default="", metavar="IFACE,...",
+                   help="comma-separated interfaces layer 2 may answer on (default: all "
+                        "except loopback and container/overlay devices)")
+    p.add_argument("--exabgp", default=os.path.join(os.path.dirname(sys.executable), "exabgp"),
+                   metavar="PATH",
+                   help="the exabgp executable run as the BGP process (default: the one next "
+                        "to the Python interpreter, %(default)s)")
+    p.add_argument("--state-dir", default="/var/run/portico-speaker", metavar="DIR",
+                   help="directory for the BGP process's configuration file and API socket")
+    p.add_argument("--no-bgp", action="store_true",
+                   help="do not start the BGP announcer (layer 2 only)")
+    return p
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="portico speaker")
-    add_common_arguments(p, "0.0.0.0:7473")
-    p.add_argument("--node-name", default=os.environ.get("NODE_NAME"))
-    p.add_argument("--lb-class", default=None)
-    p.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE", "portico-system"),
-                   help="the namespace Portico runs in: BGPPeer password Secrets are read "
-                        "from here and nowhere else")
-    p.add_argument("--liveness-port", type=int, default=7946)
-    p.add_argument("--liveness-interface", default=None,
-                   help="interface carrying the node's InternalIP: no carrier there means "
-                        "this node is cut off and must not own VIPs")
-    p.add_argument("--heartbeat-interval", type=float, default=DEFAULT_INTERVAL)
-    p.add_argument("--liveness-timeout", type=float, default=DEFAULT_TIMEOUT)
-    p.add_argument("--interfaces", default="",
-                   help="comma-separated interfaces layer 2 may answer on (default: all "
-                        "except loopback and container/overlay devices)")
-    p.add_argument("--exabgp", default=os.path.join(os.path.dirname(sys.executable), "exabgp"))
-    p.add_argument("--state-dir", default="/var/run/portico-speaker")
-    p.add_argument("--no-bgp", action="store_true", help="do not start the BGP announcer")
+    p = build_parser()
     args = p.parse_args(argv)
     if not args.node_name:
         p.error("--node-name (or env NODE_NAME) is required")
@@ -73,17 +112,19 @@ class Speaker:
     RESOURCES = (R.SERVICES, R.ENDPOINTSLICES, R.NODES, R.IPADDRESSPOOLS,
                  R.L2ADVERTISEMENTS, R.BGPADVERTISEMENTS, R.BGPPEERS)
 
-    def __init__(self, args: argparse.Namespace, log: Any) -> None:
+    def __init__(self, args: argparse.Namespace, log: Any, clock: Clock | None = None) -> None:
         self.args = args
         self.log = log
         self.client = KubeClient.from_environment(kubeconfig=args.kubeconfig,
                                                   server=args.server)
         self.events = EventRecorder(self.client, "portico-speaker", host=args.node_name)
-        self.dirty = threading.Event()
         self.stopping = threading.Event()
+        self.loop: ReconcileLoop[str] = ReconcileLoop(
+            "speaker", self.reconcile, clock=clock, debounce=DEBOUNCE, max_delay=DEBOUNCE_MAX,
+            events=self.events)
+        self.rebuilds = 0  # for tests and debugging
         self.informers = {
-            res: Informer(self.client, res, on_event=lambda _t, _o: self.dirty.set())
-            for res in self.RESOURCES
+            res: Informer(self.client, res, on_event=self._on_event) for res in self.RESOURCES
         }
         self.secrets = PasswordSecrets(self.client, args.namespace, log)
         ifaces = frozenset(i for i in args.interfaces.split(",") if i) or None
@@ -93,6 +134,10 @@ class Speaker:
             LivenessConfig(interval=args.heartbeat_interval, timeout=args.liveness_timeout))
         self.announcers: list[Announcer] = [self.l2]
         self.bgp: Announcer | None = None
+
+    def _on_event(self, _type: str, _obj: dict[str, Any]) -> None:
+        # Informer threads only enqueue: the snapshot is rebuilt whole, so one key will do.
+        self.loop.add(SNAPSHOT)
 
     def lookup(self, res: Any, namespace: str | None, name: str) -> dict[str, Any] | None:
         inf = self.informers.get(res)
@@ -107,19 +152,31 @@ class Speaker:
         if self.args.no_bgp:
             return
         try:
-            mod = importlib.import_module("speaker.bgp.announcer")
-            cls = mod.BgpAnnouncer
-        except (ImportError, AttributeError) as exc:
+            # Imported here, by a plain statement the import contracts can see: a node
+            # with --no-bgp never loads the BGP side.
+            from speaker.bgp.announcer import BgpAnnouncer
+        except ImportError as exc:
             self.log.info("bgp_announcer_unavailable", error=str(exc))
             return
         try:
-            self.bgp = cls(self.args.node_name, self.client, self.events, self.args.exabgp,
+            self.bgp = BgpAnnouncer(self.args.node_name, self.client, self.events, self.args.exabgp,
                            self.args.state_dir)
             self.announcers.append(self.bgp)
         except Exception as exc:  # BGP trouble must not take layer 2 down
             self.log.error("bgp_announcer_failed", error=repr(exc))
 
-    def rebuild(self) -> None:
+    def reconcile(self, _key: str) -> Outcome:
+        """The loop's handler."""
+        if not self.synced():
+            # A snapshot of half-listed stores would withdraw what the missing objects
+            # announce; the informers' own events bring the key back too.
+            return Outcome.RETRY
+        return self.rebuild()
+
+    def rebuild(self) -> Outcome:
+        """Build the snapshot and hand it to every announcer; RETRY when one of them failed
+        (syncing an announcer again with the same snapshot is harmless)."""
+        self.rebuilds += 1
         st = {res: inf.store.list() for res, inf in self.informers.items()}
         secrets, secret_errors = self.secrets.read(st[R.BGPPEERS])
         result = build_snapshot(
@@ -136,12 +193,19 @@ class Speaker:
             if f"{o['metadata'].get('namespace', '')}/{o['metadata'].get('name', '')}"
             not in announced
             and find_condition((o.get("status") or {}).get("conditions"), CONDITION_TYPE)])
+        outcome = Outcome.DONE
         for a in self.announcers:
             try:
                 a.sync(result.snapshot)
             except Exception as exc:  # one announcer failing must not stop the other
                 self.log.error("announcer_sync_failed", announcer=type(a).__name__,
                                error=repr(exc))
+                outcome = Outcome.RETRY
+        return outcome
+
+    def stop(self) -> None:
+        """Ask ``run`` to stop (signal handlers call this: it only sets an Event)."""
+        self.stopping.set()
 
     def run(self) -> int:
         self.l2.start()
@@ -150,24 +214,14 @@ class Speaker:
         server = start_http_server(self.args.metrics_addr, self.synced)
         deadline = time.monotonic() + SYNC_TIMEOUT
         while not self.synced() and not self.stopping.is_set() and time.monotonic() < deadline:
-            time.sleep(0.02)
+            self.stopping.wait(0.02)
         self.log.info("informers_synced", synced=self.synced())
         self._start_bgp()
-        self.dirty.set()  # first snapshot even if no informer event arrived
-        while not self.stopping.is_set():
-            if not self.dirty.wait(1.0):
-                continue
-            first = time.monotonic()
-            # Debounce: wait for DEBOUNCE of quiet, at most DEBOUNCE_MAX in total.
-            while not self.stopping.is_set():
-                self.dirty.clear()
-                if not self.dirty.wait(DEBOUNCE) or time.monotonic() - first > DEBOUNCE_MAX:
-                    break
-            self.dirty.clear()
-            if self.stopping.is_set():
-                break
-            if self.synced():
-                self.rebuild()
+        self.loop.add(SNAPSHOT)  # first snapshot even if no informer event arrived
+        self.loop.start()
+        self.stopping.wait()
+        # The rebuild in hand finishes (no half-synced announcer), then no other starts.
+        self.loop.stop(STOP_TIMEOUT)
         self.log.info("stopping", graceful=True)
         for a in self.announcers:  # layer 2 first: its hand-over is the time-critical one
             try:
@@ -188,8 +242,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("signal", signal=signal.Signals(signum).name)
-        speaker.stopping.set()
-        speaker.dirty.set()
+        speaker.stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

@@ -1,11 +1,14 @@
 """Writes what the layer-2 announcer decided to the API, off the failover path.
 
-A single worker thread takes the latest state (older pending states are dropped: only the
-newest matters) and writes Service conditions, ownership Events and problem Events. API
-latency or errors therefore never delay an ARP takeover; failed writes are retried on the
-next state or after ``RETRY_AFTER`` seconds — except writes the API server refuses as such
-(400/403/422, ``common.kube.refusal``): those are reported once (Warning Event on the Service,
-log line, metric) and not sent again until the Service or the wanted condition changes.
+Runs on the shared reconcile loop (``common.kube.loop``) with one worker thread and one key:
+``submit`` stores the latest state (older pending states are dropped: only the newest
+matters) and adds the key; the handler writes Service conditions, ownership Events and
+problem Events. API latency or errors therefore never delay an ARP takeover. A failed write
+makes the handler return RETRY: the loop writes the newest state again with backoff (up to
+``RETRY_AFTER`` seconds) - except writes the API server refuses as such (400/403/422,
+``common.kube.refusal``): those are reported once (Warning Event on the Service, log line,
+metric), count as done, and are not sent again until the Service or the wanted condition
+changes.
 """
 
 from __future__ import annotations
@@ -19,11 +22,17 @@ from typing import Any
 from common.api.model import FieldProblem, IPAddress
 from common.errors import KubeError, Refused
 from common.kube import resources as R
+from common.kube.backoff import KeyedBackoff
+from common.kube.clock import Clock
+from common.kube.loop import ReconcileLoop
 from common.kube.refusal import RefusalMemo, fingerprint, report_refusal
 from common.kube.status import find_condition, remove_condition, set_condition
+from common.kube.workqueue import Outcome
 from speaker.core.l2_report import CONDITION_TYPE, ServiceCondition
 
-RETRY_AFTER = 5.0  # seconds before re-trying failed status writes without a new state
+RETRY_AFTER = 5.0  # s: longest wait before re-trying failed status writes without a new state
+RETRY_FIRST = 0.5  # s: first retry (an API hiccup); doubling up to RETRY_AFTER
+REPORT = "report"  # the loop's one key: the handler writes the newest state whole
 
 Lookup = Callable[[Any, str | None, str], dict[str, Any] | None]
 
@@ -44,37 +53,33 @@ class ReportState:
 
 
 class Reporter:
-    def __init__(self, client: Any, events: Any, lookup: Lookup, log: Any) -> None:
+    def __init__(self, client: Any, events: Any, lookup: Lookup, log: Any,
+                 clock: Clock | None = None) -> None:
         self.client = client
         self.events = events
         self.lookup = lookup
         self.log = log
-        self._cv = threading.Condition()
+        self._lock = threading.Lock()  # the pending state below (submit vs the worker)
         self._conditions: list[ServiceCondition] = []
         self._problems: list[tuple[str, str, FieldProblem]] = []
         self._clear: list[tuple[str, str]] = []
         self._gained: list[tuple[IPAddress, tuple[str, ...], str]] = []
         self._duplicates: list[tuple[IPAddress, tuple[str, ...], str]] = []
-        self._dirty = False
-        self._stop = False
         self._reported_problems: set[tuple[str, str, str, str]] = set()
         # Service condition writes refused as such, by (namespace, name): see module doc.
         self._refused: RefusalMemo[tuple[str, str]] = RefusalMemo()
-        self._thread: threading.Thread | None = None
+        self.loop: ReconcileLoop[str] = ReconcileLoop(
+            "l2-report", self._handle, clock=clock,
+            backoff=KeyedBackoff(base=RETRY_FIRST, cap=RETRY_AFTER, floor=RETRY_FIRST / 2))
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="l2-reporter", daemon=True)
-        self._thread.start()
+        self.loop.start()
 
     def stop(self) -> None:
-        with self._cv:
-            self._stop = True
-            self._cv.notify()
-        if self._thread is not None:
-            self._thread.join(3)
+        self.loop.stop(3)  # a write in flight may finish; a stuck API must not hold shutdown
 
     def submit(self, state: ReportState) -> None:
-        with self._cv:
+        with self._lock:
             if state.conditions is not None:
                 self._conditions = list(state.conditions)
             if state.problems is not None:
@@ -83,27 +88,16 @@ class Reporter:
                 self._clear = list(state.clear)
             self._gained += state.gained
             self._duplicates += state.duplicates
-            self._dirty = True
-            self._cv.notify()
+        self.loop.add(REPORT)
 
-    def _run(self) -> None:
-        while True:
-            with self._cv:
-                if not self._dirty and not self._stop:
-                    self._cv.wait(RETRY_AFTER)
-                if self._stop:
-                    return
-                retry = not self._dirty
-                self._dirty = False
-                state = ReportState(list(self._conditions), list(self._problems),
-                                    self._gained, self._duplicates, list(self._clear))
-                self._gained, self._duplicates = [], []
-            if retry and not state.conditions:
-                continue
-            try:
-                self._write(state)
-            except Exception as exc:  # never let the reporter thread die
-                self.log.error("l2_report_failed", error=repr(exc))
+    def _handle(self, _key: str) -> Outcome:
+        """The loop's handler: write the newest state; RETRY when a write failed (the retry
+        writes conditions again, not the one-off Events already sent)."""
+        with self._lock:
+            state = ReportState(list(self._conditions), list(self._problems),
+                                self._gained, self._duplicates, list(self._clear))
+            self._gained, self._duplicates = [], []
+        return Outcome.DONE if self._write(state) else Outcome.RETRY
 
     def _write(self, state: ReportState) -> bool:
         ok = True

@@ -16,4 +16,6 @@ model classes are never used (they validate and drop fields of CRDs and newer AP
     backoff    full-jitter exponential backoff (Backoff, KeyedBackoff)
     clock      Clock protocol, RealClock, RFC 3339 formatting (the fake clock is lab.fakeclock)
     refusal    400/403/422 answers: reported once (Event, metric), not retried until a change
+    loop       ReconcileLoop: the one reconcile loop of every component (a WorkQueue with
+               debounce, maximum delay, per-key back-off, give-up with a reason)
 """

@@ -5,11 +5,21 @@
   dirty and it is queued again when the worker calls done().
 - Rate-limited re-adds use per-key exponential backoff with full jitter, reset when the
   handler reports DONE (or GIVE_UP).
+- Optional debounce (``debounce``/``max_delay``, 0 by default: adds are ready at once): a key
+  is ready once ``debounce`` seconds passed without another add, but never later than
+  ``max_delay`` after the first add that is still pending, so a steady stream of events still
+  gets processed. Meant for keys that stand for a whole snapshot (speaker, ingress): a burst
+  of informer events (a rollout, ``kubectl apply`` of many objects) becomes one rebuild.
+- Optional ``hold_retries``: a key waiting for its rate-limited retry is not processed
+  earlier because it was added again; the retry reads the newest state anyway. For a
+  whole-snapshot key, unrelated churn would otherwise turn a failing handler's backoff into
+  a retry at event rate. Off by default (client-go: an add is processed without waiting).
 - Sections in take order (``in_turn``): several workers can run a critical section one at a
   time in exactly the order their keys were taken from the queue - the order one worker
   would have run them in - while the rest of their handlers runs in parallel.
 
-Handlers return an ``Outcome`` and never sleep or retry themselves (DESIGN.md habit 2).
+Handlers return an ``Outcome`` (or a ``GiveUp`` carrying what the user is told) and never
+sleep or retry themselves (DESIGN.md habit 2). All timing is on the injectable ``Clock``.
 """
 
 from __future__ import annotations
@@ -20,8 +30,9 @@ import heapq
 import itertools
 import threading
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Iterator
-from typing import Generic, TypeVar
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeAlias, TypeVar
 
 import structlog
 from prometheus_client import Counter, Gauge
@@ -48,6 +59,24 @@ class Outcome(enum.Enum):
     RETRY = "retry"  # transient failure: re-add with per-key backoff
     REPROCESS_ALL = "reprocess_all"  # e.g. a config change: re-queue every known key
     GIVE_UP = "give_up"  # permanent failure (already reported to the user): drop the key
+
+
+@dataclass(frozen=True, slots=True)
+class GiveUp:
+    """``Outcome.GIVE_UP`` with the reason the user is shown (DESIGN.md habit 9).
+
+    Retrying cannot help (the API server refuses the write as such, the object is invalid):
+    the loop drops the key and forgets its failures, logs ``reason``/``message``, counts it as
+    ``give_up`` and hands it to the ``on_give_up`` callback, which reports it (a Warning Event
+    on ``involved``, a status condition). The key's next add brings it back.
+    """
+
+    reason: str  # CamelCase, as Events and conditions spell reasons
+    message: str
+    involved: Mapping[str, Any] | None = None  # the object the Event belongs on, if any
+
+
+Result: TypeAlias = Outcome | GiveUp  # what a handler returns
 
 
 class _Turns:
@@ -101,16 +130,27 @@ class WorkQueue(Generic[K]):
         name: str = "default",
         clock: Clock | None = None,
         backoff: KeyedBackoff[K] | None = None,
+        debounce: float = 0.0,
+        max_delay: float | None = None,
+        hold_retries: bool = False,
     ) -> None:
+        if debounce < 0 or (max_delay is not None and max_delay < debounce):
+            raise ValueError("need debounce >= 0 and max_delay >= debounce")
         self.name = name
         self.clock: Clock = clock or RealClock()
         self.backoff: KeyedBackoff[K] = backoff or KeyedBackoff()
+        self.debounce = debounce
+        self.max_delay = max_delay
+        self.hold_retries = hold_retries
         self._cond = threading.Condition()
         self._queue: deque[K] = deque()
         self._dirty: set[K] = set()
         self._processing: set[K] = set()
         self._delayed: list[tuple[float, int, K]] = []  # heap of (due, seq, key)
-        self._due: dict[K, float] = {}  # earliest due time per delayed key
+        self._due: dict[K, float] = {}  # when a delayed key is due: min of the two below
+        self._after: dict[K, float] = {}  # earliest add_after / retry due time
+        self._quiet: dict[K, tuple[float, float]] = {}  # debounced add: (first add, due)
+        self._retrying: set[K] = set()  # re-add scheduled by add_rate_limited (hold_retries)
         self._seq = itertools.count()
         self._shutdown = False
         # Take order: every take gets the next ticket; done() finishes it (see in_turn).
@@ -121,8 +161,22 @@ class WorkQueue(Generic[K]):
     # ----- adding -------------------------------------------------------------------------
 
     def add(self, key: K) -> None:
+        """Something about ``key`` changed: process it (after the debounce, if configured)."""
         with self._cond:
-            self._add_locked(key)
+            if self._shutdown or key in self._dirty:
+                return  # queued already (or again once its worker is done): sees this change
+            if self.hold_retries and key in self._retrying:
+                return  # its retry is scheduled and will read the newest state
+            if self.debounce <= 0:
+                self._add_locked(key)
+                return
+            now = self.clock.monotonic()
+            first = self._quiet[key][0] if key in self._quiet else now
+            due = now + self.debounce
+            if self.max_delay is not None:
+                due = min(due, first + self.max_delay)
+            self._quiet[key] = (first, due)
+            self._schedule_locked(key)
 
     def _add_locked(self, key: K) -> None:
         if self._shutdown or key in self._dirty:
@@ -134,22 +188,53 @@ class WorkQueue(Generic[K]):
             self._cond.notify()
 
     def add_after(self, key: K, delay: float) -> None:
-        if delay <= 0:
-            self.add(key)
-            return
+        """Ready ``delay`` seconds from now (an earlier schedule wins); ``delay <= 0``: now,
+        without debounce (the caller chose the time)."""
         with self._cond:
-            if self._shutdown:
-                return
-            due = self.clock.monotonic() + delay
-            if key in self._due and self._due[key] <= due:
-                return  # an earlier wake-up is already scheduled
-            self._due[key] = due
-            heapq.heappush(self._delayed, (due, next(self._seq), key))
-            self._cond.notify()
+            self._add_after_locked(key, delay)
+
+    def _add_after_locked(self, key: K, delay: float) -> None:
+        if delay <= 0:
+            self._add_locked(key)
+            return
+        if self._shutdown:
+            return
+        due = self.clock.monotonic() + delay
+        if key in self._after and self._after[key] <= due:
+            return  # an earlier wake-up is already scheduled
+        self._after[key] = due
+        self._schedule_locked(key)
+
+    def _schedule_locked(self, key: K) -> None:
+        """Keep the heap entry of ``key`` at the earlier of its add_after and debounce times
+        (stale heap entries are skipped when they surface)."""
+        times = [t for t in (self._after.get(key),
+                             self._quiet[key][1] if key in self._quiet else None)
+                 if t is not None]
+        if not times:
+            self._due.pop(key, None)
+            return
+        due = min(times)
+        if self._due.get(key) == due:
+            return
+        self._due[key] = due
+        heapq.heappush(self._delayed, (due, next(self._seq), key))
+        self._cond.notify()
 
     def add_rate_limited(self, key: K) -> float:
         delay = self.backoff.next(key)
-        self.add_after(key, delay)
+        with self._cond:
+            if self.hold_retries:
+                # The retry is the next run: an add that arrived while the handler ran (a
+                # pending debounce, or a re-queue when its worker is done) must not jump it.
+                self._quiet.pop(key, None)
+                if key in self._processing:
+                    self._dirty.discard(key)
+                if delay > 0:  # (a 0 delay queues it now: no retry left to wait for)
+                    self._retrying.add(key)
+            self._add_after_locked(key, delay)
+            if self.hold_retries:
+                self._schedule_locked(key)
         return delay
 
     def forget(self, key: K) -> None:
@@ -172,7 +257,14 @@ class WorkQueue(Generic[K]):
                 return due
             heapq.heappop(self._delayed)
             del self._due[key]
+            # Only what is due fires: a later add_after (a periodic check) stays scheduled.
+            if key in self._after and self._after[key] <= now:
+                del self._after[key]
+                self._retrying.discard(key)
+            if key in self._quiet and self._quiet[key][1] <= now:
+                del self._quiet[key]
             self._add_locked(key)
+            self._schedule_locked(key)
         return None
 
     def try_get(self) -> K | None:
@@ -283,25 +375,35 @@ class WorkQueue(Generic[K]):
 
 def process_one(
     queue: WorkQueue[K],
-    handler: Callable[[K], Outcome],
+    handler: Callable[[K], Result],
     reprocess_all: Callable[[], Iterable[K]] | None = None,
     timeout: float | None = None,
     block: bool = True,
+    on_give_up: Callable[[K, GiveUp], None] | None = None,
 ) -> bool:
-    """Take one key, run the handler, apply its outcome. False when nothing was taken."""
+    """Take one key, run the handler, apply its outcome. False when nothing was taken.
+
+    ``on_give_up`` reports a ``GiveUp`` to the user (Event, condition); a plain
+    ``Outcome.GIVE_UP`` means the handler reported it already.
+    """
     key = queue.get(timeout) if block else queue.try_get()
     if key is None:
         return False
     try:
         try:
-            outcome = handler(key)
+            result: object = handler(key)
         except Exception:
             # A bug in a handler must not kill the worker or lose the key.
             log.exception("handler_crashed", queue=queue.name, key=str(key))
-            outcome = Outcome.RETRY
-        if not isinstance(outcome, Outcome):
+            result = Outcome.RETRY
+        gave_up = result if isinstance(result, GiveUp) else None
+        if gave_up is not None:
+            outcome = Outcome.GIVE_UP
+        elif isinstance(result, Outcome):
+            outcome = result
+        else:
             log.error("handler_bad_outcome", queue=queue.name, key=str(key),
-                      outcome=repr(outcome))
+                      outcome=repr(result))
             outcome = Outcome.RETRY
         OUTCOMES.labels(queue.name, outcome.value).inc()
         if outcome is Outcome.DONE:
@@ -314,9 +416,18 @@ def process_one(
             queue.forget(key)
             for k in reprocess_all() if reprocess_all else ():
                 queue.add(k)
-        else:
+        elif gave_up is None:  # plain GIVE_UP: the handler has told the user already
             queue.forget(key)
             log.warning("gave_up", queue=queue.name, key=str(key))
+        else:
+            queue.forget(key)
+            log.warning("gave_up", queue=queue.name, key=str(key), reason=gave_up.reason,
+                        message=gave_up.message)
+            if on_give_up is not None:
+                try:
+                    on_give_up(key, gave_up)
+                except Exception:  # reporting must not kill the worker either
+                    log.exception("give_up_report_failed", queue=queue.name, key=str(key))
     finally:
         queue.done(key)
     return True
@@ -324,15 +435,16 @@ def process_one(
 
 def run_workers(
     queue: WorkQueue[K],
-    handler: Callable[[K], Outcome],
+    handler: Callable[[K], Result],
     workers: int = 1,
     reprocess_all: Callable[[], Iterable[K]] | None = None,
+    on_give_up: Callable[[K, GiveUp], None] | None = None,
 ) -> list[threading.Thread]:
     """Start ``workers`` daemon threads that process until ``queue.shutdown()``."""
 
     def loop() -> None:
         while not queue.is_shutdown:
-            process_one(queue, handler, reprocess_all, timeout=1.0)
+            process_one(queue, handler, reprocess_all, timeout=1.0, on_give_up=on_give_up)
 
     threads = [
         threading.Thread(target=loop, name=f"{queue.name}-worker-{i}", daemon=True)

@@ -6,6 +6,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +14,17 @@ import pytest
 
 from common.kube import resources as R
 from common.kube.client import KubeClient
+from common.kube.clock import Clock
 from common.kube.events import EventRecorder
-from ingress.controller import IngressController
+from ingress.controller import DEBOUNCE_S, IngressController
 from ingress.core.render import Settings
 from ingress.haproxy import DataPlane
 from ingress.haproxy_runtime import MasterClient
 from ingress.sync import Syncer
 from lab.emulator import Emulator
+from lab.fakeclock import FakeClock
 from lab.ingress_kit import (
     CLASS,
-    HAPROXY,
     Backends,
     endpoint_slice,
     free_port,
@@ -34,6 +36,7 @@ from lab.ingress_kit import (
     service,
     tls_secret,
 )
+from tests.ingress.conftest import need_haproxy
 
 VIP = "192.0.2.10"
 
@@ -62,10 +65,9 @@ class Cluster:
         return get(self.settings.http_port, host, target)
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    if HAPROXY is None:
-        pytest.skip("haproxy binary not installed")
+@contextmanager
+def make_cluster(tmp_path: Path, clock: Clock | None = None) -> Iterator[Cluster]:
+    need_haproxy()
     emu = Emulator(bookmark_interval=0.5).start()
     settings = Settings(http_port=free_port(), https_port=free_port(),
                         bind_addresses=("127.0.0.1",), run_dir=str(tmp_path / "s" / "run"),
@@ -74,13 +76,19 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     plane.prepare()
     client = KubeClient.from_environment(server=emu.url)
     ctl = IngressController(client, Syncer(plane, settings), EventRecorder(client, "ingress"),
-                            publish_service=("portico-system", "ingress"))
+                            publish_service=("portico-system", "ingress"), clock=clock)
     try:
         yield Cluster(emu, ctl, settings)
     finally:
         ctl.stop()
         plane.stop()
         emu.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    with make_cluster(tmp_path) as c:
+        yield c
 
 
 def _start(c: Cluster) -> threading.Thread:
@@ -148,29 +156,45 @@ def test_controller_end_to_end(cluster: Cluster, backends: Backends,
 
 
 @pytest.mark.lab
-def test_controller_debounces_bursts(cluster: Cluster, backends: Backends) -> None:
-    c = cluster
-    c.create(R.INGRESSCLASSES, dict(CLASS))
-    c.create(R.SERVICES, service("svc-a"))
-    c.create(R.ENDPOINTSLICES, endpoint_slice("svc-a", [("127.0.0.1", backends["A"].port)]))
-    _start(c)
-    wait_for(lambda: c.ctl.ready.is_set())
-    syncs = c.ctl.syncs
-    for i in range(30):  # a burst of 30 new Ingresses
-        c.create(R.INGRESSES, ingress(f"i{i}", [rule(f"h{i}.example.com",
-                                                      path("/", "Prefix", "svc-a"))]))
-    wait_for(lambda: c.http("h29.example.com").name == "A")
-    time.sleep(0.3)
-    assert c.ctl.syncs - syncs <= 5, "a burst must be coalesced into few syncs"
-    assert all(c.http(f"h{i}.example.com").name == "A" for i in range(30))
+def test_controller_debounces_bursts(tmp_path: Path, backends: Backends) -> None:
+    """On the fake clock: while it stands still no sync can start (the debounce never ends),
+    so the burst is counted exactly, not guessed after a sleep."""
+    clock = FakeClock()
+    with make_cluster(tmp_path, clock) as c:
+        # Handlers run in order, so once these saw an event the controller has queued it:
+        # the clock is advanced only after the events it is meant to cover.
+        seen: dict[str, list[str]] = {name: [] for name in c.ctl.informers}
+        for name, inf in c.ctl.informers.items():
+            inf.add_handler(lambda etype, _obj, name=name: seen[name].append(etype))
+        c.create(R.INGRESSCLASSES, dict(CLASS))
+        c.create(R.SERVICES, service("svc-a"))
+        c.create(R.ENDPOINTSLICES, endpoint_slice("svc-a",
+                                                  [("127.0.0.1", backends["A"].port)]))
+        _start(c)
+        wait_for(lambda: all(seen[n] for n in ("classes", "services", "slices")))
+        clock.advance(DEBOUNCE_S)
+        wait_for(lambda: c.ctl.ready.is_set())
+        wait_for(lambda: c.ctl.syncs == 1)
+        syncs = c.ctl.syncs
+        for i in range(30):  # a burst of 30 new Ingresses
+            c.create(R.INGRESSES, ingress(f"i{i}", [rule(f"h{i}.example.com",
+                                                          path("/", "Prefix", "svc-a"))]))
+        # Every event of the burst has reached the controller; the clock has not moved.
+        wait_for(lambda: seen["ingresses"].count("ADDED") == 30)
+        assert c.ctl.syncs == syncs
+        clock.advance(DEBOUNCE_S)
+        wait_for(lambda: c.ctl.syncs > syncs)
+        wait_for(lambda: c.http("h29.example.com").name == "A")
+        # No further sync can have started: that would take the fake clock to move again.
+        assert c.ctl.syncs - syncs == 1, "a burst must be coalesced into one sync"
+        assert all(c.http(f"h{i}.example.com").name == "A" for i in range(30))
 
 
 @pytest.mark.lab
 def test_cli_process_serves_reports_ready_and_stops(tmp_path: Path,
                                                     backends: Backends) -> None:
     """``portico ingress`` as a real process: serves, /readyz, metrics, clean SIGTERM."""
-    if HAPROXY is None:
-        pytest.skip("haproxy binary not installed")
+    need_haproxy()
     import subprocess
     import sys
     import urllib.request
