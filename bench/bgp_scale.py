@@ -7,7 +7,7 @@ Default: the issue's case (1,000 and 10,000 IPv4 VIPs), with 1 and with 2 speake
 Target: 10,000 in < 10 s.
 
 Topology: lab.frr.BgpLab (namespaces pb-*): one FRR bgpd/zebra router and one or two
-"speakers". Each speaker is a real process in its node namespace (tests/lab/bgp_runner.py:
+"speakers". Each speaker is a real process in its node namespace (lab/bgp_runner.py:
 the speaker's BgpAnnouncer, its exabgp child and the API relay, as in ``portico speaker``)
 fed a pickled ClusterSnapshot on SIGHUP; the informer side of the speaker is not part of this
 measurement. IPv4 VIPs come from the benchmarking range 198.18.0.0/15, IPv6 from
@@ -115,7 +115,7 @@ class Bench:
         log = open(self.work / f"speaker-{i}.log", "ab")  # noqa: SIM115 - the child keeps it
         self.procs[i] = subprocess.Popen(
             ["ip", "netns", "exec", self.lab.node(i), sys.executable, "-m",
-             "tests.lab.bgp_runner", f"n{i}", str(self.snap_path(i)), self.exabgp,
+             "lab.bgp_runner", f"n{i}", str(self.snap_path(i)), self.exabgp,
              str(self.work / f"state-{i}"), "warning"],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         log.close()
@@ -243,7 +243,7 @@ def main() -> None:
                     help="also print exabgp's CPU share over this many idle seconds")
     args = ap.parse_args()
     work = Path(args.work)
-    # read by tests/lab/bgp_runner.py (the speakers inherit this environment)
+    # read by lab/bgp_runner.py (the speakers inherit this environment)
     if args.nlri_per_command:
         os.environ["PORTICO_BENCH_NLRI_PER_COMMAND"] = str(args.nlri_per_command)
     if args.reactor_speed:

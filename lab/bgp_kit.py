@@ -23,7 +23,7 @@ from common.api.model import (
 )
 from speaker.core.snapshot import ClusterSnapshot, Endpoint, NodeInfo, SecretReadError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 # The namespace the hand-built snapshots say Portico runs in (password Secrets live there).
 PORTICO_NAMESPACE = "portico"
 EXABGP = str(REPO / ".venv" / "bin" / "exabgp")

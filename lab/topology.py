@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import importlib.util
 import ipaddress
 import os
 import secrets
@@ -107,7 +106,7 @@ class Lab:
     """Build with ``with Lab(nodes=3) as lab:``; everything is torn down on exit."""
 
     nodes_count: int = 3
-    start_controller: bool | None = None  # None: when lb.controller_main exists
+    start_controller: bool = True
     # The per-node test backend on :80 (says which node answered); the demo runs the
     # ingress tier on :80 instead.
     start_backends: bool = True
@@ -198,8 +197,6 @@ class Lab:
         if self.start_backends:
             for n in self.nodes:
                 self.start_backend(n.name)
-        if self.start_controller is None:
-            self.start_controller = importlib.util.find_spec("lb.controller_main") is not None
         if self.start_controller:
             self.start_controller_proc()
 

@@ -101,18 +101,15 @@ class Reporter:
 
     def _write(self, state: ReportState) -> bool:
         ok = True
-        for _vip, services, message in state.gained:
-            for key in services:
-                ns, name = key.split("/", 1)
-                obj = self.lookup(R.SERVICES, ns, name)
-                if obj is not None:
-                    self.events.normal(obj, "L2Announcing", message)
-        for _vip, services, message in state.duplicates:
-            for key in services:
-                ns, name = key.split("/", 1)
-                obj = self.lookup(R.SERVICES, ns, name)
-                if obj is not None:
-                    self.events.warning(obj, "DuplicateL2Announcement", message)
+        for notices, record, reason in ((state.gained, self.events.normal, "L2Announcing"),
+                                        (state.duplicates, self.events.warning,
+                                         "DuplicateL2Announcement")):
+            for _vip, services, message in notices:
+                for key in services:
+                    ns, name = key.split("/", 1)
+                    obj = self.lookup(R.SERVICES, ns, name)
+                    if obj is not None:
+                        record(obj, reason, message)
         current = set()
         for kind, name, p in state.problems or []:
             k = (kind, name, p.field, p.message)

@@ -25,7 +25,7 @@ def l2lab() -> Iterator[Lab]:
     reason = lab_skip_reason()
     if reason:
         pytest.skip(reason)
-    controller = {"0": False, "1": True}.get(os.environ.get("PORTICO_LAB_CONTROLLER", ""))
+    controller = os.environ.get("PORTICO_LAB_CONTROLLER", "1") != "0"
     with Lab(nodes_count=3, start_controller=controller) as lab:
         lab.add_pool("a4", ["192.0.2.192/27"])
         lab.add_pool("a6", ["2001:db8:a::1:0/112"])

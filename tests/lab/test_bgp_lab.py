@@ -1,7 +1,7 @@
 """BGP against a real FRR 8.4 bgpd in a router namespace (issue 4, "Must show").
 
 Topology (lab.frr.BgpLab, prefix "pb-"): nodes pb-n1/pb-n2 on a LAN with router pb-r; client
-pb-c behind the router. Each speaker is tests/lab/bgp_runner.py (one BgpAnnouncer in its own
+pb-c behind the router. Each speaker is lab/bgp_runner.py (one BgpAnnouncer in its own
 process inside its node namespace) fed hand-built ClusterSnapshots. Time bounds asserted here
 are functional properties only, asserted generously; bench/bgp_scale.py measures.
 """
@@ -63,7 +63,7 @@ class Speakers:
         log = open(self.tmp / f"speaker-{i}.log", "ab")  # noqa: SIM115 - child keeps it
         p = subprocess.Popen(
             ["ip", "netns", "exec", self.lab.node(i), sys.executable, "-m",
-             "tests.lab.bgp_runner", f"n{i}", str(self.snap_path(i)), EXABGP,
+             "lab.bgp_runner", f"n{i}", str(self.snap_path(i)), EXABGP,
              str(self.tmp / f"state-{i}")],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
         )

@@ -1,6 +1,6 @@
 """A minimal speaker stand-in for BGP lab tests: runs one BgpAnnouncer in its own process.
 
-Started inside a node namespace (``ip netns exec NS python -m tests.lab.bgp_runner ...``) so
+Started inside a node namespace (``ip netns exec NS python -m lab.bgp_runner ...``) so
 that SIGTERM / SIGKILL act on a real process, as they would on the speaker. The snapshot comes
 from a pickle file, re-read on SIGHUP. SIGTERM -> stop(graceful=True), exit 0.
 """
