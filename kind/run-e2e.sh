@@ -50,10 +50,21 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# Without Docker, kind cannot run at all: that is an environment without the engine, not a
+# failure of Portico. Say in one line what is missing and skip (exit 0), so CI systems without
+# Docker can call this unconditionally; the same e2e tests run on the lab cluster instead.
+missing=()
 for tool in docker kind kubectl helm; do
-  command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed (needed: docker kind kubectl helm)"
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
-docker info >/dev/null 2>&1 || die "docker info failed: no usable Docker engine"
+if [ ${#missing[@]} -gt 0 ]; then
+  printf '[run-e2e] skipped: not installed: %s\n' "${missing[*]}" >&2
+  exit 0
+fi
+if ! docker info >/dev/null 2>&1; then
+  printf '[run-e2e] skipped: docker is installed but no Docker engine answers (docker info)\n' >&2
+  exit 0
+fi
 
 python=python3
 if [ -x "$root/.venv/bin/python" ]; then
