@@ -57,9 +57,9 @@ from lab.bgp_kit import (
     pool,
     snapshot,
     svc,
-    wait_for,
 )
 from lab.frr import BgpLab, FrrRouter, RouterNeighbor, bgp_lab
+from lab.wait import wait_until
 from speaker.core.snapshot import ClusterSnapshot
 
 MAX_WAIT_S = 120.0  # bounded: a run that has not converged by then is reported as failed
@@ -126,7 +126,7 @@ class Bench:
         for i in range(1, self.speakers + 1):
             self.start_speaker(i)
         want = {n.address: "Established" for n in self.router.neighbors}
-        wait_for(lambda: self.router.neighbor_states() == want, 30, 0.1)
+        wait_until(lambda: self.router.neighbor_states() == want, 30, 0.1)
 
     def stop(self) -> None:
         for p in self.procs.values():
@@ -202,19 +202,19 @@ class Bench:
         one = self.snap([svc("one", ip)])
         self.push(one)
         self.signal_all()
-        wait_for(lambda: len(gws()) == self.speakers, 30)
+        wait_until(lambda: len(gws()) == self.speakers, 30)
         self.push(self.snap())
         t0 = time.monotonic()
         self.signal_all()
-        wait_for(lambda: not gws(), 30, 0.005)
+        wait_until(lambda: not gws(), 30, 0.005)
         delete = time.monotonic() - t0
         self.push(one)
         self.signal_all()
-        wait_for(lambda: len(gws()) == self.speakers, 30)
+        wait_until(lambda: len(gws()) == self.speakers, 30)
         t0 = time.monotonic()
         for p in self.procs.values():
             p.send_signal(signal.SIGTERM)
-        wait_for(lambda: not gws(), 30, 0.005)
+        wait_until(lambda: not gws(), 30, 0.005)
         term = time.monotonic() - t0
         for p in self.procs.values():
             p.wait(30)

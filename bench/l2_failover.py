@@ -39,7 +39,8 @@ from pathlib import Path
 
 from lab import netns
 from lab.failover import Prober, Trial, analyse, current_owner
-from lab.topology import Lab, wait_until
+from lab.topology import Lab
+from lab.wait import wait_until
 
 VIP = "192.0.2.210"
 SETTLE = 0.6  # s of steady probing before a fault

@@ -5,6 +5,9 @@
                   CLI, a TCP relay for cutting connections
     topology      Lab: network namespaces as nodes, a router and a client; starts the
                   components against the control plane
+    nodeagent     the kubelet stand-in: one per node namespace, registers the Node, renews
+                  its Lease, runs the pods bound to it as processes (``labkit``: what a Lab
+                  calls to start agents and route pod CIDRs)
     netns, probe, backend, frr, failover, demo
                   namespace plumbing, probes, HTTP backends, the FRR router, failover runs,
                   the README demo (``python -m lab.demo``)

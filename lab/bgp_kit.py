@@ -21,6 +21,7 @@ from common.api.model import (
     Pool,
     SecretKeyRef,
 )
+from lab.wait import wait_until
 from speaker.core.snapshot import ClusterSnapshot, Endpoint, NodeInfo, SecretReadError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,21 +128,9 @@ def exabgp_wrapper(ns: str, directory: Path) -> str:
     return str(path)
 
 
-def wait_for(cond: Callable[[], Any], timeout: float, interval: float = 0.02) -> Any:
-    """Poll until cond() is truthy (returns it) or raise AssertionError after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
-
-
 def measure(cond: Callable[[], Any], timeout: float, interval: float = 0.01) -> float:
     t0 = time.monotonic()
-    wait_for(cond, timeout, interval)
+    wait_until(cond, timeout, interval)
     return time.monotonic() - t0
 
 

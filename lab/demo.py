@@ -34,7 +34,8 @@ import yaml
 from lab import netns
 from lab.controlplane.cluster import ControlPlane, running
 from lab.failover import INTERVAL, Prober, analyse, current_owner
-from lab.topology import MGMT4, REPO, SPEAKER_NAMESPACE, Lab, wait_until
+from lab.topology import MGMT4, REPO, SPEAKER_NAMESPACE, Lab
+from lab.wait import wait_until
 
 EXAMPLES = REPO / "examples"
 HOSTS = ("a.demo.example", "b.demo.example")

@@ -24,7 +24,8 @@ import time
 from dataclasses import dataclass, field
 
 from lab import netns
-from lab.topology import PROBE_MAC, Lab, wait_until
+from lab.topology import PROBE_MAC, Lab
+from lab.wait import wait_until
 
 INTERVAL = 0.01  # 100 Hz probes
 ICMP_ID = os.getpid() & 0xFFFF

@@ -44,7 +44,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +52,7 @@ from typing import Any
 from lab import netns
 from lab.controlplane.store import ApiStore
 from lab.netns import LabError
+from lab.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 PREFIX = "pl-"
@@ -122,6 +122,11 @@ class Lab:
     kubeconfigs: dict[str, Path] = field(default_factory=dict)
     # Controller leader election on a Lease in SPEAKER_NAMESPACE (off: one replica, no Lease).
     leader_elect: bool = False
+    # Real control plane only: a node agent (lab.nodeagent) in every node namespace registers
+    # the Node, renews its Lease and runs the pods bound to it; the Lab then creates no Nodes
+    # and runs no lease heartbeat of its own. Extra agent flags in node_agent_args.
+    node_agents: bool = False
+    node_agent_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         t = f"{PREFIX}{self.tag}"
@@ -335,7 +340,8 @@ class Lab:
             return
         self._torn_down = True
         for name in list(self.procs):
-            self.stop_proc(name, signal.SIGTERM, wait=3.0)
+            # A node agent stops its containers first (SIGTERM, 2 s, SIGKILL): give it time.
+            self.stop_proc(name, signal.SIGTERM, wait=10.0 if name.startswith("agent-") else 3.0)
         for fn in reversed(self.cleanups):
             with contextlib.suppress(Exception):
                 fn()
@@ -448,10 +454,14 @@ class Lab:
             self.python, "-m", "portico", "controller", *self.api_args("controller"),
             *election, "--metrics-addr", f"{MGMT4}.1:7472", "--log-level", "info"])
 
-    def cut_link(self, node: str, up: bool = False) -> None:
+    def cut_link(self, node: str, up: bool = False, mgmt: bool = False) -> None:
         """Unplug (or re-plug) the node's segment-A cable at the switch: the node sees no
-        carrier, like a dead NIC or a pulled cable."""
+        carrier, like a dead NIC or a pulled cable. ``mgmt``: its management cable too, the
+        path of its node agent to the API server — a node that died, as the node lifecycle
+        controller sees it (on a real node both share the NIC)."""
         netns.link_set(self.sw, f"pl-a{self.node(node).index}", up)
+        if mgmt:
+            netns.link_set(self.api, f"pl-m{self.node(node).index}", up)
 
     # --- cluster objects ---------------------------------------------------------------------
 
@@ -484,6 +494,9 @@ class Lab:
 
         store: _RecordingStore = self._store
         store.ensure(R.NAMESPACES, {"metadata": {"name": SPEAKER_NAMESPACE}})
+        if self.node_agents:
+            self._start_node_agents()
+            return
         for n in self.nodes:
             node = self._node_object(n)
             node["status"]["conditions"][0].update(
@@ -494,6 +507,34 @@ class Lab:
                                     "spec": self._node_lease_spec(n.name)})
         threading.Thread(target=self._heartbeat, name=f"lab-{self.tag}-node-leases",
                          daemon=True).start()
+
+    def _start_node_agents(self) -> None:
+        """Pod routes between the nodes, then one agent per node; returns once every Node is
+        Ready by its agent. The agents' Nodes are deleted at teardown (they outlive a
+        kubelet, not a lab)."""
+        from common.kube import resources as R
+        from lab.nodeagent import labkit
+
+        labkit.route_pods(self)
+        for n in self.nodes:
+            labkit.start_agent(self, n.name, *self.node_agent_args)
+
+        def ready(node: str) -> bool:
+            obj = self.store.get(R.NODES, node) or {}
+            return any(c.get("type") == "Ready" and c.get("status") == "True"
+                       and c.get("reason") == "KubeletReady"
+                       for c in (obj.get("status") or {}).get("conditions") or [])
+
+        self.cleanups.append(self._delete_agent_nodes)
+        wait_until(lambda: all(ready(n.name) for n in self.nodes), 60, interval=0.1,
+                   what="every node Ready by its agent")
+
+    def _delete_agent_nodes(self) -> None:
+        from common.kube import resources as R
+
+        for n in self.nodes:
+            with contextlib.suppress(Exception):
+                self.store.delete(R.NODES, n.name)
 
     @staticmethod
     def _node_lease_spec(node: str) -> dict[str, Any]:
@@ -685,19 +726,6 @@ def _rfc3339(micro: bool = False) -> str:
 
     fmt = "%Y-%m-%dT%H:%M:%S.%fZ" if micro else "%Y-%m-%dT%H:%M:%SZ"
     return datetime.now(UTC).strftime(fmt)
-
-
-def wait_until(pred: Callable[[], Any], timeout: float, interval: float = 0.05,
-               what: str = "condition") -> Any:
-    """Poll ``pred`` until truthy; raise AssertionError naming ``what`` on timeout."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
 
 
 @contextlib.contextmanager

@@ -398,9 +398,16 @@ class KubeClient:
 
     def create(
         self, res: Resource, body: Obj, namespace: str | None = None,
-        timeout: float | None = None,
+        timeout: float | None = None, name: str | None = None,
+        subresource: str | None = None,
     ) -> Obj:
+        """POST a new object; with ``name`` and ``subresource``, POST to that subresource
+        (e.g. serviceaccounts/NAME/token: ``body`` is then the subresource's own kind, and
+        the answer is returned as it is)."""
         ns = _ns(res, namespace if namespace is not None else _body_ns(body))
+        if subresource is not None:
+            return self._json("POST", res, res.api_path(ns, name, subresource), body=body,
+                              read_timeout=timeout)
         return _typed(res, self._json("POST", res, res.api_path(ns), body=_with_type(res, body),
                                       read_timeout=timeout))
 
@@ -429,11 +436,20 @@ class KubeClient:
     def delete(
         self, res: Resource, name: str, namespace: str | None = None,
         resource_version: str | None = None, timeout: float | None = None,
+        uid: str | None = None, grace_period_seconds: int | None = None,
     ) -> None:
+        """DELETE, optionally only if the object still has ``resource_version`` / ``uid``,
+        and with a grace period (0: at once, what a kubelet does once a pod's containers
+        are gone)."""
         body: Obj | None = None
-        if resource_version:
-            body = {"kind": "DeleteOptions", "apiVersion": "v1",
-                    "preconditions": {"resourceVersion": resource_version}}
+        preconditions = {k: v for k, v in (("resourceVersion", resource_version),
+                                           ("uid", uid)) if v}
+        if preconditions or grace_period_seconds is not None:
+            body = {"kind": "DeleteOptions", "apiVersion": "v1"}
+            if preconditions:
+                body["preconditions"] = preconditions
+            if grace_period_seconds is not None:
+                body["gracePeriodSeconds"] = grace_period_seconds
         self._request("DELETE", res, res.api_path(_ns(res, namespace), name), body=body,
                       read_timeout=timeout)
 

@@ -129,6 +129,9 @@ class ControlPlane:
     extra_sans: tuple[str, ...] = ()
     keep_logs: bool = False
     apiserver_args: tuple[str, ...] = ()
+    # e.g. ("--node-monitor-grace-period=4s", "--node-monitor-period=1s"): the node lifecycle
+    # controller gives up on a silent node in seconds (tests of node agents).
+    controller_manager_args: tuple[str, ...] = ()
     run_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="portico-cp-")))
     procs: dict[str, Proc] = field(default_factory=dict)
 
@@ -206,6 +209,7 @@ class ControlPlane:
                 f"--root-ca-file={self.ca.cert_path}",
                 "--use-service-account-credentials=true",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
+                *self.controller_manager_args,
             ]
         if name == "kube-scheduler":
             return self._client_component(name)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -36,18 +35,10 @@ from lab.ingress_kit import (
     service,
     tls_secret,
 )
+from lab.wait import wait_until
 from tests.ingress.conftest import need_haproxy
 
 VIP = "192.0.2.10"
-
-
-def wait_for(pred: Callable[[], bool], timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not reached in time")
 
 
 class Cluster:
@@ -120,16 +111,16 @@ def test_controller_end_to_end(cluster: Cluster, backends: Backends,
                                   cls="other"))
     c.create(R.INGRESSES, ingress("bad", [rule("bad host", path("/", "Prefix", "svc-a"))]))
     _start(c)
-    wait_for(lambda: c.ctl.ready.is_set())
+    wait_until(lambda: c.ctl.ready.is_set())
     r = get(c.settings.https_port, "one.example.com", "/", https=True, sni="one.example.com")
     assert r.name == "A" and r.peer_cert == der
     # Status: our Ingresses get the VIP, the other class's never does.
-    wait_for(lambda: (c.emu.store.get(R.INGRESSES, "ours", "default") or {}).get(
+    wait_until(lambda: (c.emu.store.get(R.INGRESSES, "ours", "default") or {}).get(
         "status", {}).get("loadBalancer", {}).get("ingress") == [{"ip": VIP}])
     theirs = c.emu.store.get(R.INGRESSES, "theirs", "default")
     assert theirs is not None and not (theirs.get("status") or {}).get("loadBalancer")
     # The invalid Ingress is reported with an Event naming the field.
-    wait_for(lambda: any("spec.rules[0].host" in e.get("message", "")
+    wait_until(lambda: any("spec.rules[0].host" in e.get("message", "")
                          for e in c.events("bad")))
     # Only the referenced Secret was read (by name), never a cluster-wide Secret list.
     secret_paths = [t for (_verb, t, _code) in list(c.emu.log) if "/secrets" in t]
@@ -141,7 +132,7 @@ def test_controller_end_to_end(cluster: Cluster, backends: Backends,
     before = master.show_proc()
     c.emu.store.update(R.ENDPOINTSLICES, endpoint_slice(
         "svc-a", [("127.0.0.1", backends["B"].port)]))
-    wait_for(lambda: get(c.settings.https_port, "one.example.com", "/", https=True,
+    wait_until(lambda: get(c.settings.https_port, "one.example.com", "/", https=True,
                          sni="one.example.com").name == "B")
     after = master.show_proc()
     assert (after.master_pid, after.reloads) == (before.master_pid, before.reloads)
@@ -151,7 +142,7 @@ def test_controller_end_to_end(cluster: Cluster, backends: Backends,
     assert lb_svc2 is not None
     lb_svc2["status"] = {"loadBalancer": {"ingress": [{"ip": "192.0.2.11"}]}}
     c.emu.store.update(R.SERVICES, lb_svc2)
-    wait_for(lambda: (c.emu.store.get(R.INGRESSES, "ours", "default") or {}).get(
+    wait_until(lambda: (c.emu.store.get(R.INGRESSES, "ours", "default") or {}).get(
         "status", {}).get("loadBalancer", {}).get("ingress") == [{"ip": "192.0.2.11"}])
 
 
@@ -171,20 +162,20 @@ def test_controller_debounces_bursts(tmp_path: Path, backends: Backends) -> None
         c.create(R.ENDPOINTSLICES, endpoint_slice("svc-a",
                                                   [("127.0.0.1", backends["A"].port)]))
         _start(c)
-        wait_for(lambda: all(seen[n] for n in ("classes", "services", "slices")))
+        wait_until(lambda: all(seen[n] for n in ("classes", "services", "slices")))
         clock.advance(DEBOUNCE_S)
-        wait_for(lambda: c.ctl.ready.is_set())
-        wait_for(lambda: c.ctl.syncs == 1)
+        wait_until(lambda: c.ctl.ready.is_set())
+        wait_until(lambda: c.ctl.syncs == 1)
         syncs = c.ctl.syncs
         for i in range(30):  # a burst of 30 new Ingresses
             c.create(R.INGRESSES, ingress(f"i{i}", [rule(f"h{i}.example.com",
                                                           path("/", "Prefix", "svc-a"))]))
         # Every event of the burst has reached the controller; the clock has not moved.
-        wait_for(lambda: seen["ingresses"].count("ADDED") == 30)
+        wait_until(lambda: seen["ingresses"].count("ADDED") == 30)
         assert c.ctl.syncs == syncs
         clock.advance(DEBOUNCE_S)
-        wait_for(lambda: c.ctl.syncs > syncs)
-        wait_for(lambda: c.http("h29.example.com").name == "A")
+        wait_until(lambda: c.ctl.syncs > syncs)
+        wait_until(lambda: c.http("h29.example.com").name == "A")
         # No further sync can have started: that would take the fake clock to move again.
         assert c.ctl.syncs - syncs == 1, "a burst must be coalesced into one sync"
         assert all(c.http(f"h{i}.example.com").name == "A" for i in range(30))
@@ -231,8 +222,8 @@ def test_cli_process_serves_reports_ready_and_stops(tmp_path: Path,
             except OSError:
                 return False
 
-        wait_for(serving, 30)
-        wait_for(ready, 10)
+        wait_until(serving, 30)
+        wait_until(ready, 10)
         text = urllib.request.urlopen(f"http://{metrics}/metrics", timeout=5).read().decode()
         assert "portico_ingress_reloads_total 1.0" in text
         info = MasterClient(str(tmp_path / "state" / "run" / "master.sock")).show_proc()
@@ -259,7 +250,7 @@ def test_controller_restarts_a_dead_haproxy(cluster: Cluster, backends: Backends
     c.create(R.ENDPOINTSLICES, endpoint_slice("svc-a", [("127.0.0.1", backends["A"].port)]))
     c.create(R.INGRESSES, ingress("i", [rule("h.example.com", path("/", "Prefix", "svc-a"))]))
     _start(c)
-    wait_for(lambda: c.ctl.ready.is_set())
+    wait_until(lambda: c.ctl.ready.is_set())
     plane = c.ctl.syncer.plane
     assert plane.proc is not None
     old = plane.proc.pid
@@ -272,5 +263,5 @@ def test_controller_restarts_a_dead_haproxy(cluster: Cluster, backends: Backends
         except OSError:
             return False
 
-    wait_for(back, 15)
+    wait_until(back, 15)
     assert plane.proc is not None and plane.proc.pid != old

@@ -7,8 +7,7 @@ run against the API emulator; the Syncer is a stand-in (no HAProxy needed)."""
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,18 +22,10 @@ from ingress.sync import Snapshot, SyncResult
 from lab.emulator import Emulator
 from lab.fakeclock import FakeClock
 from lab.ingress_kit import CLASS, ingress, path, rule, service
+from lab.wait import wait_until
 
 VIP = "192.0.2.10"
 STATUS = r"/ingresses/web/status"
-
-
-def wait_for(pred: Callable[[], bool], timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(0.01)
-    raise AssertionError("condition not reached in time")
 
 
 class Plane:
@@ -93,7 +84,7 @@ class World:
             obj = self.emu.store.patch(R.INGRESSES, "web",
                                        {"metadata": {"labels": {"edit": str(i)}}}, "default")
         rv = obj["metadata"]["resourceVersion"]
-        wait_for(lambda: rv in self.seen)
+        wait_until(lambda: rv in self.seen)
 
 
 @pytest.fixture
@@ -113,7 +104,7 @@ def world() -> Iterator[World]:
     w = World(emu, ctl, syncer, clock)
     ctl.start(sync_timeout=10)
     # The initial ADDED events (class, Service, Ingress) are queued before time moves.
-    wait_for(lambda: w.events == 3)
+    wait_until(lambda: w.events == 3)
     try:
         yield w
     finally:
@@ -161,20 +152,20 @@ def test_health_check_is_periodic_and_restarts_a_dead_haproxy(world: World) -> N
     t.start()
     w.ctl.request_sync()
     w.clock.advance(DEBOUNCE_S)
-    wait_for(lambda: w.ctl.syncs == 1)
-    wait_for(lambda: len(w.seen) == 2)  # our status write comes back as an event ...
+    wait_until(lambda: w.ctl.syncs == 1)
+    wait_until(lambda: len(w.seen) == 2)  # our status write comes back as an event ...
     w.clock.advance(DEBOUNCE_S)
-    wait_for(lambda: w.ctl.syncs == 2)  # ... and is synced (status unchanged: no more)
-    wait_for(lambda: any(k == HEALTH for _, k in w.ctl.loop.queue.delayed()))
+    wait_until(lambda: w.ctl.syncs == 2)  # ... and is synced (status unchanged: no more)
+    wait_until(lambda: any(k == HEALTH for _, k in w.ctl.loop.queue.delayed()))
     w.clock.advance(HEALTH_S)  # HAProxy alive: the check only schedules the next one
-    wait_for(lambda: [k for _, k in w.ctl.loop.queue.delayed()] == [HEALTH]
+    wait_until(lambda: [k for _, k in w.ctl.loop.queue.delayed()] == [HEALTH]
              and w.ctl.loop.queue.delayed()[0][0] > w.clock.monotonic())
     assert w.ctl.syncs == 2 and w.syncer.applied == "config"
     w.syncer.plane.alive = False
     w.clock.advance(HEALTH_S)
-    wait_for(lambda: w.syncer.applied is None)  # the next sync is a full apply
+    wait_until(lambda: w.syncer.applied is None)  # the next sync is a full apply
     w.clock.advance(DEBOUNCE_S)
-    wait_for(lambda: w.ctl.syncs == 3)
+    wait_until(lambda: w.ctl.syncs == 3)
     w.ctl.stop()
     t.join(5)
     assert not t.is_alive()

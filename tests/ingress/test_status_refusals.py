@@ -4,8 +4,7 @@ against the API emulator; no HAProxy is needed (only the status writer is exerci
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -19,18 +18,10 @@ from ingress.controller import IngressController
 from ingress.sync import SyncResult
 from lab.emulator import Emulator
 from lab.ingress_kit import CLASS, ingress, path, rule, service
+from lab.wait import wait_until
 
 VIP = "192.0.2.10"
 STATUS = r"/ingresses/web/status"
-
-
-def wait_for(pred: Callable[[], bool], timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not reached in time")
 
 
 @pytest.fixture
@@ -79,7 +70,7 @@ def test_refused_ingress_status_is_reported_once_and_retried_after_a_change(
     assert obj is not None
     old_rv = obj["metadata"]["resourceVersion"]
     emu.store.patch(R.INGRESSES, "web", {"metadata": {"labels": {"edited": "yes"}}}, "default")
-    wait_for(lambda: (c.informers["ingresses"].store.get("default", "web") or {})
+    wait_until(lambda: (c.informers["ingresses"].store.get("default", "web") or {})
              .get("metadata", {}).get("resourceVersion") != old_rv)
     emu.faults.clear()
     write(c)

@@ -29,9 +29,9 @@ from lab.bgp_kit import (
     pool,
     snapshot,
     svc,
-    wait_for,
 )
 from lab.frr import BgpLab, FrrRouter, RouterNeighbor, bgp_lab, ip, lab_available, nsexec
+from lab.wait import wait_until
 from speaker.core.snapshot import ClusterSnapshot, Endpoint
 
 pytestmark = [
@@ -156,10 +156,10 @@ def test_router_learns_vips_with_eligible_next_hops_and_client_routes_through_it
         lab.add_vip_on_node(i, VIP4)
         lab.add_vip_on_node(i, VIP6)
     # Cluster policy: ECMP over both nodes; Local: only n2 (the node with a ready endpoint)
-    wait_for(lambda: _gw(r, f"{VIP4}/32") == N4, 30)
-    wait_for(lambda: _gw(r, f"{VIP6}/128") == N6, 10)
-    wait_for(lambda: _gw(r, f"{LOCAL4}/32") == N4[1:], 10)
-    wait_for(lambda: _gw(r, f"{LOCAL6}/128") == N6[1:], 10)
+    wait_until(lambda: _gw(r, f"{VIP4}/32") == N4, 30)
+    wait_until(lambda: _gw(r, f"{VIP6}/128") == N6, 10)
+    wait_until(lambda: _gw(r, f"{LOCAL4}/32") == N4[1:], 10)
+    wait_until(lambda: _gw(r, f"{LOCAL6}/128") == N6[1:], 10)
     time.sleep(0.5)  # nothing else may show up (n1 must not announce the Local VIP)
     assert _gw(r, f"{LOCAL4}/32") == N4[1:]
     # the client's route to the VIP goes via the router (routed, not on-link), and it answers
@@ -171,8 +171,8 @@ def test_router_learns_vips_with_eligible_next_hops_and_client_routes_through_it
     moved = _base_snapshot(lab, endpoints={"default/loc": (Endpoint("n1", True),)})
     for i in (1, 2):
         speakers.update(i, moved)
-    wait_for(lambda: _gw(r, f"{LOCAL4}/32") == N4[:1], 10)
-    wait_for(lambda: _gw(r, f"{LOCAL6}/128") == N6[:1], 10)
+    wait_until(lambda: _gw(r, f"{LOCAL4}/32") == N4[:1], 10)
+    wait_until(lambda: _gw(r, f"{LOCAL6}/128") == N6[:1], 10)
 
 
 def test_rib_shows_communities_local_pref_and_aggregates_over_ibgp(
@@ -185,8 +185,8 @@ def test_rib_shows_communities_local_pref_and_aggregates_over_ibgp(
                   communities=["64512:100", "64512:1:2"])])
     for i in (1, 2):
         speakers.start(i, snap)
-    wait_for(lambda: _gw(r, "203.0.113.0/24") == N4, 30)
-    wait_for(lambda: _gw(r, "2001:db8:100::/64") == N6, 10)
+    wait_until(lambda: _gw(r, "203.0.113.0/24") == N4, 30)
+    wait_until(lambda: _gw(r, "2001:db8:100::/64") == N6, 10)
     for prefix in ("203.0.113.0/24", "2001:db8:100::/64"):
         paths = r.route_detail(prefix)["paths"]
         assert len(paths) == 2
@@ -205,8 +205,8 @@ def test_md5_password_from_secret_and_wrong_password(
     bad = {("portico", "bgp"): {"password": b"pb-wrong-password"}}
     speakers.start(1, _base_snapshot(lab, peers=_peers(lab, secret="bgp"), secrets=good))
     speakers.start(2, _base_snapshot(lab, peers=_peers(lab, secret="bgp"), secrets=bad))
-    wait_for(lambda: _gw(r, f"{VIP4}/32") == N4[:1], 30)
-    wait_for(lambda: _gw(r, f"{VIP6}/128") == N6[:1], 10)
+    wait_until(lambda: _gw(r, f"{VIP4}/32") == N4[:1], 30)
+    wait_until(lambda: _gw(r, f"{VIP6}/128") == N6[:1], 10)
     time.sleep(4)  # > several connect retries of exabgp and FRR
     states = r.neighbor_states()
     assert states["192.0.2.11"] == "Established" and states["192.0.2.12"] != "Established"
@@ -233,7 +233,7 @@ def _status_of(lab: BgpLab, tmp_path: Path, secrets: dict) -> str:  # type: igno
                      str(tmp_path / "state-inproc"))
     try:
         a.sync(_base_snapshot(lab, peers=_peers(lab, secret="bgp"), secrets=secrets))
-        st = wait_for(lambda: kube.status.get("r4", {}).get("n2", {}).get("state") == "Connect"
+        st = wait_until(lambda: kube.status.get("r4", {}).get("n2", {}).get("state") == "Connect"
                       and kube.status["r4"]["n2"], 15)
         time.sleep(3)  # still not established after more connect attempts
         st = kube.status["r4"]["n2"]
@@ -250,19 +250,19 @@ def test_delete_service_and_sigterm_withdraw_quickly(
     snap = _base_snapshot(lab)
     for i in (1, 2):
         speakers.start(i, snap)
-    wait_for(lambda: _gw(r, f"{VIP4}/32") == N4 and _gw(r, f"{VIP6}/128") == N6, 30)
+    wait_until(lambda: _gw(r, f"{VIP4}/32") == N4 and _gw(r, f"{VIP6}/128") == N6, 30)
     # delete Service "a": both nodes withdraw (generous bound; bench measures)
     gone = _base_snapshot(lab, services=[svc("loc", LOCAL4, LOCAL6, policy="Local")])
     t0 = time.monotonic()
     for i in (1, 2):
         speakers.update(i, gone)
-    wait_for(lambda: not _gw(r, f"{VIP4}/32") and not _gw(r, f"{VIP6}/128"), 5)
+    wait_until(lambda: not _gw(r, f"{VIP4}/32") and not _gw(r, f"{VIP6}/128"), 5)
     delete_s = time.monotonic() - t0
     assert _gw(r, f"{LOCAL4}/32") == N4[1:]  # the other Service is untouched
     # SIGTERM on n2: its routes are withdrawn (the Local VIP disappears entirely)
     t0 = time.monotonic()
     speakers.procs[2].send_signal(signal.SIGTERM)
-    wait_for(lambda: not _gw(r, f"{LOCAL4}/32") and not _gw(r, f"{LOCAL6}/128"), 5)
+    wait_until(lambda: not _gw(r, f"{LOCAL4}/32") and not _gw(r, f"{LOCAL6}/128"), 5)
     print(f"delete->withdrawn {delete_s:.3f}s, SIGTERM->withdrawn {time.monotonic() - t0:.3f}s")
     assert speakers.procs[2].wait(15) == 0
 
@@ -274,7 +274,7 @@ def test_sigkill_of_silent_node_healed_by_hold_time_then_restart_reannounces(
     snap = _base_snapshot(lab)
     for i in (1, 2):
         speakers.start(i, snap)
-    wait_for(lambda: _gw(r, f"{VIP4}/32") == N4 and _gw(r, f"{LOCAL4}/32") == N4[1:], 30)
+    wait_until(lambda: _gw(r, f"{VIP4}/32") == N4 and _gw(r, f"{LOCAL4}/32") == N4[1:], 30)
     n2 = lab.node(2)
     # A node dying silently: nothing (not even the FIN of the killed exabgp) leaves it.
     nsexec(n2, "nft", "add table inet pbdrop; add chain inet pbdrop o { type filter hook "
@@ -284,13 +284,13 @@ def test_sigkill_of_silent_node_healed_by_hold_time_then_restart_reannounces(
         speakers.signal(2, signal.SIGKILL)
         time.sleep(1.0)
         assert _gw(r, f"{VIP4}/32") == N4, "withdrawn before the hold time: not a silent death"
-        wait_for(lambda: _gw(r, f"{VIP4}/32") == N4[:1] and not _gw(r, f"{LOCAL4}/32"), 10)
+        wait_until(lambda: _gw(r, f"{VIP4}/32") == N4[:1] and not _gw(r, f"{LOCAL4}/32"), 10)
         print(f"SIGKILL (silent) -> healed in {time.monotonic() - t0:.2f}s (hold time 3s)")
     finally:
         nsexec(n2, "nft", "delete table inet pbdrop", check=False)
     # the restarted speaker re-announces everything
     speakers.start(2, snap)
-    wait_for(lambda: _gw(r, f"{VIP4}/32") == N4 and _gw(r, f"{LOCAL4}/32") == N4[1:]
+    wait_until(lambda: _gw(r, f"{VIP4}/32") == N4 and _gw(r, f"{LOCAL4}/32") == N4[1:]
              and _gw(r, f"{VIP6}/128") == N6 and _gw(r, f"{LOCAL6}/128") == N6[1:], 30)
 
 
@@ -302,13 +302,13 @@ def test_speaker_crash_keeps_routes_stale_and_restart_refreshes_them(
     r = make_router()
     snap = _base_snapshot(lab)
     speakers.start(1, snap)
-    wait_for(lambda: _gw(r, f"{VIP4}/32") == N4[:1], 30)
+    wait_until(lambda: _gw(r, f"{VIP4}/32") == N4[:1], 30)
     speakers.signal(1, signal.SIGKILL)
-    wait_for(lambda: r.route_detail(f"{VIP4}/32").get("paths", [{}])[0].get("stale"), 5)
+    wait_until(lambda: r.route_detail(f"{VIP4}/32").get("paths", [{}])[0].get("stale"), 5)
     assert _gw(r, f"{VIP4}/32") == N4[:1]
     speakers.start(1, snap)
-    wait_for(lambda: not r.route_detail(f"{VIP4}/32")["paths"][0].get("stale"), 30)
-    wait_for(lambda: _gw(r, f"{VIP4}/32") == N4[:1], 5)
+    wait_until(lambda: not r.route_detail(f"{VIP4}/32")["paths"][0].get("stale"), 30)
+    wait_until(lambda: _gw(r, f"{VIP4}/32") == N4[:1], 5)
 
 
 def test_no_leftover_processes(lab: BgpLab) -> None:

@@ -9,8 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,17 +18,9 @@ import structlog
 from common.kube import resources as R
 from lab.emulator import Emulator
 from lab.fakeclock import FakeClock
+from lab.wait import wait_until
 from speaker.core.snapshot import ClusterSnapshot
 from speaker.main import DEBOUNCE, DEBOUNCE_MAX, SNAPSHOT, Speaker, parse_args
-
-
-def wait_for(pred: Callable[[], bool], timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(0.01)
-    raise AssertionError("condition not reached in time")
 
 
 class FakeL2:
@@ -161,17 +152,17 @@ def test_run_rebuilds_on_bursts_and_stops_gracefully(
     result: list[int] = []
     t = threading.Thread(target=lambda: result.append(sp.run()), daemon=True)
     t.start()
-    wait_for(lambda: sp.loop.queue.delayed() != [])  # synced; the first rebuild is queued
+    wait_until(lambda: sp.loop.queue.delayed() != [])  # synced; the first rebuild is queued
     clock.advance(DEBOUNCE)
-    wait_for(lambda: len(fake.snapshots) == 1)
+    wait_until(lambda: len(fake.snapshots) == 1)
     for i in range(20):
         emu.store.create(R.SERVICES, {"apiVersion": "v1", "kind": "Service",
                                       "metadata": {"name": f"s{i}", "namespace": "default"},
                                       "spec": {"type": "LoadBalancer"}}, "default")
-    wait_for(lambda: len(seen) == 20)
+    wait_until(lambda: len(seen) == 20)
     assert len(fake.snapshots) == 1  # the fake clock stands still: still debouncing
     clock.advance(DEBOUNCE)
-    wait_for(lambda: len(fake.snapshots) == 2)
+    wait_until(lambda: len(fake.snapshots) == 2)
     assert sp.rebuilds == 2 and fake.started and fake.stopped == []
     sp.stop()
     t.join(10)
