@@ -36,7 +36,10 @@ KUBERNETES_VERSION = "v1.37.2"
 ETCD_VERSION = "v3.6.16"
 HELM_VERSION = "v4.3.2"
 
-KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")
+# kubectl too: the demo and the e2e suite show what a user would type, at the server's version
+# (the machine's own kubectl, if any, is whatever version it is).
+KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy",
+                 "kubectl")
 
 
 class BuildError(Exception):
@@ -254,9 +257,12 @@ def _progress(msg: str) -> None:
 def build(product: Product, force: bool = False) -> Path:
     out = product_dir(product)
     stamp = out / ".complete"
-    if stamp.exists() and not force:
+    # A binary added to a product since its cached build is built alone (the others stay).
+    missing = [(b, pkg) for b, pkg in product.packages if not (out / b).exists()]
+    if stamp.exists() and not missing and not force:
         _progress(f"{product.name} {product.version}: cached in {out}")
         return out
+    todo = product.packages if force or not stamp.exists() else tuple(missing)
     work = cache_root() / "build" / f"{product.name}-{product.version}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -264,7 +270,7 @@ def build(product: Product, force: bool = False) -> Path:
     log = work / "build.log"
     t0 = time.monotonic()
     with TreeMemory() as mem:
-        _build_in(product, work, out, log)
+        _build_in(product, work, out, log, todo)
     record = {
         "product": product.name,
         "version": product.version,
@@ -273,8 +279,11 @@ def build(product: Product, force: bool = False) -> Path:
         "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "go": subprocess.run(["go", "version"], capture_output=True, text=True,
                              check=False).stdout.strip(),
+        "binaries": [b for b, _ in todo],
     }
-    (out / "build.json").write_text(json.dumps(record, indent=2) + "\n")
+    # The full (cold) build's record stays in build.json; a later top-up has its own file.
+    name = "build.json" if todo == product.packages else f"build-{todo[0][0]}.json"
+    (out / name).write_text(json.dumps(record, indent=2) + "\n")
     stamp.write_text(product.version + "\n")
     _progress(f"{product.name} {product.version}: done in {record['seconds']} s "
               f"(peak RSS of the build's processes together: "
@@ -282,7 +291,8 @@ def build(product: Product, force: bool = False) -> Path:
     return out
 
 
-def _build_in(product: Product, work: Path, out: Path, log: Path) -> None:
+def _build_in(product: Product, work: Path, out: Path, log: Path,
+              packages: tuple[tuple[str, str], ...]) -> None:
     _progress(f"{product.name} {product.version}: resolving {product.module} (log: {log})")
     (work / "go.mod").write_text(f"module portico.local/build/{product.name}\n\ngo 1.26.0\n")
     info = module_info(product.module, product.version, work, log)
@@ -290,7 +300,7 @@ def _build_in(product: Product, work: Path, out: Path, log: Path) -> None:
     (work / "go.mod").write_text(wrapper_gomod(product, gomod))
     # No go.sum is kept: `go build -mod=mod` records the checksums (verified against the
     # checksum database) of exactly the modules the packages built need.
-    for bin_name, pkg in product.packages:
+    for bin_name, pkg in packages:
         _progress(f"{product.name} {product.version}: go build {pkg}")
         t1 = time.monotonic()
         _run(

@@ -80,10 +80,11 @@ def test_version_ldflags_name_the_release() -> None:
     ("kube-proxy", f"Kubernetes {binaries.KUBERNETES_VERSION}"),
     ("etcd", binaries.ETCD_VERSION.lstrip("v")),
     ("helm", binaries.HELM_VERSION),
+    ("kubectl", f"Client Version: {binaries.KUBERNETES_VERSION}"),
 ])
 def test_built_binaries_report_their_version(name: str, expected: str) -> None:
     """The cached binaries (make binaries) say the version they were built as."""
-    arg = "version" if name == "helm" else "--version"
-    out = subprocess.run([str(binaries.binary(name)), arg], capture_output=True, text=True,
+    args = {"helm": ["version"], "kubectl": ["version", "--client"]}.get(name, ["--version"])
+    out = subprocess.run([str(binaries.binary(name)), *args], capture_output=True, text=True,
                          timeout=30, check=True).stdout
     assert expected in out, out
