@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import socket
+import socketserver
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -79,11 +80,19 @@ def start_http_server(
             else:
                 self._reply(404, b"not found\n")
 
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    server_cls = type("Server", (ThreadingHTTPServer,), {
-        "address_family": family, "daemon_threads": True, "allow_reuse_address": True,
-    })
-    server = server_cls((host, port), Handler)
+    class Server(ThreadingHTTPServer):
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        daemon_threads = True
+        allow_reuse_address = True
+
+        def server_bind(self) -> None:
+            # HTTPServer.server_bind resolves the bound address back to a host name
+            # (socket.getfqdn): where no resolver answers - a node's network namespace - that
+            # stalls the component's start for seconds. The name only feeds CGI variables.
+            socketserver.TCPServer.server_bind(self)
+            self.server_name, self.server_port = host, int(self.server_address[1])
+
+    server = Server((host, port), Handler)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="health-http",
         daemon=True,

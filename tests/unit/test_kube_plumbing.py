@@ -124,3 +124,20 @@ def test_health_server() -> None:
         t0 = time.monotonic()
         srv.shutdown()
         assert time.monotonic() - t0 < 3
+
+
+def test_http_server_start_does_no_reverse_dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Binding must not resolve the address back to a name: in a node namespace without a
+    resolver that stalled a component's start for seconds."""
+    import socket
+
+    def no_dns(*_args: object) -> str:
+        raise AssertionError("socket.getfqdn called")
+
+    monkeypatch.setattr(socket, "getfqdn", no_dns)
+    srv = start_http_server("127.0.0.1:0", lambda: True, registry=CollectorRegistry())
+    try:
+        resp = urllib3.request("GET", f"http://127.0.0.1:{srv.port}/healthz", timeout=5)
+        assert resp.status == 200
+    finally:
+        srv.shutdown()
