@@ -127,6 +127,11 @@ class Lab:
     # and runs no lease heartbeat of its own. Extra agent flags in node_agent_args.
     node_agents: bool = False
     node_agent_args: tuple[str, ...] = ()
+    # AnyIP `local` routes for the VIP ranges on every node (+ arp_ignore/arp_announce so the
+    # nodes do not answer ARP for them): the stand-in for kube-proxy, which a real cluster
+    # does not have. Off where the real kube-proxy runs (lab.kubeproxy): it rewrites VIP
+    # traffic in prerouting and needs neither (tests/cluster/test_kubeproxy.py).
+    vip_routes: bool = True
 
     def __post_init__(self) -> None:
         t = f"{PREFIX}{self.tag}"
@@ -209,8 +214,8 @@ class Lab:
         common = {
             # Nodes accept VIP traffic (local routes) without answering ARP for it: only the
             # speaker may make a VIP reachable.
-            "net.ipv4.conf.all.arp_ignore": "1",
-            "net.ipv4.conf.all.arp_announce": "2",
+            **({"net.ipv4.conf.all.arp_ignore": "1", "net.ipv4.conf.all.arp_announce": "2"}
+               if self.vip_routes else {}),
             # Keep IPv6 addresses across link flaps (the failover bench cuts links).
             "net.ipv6.conf.all.keep_addr_on_down": "1",
             "net.ipv6.conf.default.keep_addr_on_down": "1",
@@ -230,10 +235,12 @@ class Lab:
             f"addr add {n.ip4_b}/24 dev pl-eth1",
             f"addr add {n.mgmt}/24 dev pl-mgmt",
             "link set pl-eth0 up", "link set pl-eth1 up", "link set pl-mgmt up",
-            f"route add local {VIP_A4} dev lo table local",
-            f"route add local {VIP_B4} dev lo table local",
-            f"route add local {VIP_A6} dev lo table local",
+            *([f"route add local {r} dev lo table local" for r in (VIP_A4, VIP_B4, VIP_A6)]
+              if self.vip_routes else []),
             f"route add default via {SEG_A4}.{ROUTER_HOST}",
+            # Real nodes have a default route per family: without the IPv6 one, a node's own
+            # connection to an IPv6 ClusterIP fails before kube-proxy's nat-output DNAT.
+            f"route add default via {SEG_A6}::{ROUTER_HOST:x}",
         ])
 
     def _route_vips(self) -> None:
@@ -250,7 +257,7 @@ class Lab:
             f"route add {VIP_BGP4} via {SEG_A4}.{ROUTER_HOST}",
             f"route add {VIP_BGP6} via {SEG_A6}::{ROUTER_HOST:x}",
         ])
-        for n in self.nodes:
+        for n in self.nodes if self.vip_routes else ():
             netns.ip_batch(n.ns, [f"route add local {VIP_BGP4} dev lo table local",
                                   f"route add local {VIP_BGP6} dev lo table local"])
 
