@@ -37,7 +37,12 @@ from common.kube.clock import Clock
 from common.kube.events import EventRecorder
 from common.kube.informer import Informer
 from common.kube.loop import ReconcileLoop
-from common.kube.refusal import RefusalMemo, fingerprint, report_refusal
+from common.kube.refusal import (
+    RefusalMemo,
+    access_refused_reporter,
+    fingerprint,
+    report_refusal,
+)
 from common.kube.resources import (
     ENDPOINTSLICES,
     INGRESSCLASSES,
@@ -81,16 +86,21 @@ class IngressController:
             events=recorder)
         self.clock: Clock = self.loop.clock
         self._lock = threading.Lock()
+        self._refused = access_refused_reporter(recorder, log, "ingress")
         self.informers = {
-            "ingresses": Informer(client, INGRESSES, namespace, self._on_event),
-            "classes": Informer(client, INGRESSCLASSES, None, self._on_event),
-            "services": Informer(client, SERVICES, namespace, self._on_event),
-            "slices": Informer(client, ENDPOINTSLICES, namespace, self._on_event),
+            "ingresses": Informer(client, INGRESSES, namespace, self._on_event,
+                                  on_refused=self._refused),
+            "classes": Informer(client, INGRESSCLASSES, None, self._on_event,
+                                on_refused=self._refused),
+            "services": Informer(client, SERVICES, namespace, self._on_event,
+                                 on_refused=self._refused),
+            "slices": Informer(client, ENDPOINTSLICES, namespace, self._on_event,
+                               on_refused=self._refused),
         }
         if publish_service is not None and namespace not in (None, publish_service[0]):
             self.informers["publish"] = Informer(
                 client, SERVICES, publish_service[0], self._on_event,
-                field_selector=f"metadata.name={publish_service[1]}")
+                field_selector=f"metadata.name={publish_service[1]}", on_refused=self._refused)
         self.secret_informers: dict[tuple[str, str], Informer] = {}
         self.last_events: set[Event] = set()
         self.last_result: SyncResult | None = None
@@ -139,7 +149,8 @@ class IngressController:
         for key in wanted - set(self.secret_informers):
             ns, name = key
             inf = Informer(self.client, SECRETS, ns, self._on_event,
-                           field_selector=f"metadata.name={name}", name=f"secret-{ns}-{name}")
+                           field_selector=f"metadata.name={name}", name=f"secret-{ns}-{name}",
+                           on_refused=self._refused)
             inf.start()
             inf.wait_for_sync(10.0)
             self.secret_informers[key] = inf

@@ -51,7 +51,7 @@ from common.kube.clock import Clock, RealClock
 from common.kube.events import EventRecorder
 from common.kube.informer import Informer
 from common.kube.loop import ReconcileLoop
-from common.kube.refusal import REFUSED_WRITES, report_refusal
+from common.kube.refusal import REFUSED_WRITES, access_refused_reporter, report_refusal
 from common.kube.resources import IPADDRESSPOOLS, NAMESPACES, SERVICES, Resource
 from common.kube.status import merge_diff
 from common.kube.workqueue import Outcome, WorkQueue
@@ -123,9 +123,11 @@ class Controller:
                                                       clock=self.clock,
                                                       reprocess_all=self._all_keys)
         self.queue: WorkQueue[str] = self.loop.queue
+        refused = access_refused_reporter(self.events, log, "controller")
+
         def informer(res: Resource, handler: Callable[[str, Obj], None]) -> Informer:
             return Informer(kube, res, on_event=handler, clock=self.clock,
-                            backoff=backoff() if backoff else None)
+                            backoff=backoff() if backoff else None, on_refused=refused)
 
         self.services = informer(SERVICES, self._on_service)
         self.pools = informer(IPADDRESSPOOLS, self._on_pool)

@@ -29,6 +29,7 @@ from common.kube.clock import Clock
 from common.kube.events import EventRecorder
 from common.kube.informer import Informer
 from common.kube.loop import ReconcileLoop
+from common.kube.refusal import access_refused_reporter
 from common.kube.serve import start_http_server
 from common.kube.status import find_condition
 from common.kube.workqueue import Outcome
@@ -123,8 +124,10 @@ class Speaker:
             "speaker", self.reconcile, clock=clock, debounce=DEBOUNCE, max_delay=DEBOUNCE_MAX,
             events=self.events)
         self.rebuilds = 0  # for tests and debugging
+        refused = access_refused_reporter(self.events, log, "speaker")
         self.informers = {
-            res: Informer(self.client, res, on_event=self._on_event) for res in self.RESOURCES
+            res: Informer(self.client, res, on_event=self._on_event, on_refused=refused)
+            for res in self.RESOURCES
         }
         self.secrets = PasswordSecrets(self.client, args.namespace, log)
         ifaces = frozenset(i for i in args.interfaces.split(",") if i) or None

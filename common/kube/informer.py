@@ -26,7 +26,7 @@ from typing import Any
 import structlog
 from prometheus_client import Counter
 
-from common.errors import Gone, KubeError, Throttled
+from common.errors import Gone, KubeError, Refused, Throttled
 from common.kube.backoff import Backoff
 from common.kube.client import KubeClient, WatchHandle, watch_timeout
 from common.kube.clock import Clock, RealClock
@@ -116,6 +116,7 @@ class Informer:
         field_selector: str | None = None,
         watch_timeout_s: Callable[[], int] | None = None,
         name: str | None = None,
+        on_refused: Callable[[Resource, Refused], None] | None = None,
     ) -> None:
         self.client = client
         self.res = res
@@ -137,6 +138,10 @@ class Informer:
         self.lists = 0
         self.watches = 0
         self.errors = 0
+        # A refused list/watch (400/403/422) is reported once per streak through on_refused
+        # (an Event the user sees), not on every retry; a successful list ends the streak.
+        self._on_refused = on_refused
+        self.refused: Refused | None = None
 
     def add_handler(self, handler: Handler) -> None:
         """Add a callback; call before start() so it sees the initial ADDED events."""
@@ -230,6 +235,13 @@ class Informer:
 
     def _fail(self, what: str, e: KubeError) -> None:
         self.errors += 1
+        if isinstance(e, Refused) and self.refused is None:
+            self.refused = e
+            if self._on_refused is not None:
+                try:
+                    self._on_refused(self.res, e)
+                except Exception:  # reporting must not stop the informer
+                    log.exception("on_refused_failed", resource=str(self.res))
         delay = self.backoff.next()
         if isinstance(e, Throttled) and e.retry_after:
             delay = max(delay, min(e.retry_after, self.backoff.cap))
@@ -246,6 +258,9 @@ class Informer:
         )
         events = self.store._replace(items)
         self.last_resource_version = rv
+        if self.refused is not None:
+            log.info("access_restored", resource=str(self.res))
+            self.refused = None
         self._synced.set()
         log.debug("listed", resource=str(self.res), items=len(items), rv=rv, cause=cause,
                   changes=len(events))

@@ -18,12 +18,14 @@ So every component does the same thing with it:
 from __future__ import annotations
 
 import json
-from collections.abc import Hashable, Iterable, Mapping
+import os
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
 from prometheus_client import Counter
 
 from common.errors import Refused
+from common.kube.resources import Resource
 
 STATUS_WRITE_REFUSED = "StatusWriteRefused"
 
@@ -110,3 +112,50 @@ class RefusalMemo(Generic[K]):
 
     def __len__(self) -> int:
         return len(self._refused)
+
+
+ACCESS_REFUSED = "AccessRefused"
+
+READS_REFUSED = Counter(
+    "portico_kube_reads_refused_total",
+    "Lists and watches the API server refused as such (400/403/422), one per refusal streak: "
+    "the informer keeps retrying with backoff (RBAC may be fixed), the user is told once.",
+    ["component", "resource", "code"],
+)
+
+
+def own_pod(environ: Mapping[str, str]) -> dict[str, Any] | None:
+    """The component's own Pod as an Event's involved object, from the downward API
+    (``POD_NAME``/``POD_NAMESPACE``, set by the chart); None outside a pod."""
+    name, ns = environ.get("POD_NAME"), environ.get("POD_NAMESPACE")
+    if not name or not ns:
+        return None
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns}}
+
+
+def report_access_refused(events: Recorder, log: Logger, pod: Mapping[str, Any] | None,
+                          err: Refused, *, component: str, resource: str) -> None:
+    """A list/watch this component needs was refused: a Warning Event ``AccessRefused`` on
+    its own Pod (where it runs in one), one log line and the metric. The informer still
+    retries with backoff: a fixed ClusterRole takes effect without a restart."""
+    READS_REFUSED.labels(component, resource, str(err.status)).inc()
+    message = (f"the API server refused to list/watch {resource} with HTTP {err.status} "
+               f"{err.reason or 'error'}: {err.detail}; {component} cannot see these objects "
+               "until its RBAC allows it (it keeps retrying)")
+    log.warning("access_refused", resource=resource, status=err.status, reason=err.reason,
+                error=err.detail)
+    if pod is not None:
+        events.record(dict(pod), "Warning", ACCESS_REFUSED, message)
+
+
+def access_refused_reporter(events: Recorder, log: Logger, component: str,
+                            environ: Mapping[str, str] | None = None,
+                            ) -> Callable[[Resource, Refused], None]:
+    """The ``on_refused`` callback of a component's informers: ``report_access_refused`` on
+    the component's own Pod (``environ``: the process environment by default)."""
+    pod = own_pod(os.environ if environ is None else environ)
+
+    def report(res: Resource, err: Refused) -> None:
+        report_access_refused(events, log, pod, err, component=component, resource=str(res))
+
+    return report

@@ -409,3 +409,68 @@ def test_persistent_410_after_list_is_backed_off(emu: Emulator, clock: FakeClock
         assert emu.count("WATCH") == 5 and inf.lists == 5 and inf.errors == 5
     finally:
         inf.stop()
+
+
+def test_refused_list_is_reported_once_per_streak(emu: Emulator, clock: FakeClock) -> None:
+    """A 403 on list is retried with backoff (RBAC may be fixed without a restart) but the
+    user is told once per streak, not on every retry; a successful list ends the streak."""
+    kube = KubeClient.from_environment(server=emu.url, request_timeout=2.0)
+    refused: list[tuple[str, int | None]] = []
+    inf = Informer(kube, R.SERVICES, clock=clock,
+                   backoff=Backoff(base=0.05, cap=1.0, floor=0.01, rand=lambda: 1.0),
+                   on_refused=lambda res, e: refused.append((str(res), e.status)))
+    emu.faults.fail("LIST", "services", 403, count=4)
+    inf.start()
+    try:
+        for _ in range(4):  # four refusals, each followed by a backoff sleep
+            assert clock.wait_for_sleeps(len(clock.slept) + 1)
+            clock.advance(clock.slept[-1])
+        assert inf.wait_for_sync(5)
+        assert refused == [("services", 403)]
+        assert inf.errors == 4 and inf.refused is None
+        # A new streak (the informer relists after a watch error, and is refused again) is
+        # reported again: the user fixed RBAC once, then it broke again.
+        assert eventually(lambda: emu.store.watcher_count() == 1, timeout=5)
+        emu.faults.fail("*", "services", 403, count=2)
+        drop(emu, abrupt=True)
+        for _ in range(3):
+            assert clock.wait_for_sleeps(len(clock.slept) + 1)
+            clock.advance(clock.slept[-1])
+        assert eventually(lambda: inf.refused is None and len(refused) == 2, timeout=5)
+        assert refused == [("services", 403), ("services", 403)]
+    finally:
+        inf.stop()
+
+
+def test_access_refused_event_goes_on_the_components_own_pod() -> None:
+    from common.errors import Forbidden
+    from common.kube.refusal import access_refused_reporter
+
+    recorded: list[tuple[dict[str, Any], str, str, str]] = []
+    logged: list[tuple[str, dict[str, Any]]] = []
+
+    class Rec:
+        def record(self, involved: dict[str, Any], type_: str, reason: str, message: str,
+                   /) -> None:
+            recorded.append((involved, type_, reason, message))
+
+    class Log:
+        def warning(self, event: str, **kw: Any) -> None:
+            logged.append((event, kw))
+
+    err = Forbidden("forbidden", 403, reason="Forbidden",
+                    detail='services is forbidden: User "x" cannot list resource "services"')
+    report = access_refused_reporter(Rec(), Log(), "speaker",
+                                     {"POD_NAME": "portico-speaker-abc",
+                                      "POD_NAMESPACE": "portico-system"})
+    report(R.SERVICES, err)
+    (involved, type_, reason, message), = recorded
+    assert involved["kind"] == "Pod" and involved["metadata"] == {
+        "name": "portico-speaker-abc", "namespace": "portico-system"}
+    assert (type_, reason) == ("Warning", "AccessRefused")
+    assert "services" in message and "403 Forbidden" in message and "cannot list" in message
+    assert logged[0][0] == "access_refused" and logged[0][1]["status"] == 403
+    # Outside a pod (no downward API): the log line only.
+    recorded.clear()
+    access_refused_reporter(Rec(), Log(), "speaker", {})(R.SERVICES, err)
+    assert recorded == []
