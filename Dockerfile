@@ -5,6 +5,9 @@
 #
 #   docker build -t portico:0.1.0 .
 #
+# Without a Docker engine (Debian 12, root): scripts/build-image.sh builds this file with
+# buildah on a debootstrap stand-in for PYTHON_IMAGE and checks the entry points.
+#
 # Stage 1 builds a wheel of the project and of all its dependencies, so the runtime stage
 # needs no compiler, no pip cache and no source tree.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
