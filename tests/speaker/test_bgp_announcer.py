@@ -23,8 +23,8 @@ from lab.bgp_kit import (
     pool,
     snapshot,
     svc,
-    wait_for,
 )
+from lab.wait import wait_until
 from speaker.bgp.announcer import BgpAnnouncer
 from speaker.core.snapshot import SecretReadError
 
@@ -74,9 +74,9 @@ def test_bad_cross_object_input_gives_events_and_status_without_crash(tmp_path: 
             [peer("md5", "192.0.2.1", secret="missing"), peer("hold", "192.0.2.2", hold=2)],
         )
         a.sync(snap)
-        wait_for(lambda: {"AggregationLengthTooShort", "PasswordSecretMissing",
+        wait_until(lambda: {"AggregationLengthTooShort", "PasswordSecretMissing",
                           "InvalidHoldTime"} <= set(events.reasons()), 5)
-        wait_for(lambda: kube.status.get("md5", {}).get("n1"), 5)
+        wait_until(lambda: kube.status.get("md5", {}).get("n1"), 5)
         st = kube.status["md5"]["n1"]
         assert st["state"] == "Down" and st["reason"] == "PasswordSecretMissing"
         assert "missing" in st["message"]
@@ -98,7 +98,7 @@ def test_exabgp_that_cannot_start_is_retried_with_backoff(tmp_path: Path) -> Non
     a = BgpAnnouncer("n1", kube, events, "/nonexistent/exabgp", str(tmp_path / "st"))
     try:
         a.sync(snapshot([], [node("n1", "192.0.2.11")], [], [], [peer("r", "192.0.2.1")]))
-        wait_for(lambda: kube.status.get("r", {}).get("n1", {}).get("state") == "Down", 5)
+        wait_until(lambda: kube.status.get("r", {}).get("n1", {}).get("state") == "Down", 5)
         assert a._backoff > 1.0 and a._thread.is_alive()
     finally:
         a.stop(graceful=True)
@@ -115,9 +115,9 @@ def test_password_secret_problems_reach_status_and_events(tmp_path: Path) -> Non
             [peer("elsewhere", "192.0.2.1", secret="s", secret_namespace="kube-system"),
              peer("forbidden", "192.0.2.2", secret="f")],
             secret_errors={("portico", "f"): SecretReadError(403, "cannot get secrets")}))
-        wait_for(lambda: {"PasswordSecretNamespace", "PasswordSecretForbidden"}
+        wait_until(lambda: {"PasswordSecretNamespace", "PasswordSecretForbidden"}
                  <= set(events.reasons()), 5)
-        wait_for(lambda: len(kube.status.get("forbidden", {})) == 1, 5)
+        wait_until(lambda: len(kube.status.get("forbidden", {})) == 1, 5)
         st = kube.status["elsewhere"]["n1"]
         assert st["reason"] == "PasswordSecretNamespace" and st["state"] == "Down"
         assert "spec.passwordSecret.namespace" in st["message"] and "'portico'" in st["message"]
@@ -155,11 +155,11 @@ def test_refused_status_write_is_reported_once_and_not_retried_until_a_change(
     snap = snapshot([], [node("n1", "192.0.2.11")], [], [], [peer("r", "192.0.2.1", hold=2)])
     try:
         a.sync(snap)
-        wait_for(lambda: "StatusWriteRefused" in events.reasons(), 5)
+        wait_until(lambda: "StatusWriteRefused" in events.reasons(), 5)
         for _ in range(5):  # more reconciles of the same state: nothing is sent again
             a.sync(snap)
             time.sleep(0.05)
-        wait_for(lambda: not a._wake.is_set(), 5)
+        wait_until(lambda: not a._wake.is_set(), 5)
         time.sleep(0.1)
         assert kube.attempts == 1
         refused = [e for e in events.events if e[2] == "StatusWriteRefused"]
@@ -170,6 +170,6 @@ def test_refused_status_write_is_reported_once_and_not_retried_until_a_change(
         # The peer changes: its status is worth another try.
         a.sync(snapshot([], [node("n1", "192.0.2.11")], [], [],
                         [peer("r", "192.0.2.1", hold=1)]))
-        wait_for(lambda: kube.attempts == 2, 5)
+        wait_until(lambda: kube.attempts == 2, 5)
     finally:
         a.stop(graceful=True)
