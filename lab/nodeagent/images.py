@@ -13,6 +13,9 @@ CMD, and the first word of the result must be one of the image's ``commands``.
 |                       |                              | ``portico`` entry point of this venv  |
 | ``portico-lab/backend`` | ``python -m lab.backend``  | the lab's HTTP test app               |
 | ``portico-lab/python``  | ``python``                 | a Python image for test snippets      |
+| ``registry.k8s.io/e2e-  | ``/agnhost``               | Kubernetes' e2e test image: the       |
+| test-images/agnhost``   |                            | subcommands the e2e suite uses, in    |
+|                         |                            | ``lab.agnhost`` (``serve-hostname``)  |
 
 The tag and the digest are ignored (``portico:0.1.0``, ``portico@sha256:…`` are the same
 image here); the chart's ``image.repository`` default (``charts/portico/values.yaml``) is
@@ -35,6 +38,8 @@ REASON_COMMAND = "CreateContainerError"
 
 # The local programs an image's command names can stand for (see Toolbox.path).
 PYTHON, PORTICO, SHELL, HAPROXY, EXABGP = "python", "portico", "sh", "haproxy", "exabgp"
+AGNHOST = "agnhost"  # lab.agnhost, run by the venv's interpreter
+AGNHOST_REPOSITORY = "registry.k8s.io/e2e-test-images/agnhost"
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,13 @@ class Toolbox:
             SHELL: "/bin/sh",
             HAPROXY: "/usr/sbin/haproxy",
         }[tool]
+
+    def argv(self, tool: str) -> tuple[str, ...]:
+        """The words that run ``tool``: its path, or for a tool written as a lab module
+        the interpreter and the module."""
+        if tool == AGNHOST:
+            return (self.python, "-m", "lab.agnhost")
+        return (self.path(tool),)
 
 
 @dataclass(frozen=True)
@@ -84,6 +96,11 @@ IMAGES: dict[str, Image] = {i.repository: i for i in (
           env=(("PYTHONUNBUFFERED", "1"),), commands=_PY_COMMANDS, lab=True),
     Image("portico-lab/python", entrypoint=("python",),
           env=(("PYTHONUNBUFFERED", "1"),), commands=_PY_COMMANDS, lab=True),
+    # Kubernetes' e2e test image (ENTRYPOINT ["/agnhost"], no USER): the e2e suite's web app
+    # (``serve-hostname``); lab.agnhost lists the subcommands it implements.
+    Image(AGNHOST_REPOSITORY, entrypoint=("/agnhost",),
+          env=(("PYTHONUNBUFFERED", "1"),),
+          commands={"/agnhost": AGNHOST, "agnhost": AGNHOST}, lab=True),
 )}
 
 
@@ -131,7 +148,7 @@ def local_argv(entry: Image, image: str, argv: tuple[str, ...],
                          f'command "{argv[0]}" does not exist in image "{image}" as the node '
                          f"agent maps it ({TABLE_FILE}); known: "
                          f"{', '.join(sorted(entry.commands))}")
-    return (box.path(tool), *argv[1:])
+    return (*box.argv(tool), *argv[1:])
 
 
 def resolve(image: str, command: list[str] | None, args: list[str] | None,

@@ -1,7 +1,13 @@
-"""kind e2e suite: runs only inside kind/run-e2e.sh on a machine with a Docker engine.
+"""The e2e suite, on one of two runners:
 
-Everywhere else every test here is skipped, reported as one summary line saying why (this
-machine has a Docker client but no engine, so that is what happens here).
+- kind: inside kind/run-e2e.sh (``PORTICO_E2E_KUBECONFIG`` set) on a machine with a Docker
+  engine, exactly as before;
+- otherwise the lab cluster (tests/e2e/lab_backend.py) when running as root: one
+  ``lab.labcluster.LabCluster`` per session on the session's control plane, Portico installed
+  by ``helm install``.
+
+When neither can run (not root and no kind cluster) every test here is skipped, reported as
+one summary line saying why.
 """
 
 from __future__ import annotations
@@ -10,14 +16,21 @@ import inspect
 import os
 import shutil
 import subprocess
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
+from typing import Any
 
 import pytest
 
-from tests.e2e.kit import Client, Cluster
+from tests.e2e import lab_backend
+from tests.e2e.kit import Client, Cluster, KindRouter, Machines, Router
+
+# kind when run-e2e.sh made a cluster, else the lab cluster.
+BACKEND = "kind" if os.environ.get("PORTICO_E2E_KUBECONFIG") else "lab"
 
 
 def _why_unusable() -> str | None:
+    if BACKEND == "lab":
+        return lab_backend.why_unusable()
     problems = []
     if shutil.which("docker") is None:
         problems.append("docker not installed")
@@ -40,6 +53,11 @@ def _why_unusable() -> str | None:
 
 
 _REASON = _why_unusable()
+if BACKEND == "lab" and _REASON is None:
+    # What run-e2e.sh exports for kind, the lab cluster's values (its pools' names/ranges);
+    # before the test modules are imported (some read them at import).
+    for _key, _value in lab_backend.ENVIRONMENT.items():
+        os.environ.setdefault(_key, _value)
 # The summary line points at the function that decided (pytest prints the number as given).
 _REASON_LINE = inspect.getsourcelines(_why_unusable)[1]
 
@@ -65,7 +83,23 @@ def pytest_runtest_makereport(
 
 
 @pytest.fixture(scope="session")
-def cluster() -> Cluster:
+def lab_cluster(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The lab cluster (lab runner only), on the session's control plane."""
+    from lab.labcluster import LabCluster
+
+    if BACKEND != "lab":
+        raise RuntimeError("lab_cluster is the lab runner's fixture")
+    cp = request.getfixturevalue("control_plane")
+    with LabCluster(control_plane=cp,
+                    keep_logs=lambda: request.session.testsfailed > 0) as lc:
+        lab_backend.print_figures(lc)
+        yield lc
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest) -> Cluster:
+    if BACKEND == "lab":
+        return lab_backend.cluster_of(request.getfixturevalue("lab_cluster"))
     env = os.environ
     return Cluster(
         kubeconfig=env["PORTICO_E2E_KUBECONFIG"],
@@ -77,9 +111,46 @@ def cluster() -> Cluster:
 
 
 @pytest.fixture(scope="session")
-def client(cluster: Cluster) -> Iterator[Client]:
-    c = Client(cluster.image)
+def client(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[Client]:
+    if BACKEND == "lab":
+        c: Client = lab_backend.LabClient(request.getfixturevalue("lab_cluster").lab)
+    else:
+        c = Client(cluster.image)
     try:
         yield c
     finally:
         c.close()
+
+
+@pytest.fixture(scope="session")
+def machines(cluster: Cluster, request: pytest.FixtureRequest) -> Machines:
+    """The nodes as machines: ``mac(node)``, ``stop(node)`` (sudden death), ``start(node)``."""
+    if BACKEND == "lab":
+        return lab_backend.LabMachines(request.getfixturevalue("lab_cluster").lab)
+    return Machines()
+
+
+@pytest.fixture(scope="module")
+def bgp_routers(cluster: Cluster, request: pytest.FixtureRequest,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[int, int], Router]]:
+    """``start(router_asn, node_asn)``: a BGP router (FRR) peering with every node; the
+    routers are stopped at the end of the module."""
+    started: list[Router] = []
+
+    def start(router_asn: int, node_asn: int) -> Router:
+        router: Router
+        if BACKEND == "lab":
+            router = lab_backend.LabRouter(request.getfixturevalue("lab_cluster").lab,
+                                           router_asn, node_asn)
+        else:
+            image = os.environ.get("PORTICO_E2E_FRR_IMAGE", "quay.io/frrouting/frr:9.1.0")
+            router = KindRouter(cluster, tmp_path_factory.mktemp("frr"), router_asn,
+                                node_asn, image)
+        started.append(router)
+        return router
+
+    try:
+        yield start
+    finally:
+        for router in reversed(started):
+            router.close()

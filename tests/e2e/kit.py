@@ -1,8 +1,16 @@
-"""Helpers of the kind e2e suite: kubectl and docker through subprocess, polling, and a
-client container on the kind Docker network (the "outside world" of the cluster).
+"""Helpers of the e2e suite: kubectl through subprocess, polling, the client (the "outside
+world" of the cluster), the nodes as machines, and a BGP router.
 
-Everything here shells out to the real tools that kind/run-e2e.sh already required, so the
-suite talks to the cluster exactly as a user would.
+Two runners share these tests (tests/e2e/conftest.py picks one):
+
+- kind (kind/run-e2e.sh, Docker): kubectl and helm from PATH, a client container on the kind
+  Docker network, node containers stopped with docker, FRR in a container;
+- the lab cluster (tests/e2e/lab_backend.py, root): the same kubectl (``Cluster.kubectl_binary``
+  is the one ``make binaries`` built), a client namespace on the lab's segment A, node
+  namespaces whose cables are cut, FRR in the lab's router namespace.
+
+Everything here shells out to the real tools, so the suite talks to the cluster exactly as a
+user would.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -60,9 +68,10 @@ class Cluster:
     namespace: str
     release: str
     image: str
+    kubectl_binary: str = "kubectl"
 
     def kubectl(self, *args: str, input_text: str | None = None, check: bool = True) -> str:
-        argv = ["kubectl", "--kubeconfig", self.kubeconfig, *args]
+        argv = [self.kubectl_binary, "--kubeconfig", self.kubeconfig, *args]
         return run(argv, input_text=input_text, check=check).stdout
 
     def get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:
@@ -139,7 +148,8 @@ try:
         conn.sock = ctx.wrap_socket(raw, server_hostname=host)
     conn.request("GET", "/", headers={"Host": host})
     resp = conn.getresponse()
-    print(json.dumps({"status": resp.status, "body": resp.read(4096).decode("utf-8", "replace")}))
+    print(json.dumps({"status": resp.status, "location": resp.getheader("Location") or "",
+                      "body": resp.read(4096).decode("utf-8", "replace")}))
 except Exception as exc:
     print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
 """
@@ -175,6 +185,107 @@ class Client:
         if "lladdr" in fields:
             return fields[fields.index("lladdr") + 1].lower()
         return None
+
+
+class Machines:
+    """The cluster's nodes as machines, for tests that look at or kill one (kind: the node
+    containers on the kind network)."""
+
+    def mac(self, node: str) -> str:
+        """The MAC address of the node's interface on the client's network."""
+        return container_mac(node)
+
+    def stop(self, node: str) -> None:
+        """A sudden node death: no graceful handover (kind: SIGKILL of the container)."""
+        docker("stop", "--time", "0", node)
+
+    def start(self, node: str) -> None:
+        docker("start", node, check=False)
+
+
+class Router(Protocol):
+    """A BGP router peering with every node (FRR), as the BGP tests need it."""
+
+    address: str  # the address the nodes peer with
+
+    def routes(self, vip: str) -> list[str]:
+        """Next hops of the router's selected BGP route to ``vip``/32 (sorted)."""
+        ...
+
+    def http_get(self, vip: str) -> str | None:
+        """The body of ``http://VIP/`` fetched from the router, None when nothing answered."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def frr_route_next_hops(show_ip_route_json: str, vip: str) -> list[str]:
+    """Next hops of the selected BGP route in FRR's ``show ip route VIP/32 json``."""
+    try:
+        data = json.loads(show_ip_route_json or "{}")
+    except json.JSONDecodeError:
+        return []
+    hops: list[str] = []
+    for route in data.get(f"{vip}/32", []):
+        if route.get("protocol") == "bgp" and route.get("selected"):
+            hops += [h["ip"] for h in route.get("nexthops", []) if h.get("ip")]
+    return sorted(set(hops))
+
+
+KIND_FRR_DAEMONS = """\
+zebra=yes
+bgpd=yes
+vtysh_enable=yes
+zebra_options="  -A 127.0.0.1 -s 90000000"
+bgpd_options="   -A 127.0.0.1"
+"""
+
+
+def kind_frr_config(router_asn: int, node_asn: int, neighbours: list[str]) -> str:
+    lines = [
+        "frr defaults traditional",
+        "hostname e2e-router",
+        "log stdout informational",
+        f"router bgp {router_asn}",
+        # FRR 8+ drops eBGP routes without an explicit policy unless told otherwise.
+        " no bgp ebgp-requires-policy",
+        " bgp bestpath as-path multipath-relax",
+    ]
+    lines += [f" neighbor {n} remote-as {node_asn}" for n in neighbours]
+    lines += [" address-family ipv4 unicast", "  maximum-paths 8", " exit-address-family", ""]
+    return "\n".join(lines)
+
+
+class KindRouter:
+    """FRR in a container on the kind network peering with every node."""
+
+    def __init__(self, cluster: Cluster, conf_dir: Any, router_asn: int, node_asn: int,
+                 image: str) -> None:
+        self.name = f"portico-e2e-frr-{uuid.uuid4().hex[:8]}"
+        nodes = sorted(cluster.node_addresses().values())
+        # Mounted as FRR's whole /etc/frr (its start script chowns it), so it must outlive
+        # the container.
+        (conf_dir / "daemons").write_text(KIND_FRR_DAEMONS)
+        (conf_dir / "vtysh.conf").write_text("service integrated-vtysh-config\n")
+        (conf_dir / "frr.conf").write_text(kind_frr_config(router_asn, node_asn, nodes))
+        conf_dir.chmod(0o755)
+        docker("run", "-d", "--name", self.name, "--network", "kind",
+               "--cap-add", "NET_ADMIN", "--cap-add", "NET_RAW", "--cap-add", "SYS_ADMIN",
+               "-v", f"{conf_dir}:/etc/frr", image)
+        self.address = container_ip(self.name)
+
+    def routes(self, vip: str) -> list[str]:
+        out = docker("exec", self.name, "vtysh", "-c", f"show ip route {vip}/32 json",
+                     check=False)
+        return frr_route_next_hops(out, vip)
+
+    def http_get(self, vip: str) -> str | None:
+        # busybox wget in the FRR image
+        return docker("exec", self.name, "wget", "-q", "-T", "3", "-O", "-",
+                      f"http://{vip}/", check=False) or None
+
+    def close(self) -> None:
+        docker("rm", "-f", self.name, check=False)
 
 
 AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.53"

@@ -11,7 +11,7 @@ import pytest
 from tests.e2e.kit import (
     Client,
     Cluster,
-    container_mac,
+    Machines,
     in_range,
     lb_service,
     manifest,
@@ -47,16 +47,16 @@ def _answer(client: Client, vip: str, prefix: str) -> dict[str, object]:
     return wait_for(f"{prefix}* to answer on http://{vip}/", probe, timeout=60, interval=0.5)
 
 
-def _owner(cluster: Cluster, client: Client, vip: str) -> str:
+def _owner(cluster: Cluster, client: Client, machines: Machines, vip: str) -> str:
     mac = client.neighbour_mac(vip)
     assert mac, f"client has no ARP entry for {vip}"
-    owners = [n for n in cluster.node_addresses() if container_mac(n) == mac]
+    owners = [n for n in cluster.node_addresses() if machines.mac(n) == mac]
     assert owners, f"{vip} resolved to {mac}, which is no node of the cluster"
     return owners[0]
 
 
 def test_service_gets_vip_from_pool_and_answers(cluster: Cluster, client: Client,
-                                                apps: None) -> None:
+                                                machines: Machines, apps: None) -> None:
     cluster.apply(manifest(lb_service("hello", NS, app="hello", pool=POOL)))
     vip = cluster.service_vip("hello", NS)
     l2_range = os.environ.get("PORTICO_E2E_L2_RANGE", "")
@@ -66,19 +66,19 @@ def test_service_gets_vip_from_pool_and_answers(cluster: Cluster, client: Client
     result = _answer(client, vip, "hello-")
     assert result["status"] == 200
 
-    owner = _owner(cluster, client, vip)
+    owner = _owner(cluster, client, machines, vip)
     assert "control-plane" not in owner, "the e2e L2Advertisement selects workers only"
 
 
 def test_local_traffic_policy_announces_from_the_endpoint_node(
-        cluster: Cluster, client: Client, apps: None) -> None:
+        cluster: Cluster, client: Client, machines: Machines, apps: None) -> None:
     cluster.apply(manifest(lb_service("lonely", NS, app="lonely", pool=POOL,
                                       traffic_policy="Local")))
     vip = cluster.service_vip("lonely", NS)
     _answer(client, vip, "lonely-")
     pods = cluster.list("pods", NS, selector="app=lonely")
     endpoint_nodes = {p["spec"]["nodeName"] for p in pods if p["status"].get("phase") == "Running"}
-    owner = _owner(cluster, client, vip)
+    owner = _owner(cluster, client, machines, vip)
     if "control-plane" in next(iter(endpoint_nodes)):
         pytest.skip("the only endpoint landed on the control plane, which does not announce")
     assert owner in endpoint_nodes, (

@@ -51,17 +51,29 @@ def test_ingress_status_shows_the_ingress_vip(cluster: Cluster, demo: str) -> No
     wait_for("Ingress demo/demo status to show the ingress VIP", probe, timeout=60)
 
 
-@pytest.mark.parametrize("scheme,port", [("http", 80), ("https", 443)])
-def test_both_hosts_answer_through_the_ingress_vip(cluster: Cluster, client: Client, demo: str,
-                                                    scheme: str, port: int) -> None:
+def test_both_hosts_answer_through_the_ingress_vip_over_https(
+        cluster: Cluster, client: Client, demo: str) -> None:
     vip = _ingress_vip(cluster)
     for host, prefix in HOSTS.items():
         def probe(host: str = host, prefix: str = prefix) -> dict[str, object] | None:
-            result = client.request(vip, port, host=host, scheme=scheme, ca_pem=demo)
+            result = client.request(vip, 443, host=host, scheme="https", ca_pem=demo)
             body = str(result.get("body", ""))
             return result if result.get("status") == 200 and body.startswith(prefix) else None
-        result = wait_for(f"{scheme}://{host}/ via {vip}", probe, timeout=90, interval=1)
+        result = wait_for(f"https://{host}/ via {vip}", probe, timeout=90, interval=1)
         assert str(result["body"]).startswith(prefix)
+
+
+def test_plain_http_to_a_tls_host_is_redirected_to_https(
+        cluster: Cluster, client: Client, demo: str) -> None:
+    # Hosts listed under the Ingress's tls get a 308 to https on port 80 (ssl-redirect on by
+    # default, as in ingress-nginx); never the app over plain HTTP.
+    vip = _ingress_vip(cluster)
+    for host in HOSTS:
+        def probe(host: str = host) -> dict[str, object] | None:
+            result = client.request(vip, 80, host=host)
+            return result if result.get("status") == 308 else None
+        result = wait_for(f"http://{host}/ via {vip} redirected", probe, timeout=90, interval=1)
+        assert result["location"] == f"https://{host}/", result
 
 
 def test_unknown_host_is_not_routed_to_an_app(cluster: Cluster, client: Client,

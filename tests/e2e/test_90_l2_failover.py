@@ -1,5 +1,6 @@
-"""Layer-2 failover: stop the container of the node answering ARP for a VIP; another worker
-takes the VIP over (gratuitous ARP) and the client reaches the Service again.
+"""Layer-2 failover: the node answering ARP for a VIP dies suddenly (kind: its container is
+stopped; lab: its cables are cut); another worker takes the VIP over (gratuitous ARP) and the
+client reaches the Service again.
 
 Runs last (file order): it kills a worker, then starts it again for whatever runs after.
 """
@@ -15,8 +16,7 @@ import pytest
 from tests.e2e.kit import (
     Client,
     Cluster,
-    container_mac,
-    docker,
+    Machines,
     lb_service,
     manifest,
     namespace,
@@ -48,19 +48,19 @@ def pinned_app(cluster: Cluster) -> Iterator[None]:
 
 
 def test_vip_moves_to_the_other_worker_when_the_owner_stops(
-        cluster: Cluster, client: Client, pinned_app: None) -> None:
+        cluster: Cluster, client: Client, machines: Machines, pinned_app: None) -> None:
     cluster.apply(manifest(lb_service("steady", NS, app="steady", pool=POOL)))
     vip = cluster.service_vip("steady", NS)
     wait_for(f"http://{vip}/", lambda: client.request(vip).get("status") == 200 or None,
              timeout=60, interval=0.5)
 
-    macs = {node: container_mac(node) for node in cluster.node_addresses()}
+    macs = {node: machines.mac(node) for node in cluster.node_addresses()}
     before = client.neighbour_mac(vip)
     owner = next((n for n, m in macs.items() if m == before), None)
     assert owner is not None, f"{vip} resolved to {before}, no node has that MAC"
     assert "control-plane" not in owner
 
-    docker("stop", "--time", "0", owner)  # SIGKILL: a sudden node death, no graceful handover
+    machines.stop(owner)  # a sudden node death, no graceful handover
     stopped_at = time.monotonic()
     try:
         # Bounded loop: at most MAX_OUTAGE_S * 2 of probing, PROBE_TIMEOUT_S per request.
@@ -76,12 +76,12 @@ def test_vip_moves_to_the_other_worker_when_the_owner_stops(
         after = client.neighbour_mac(vip)
         new_owner = next((n for n, m in macs.items() if m == after), None)
         print(f"\nfailover: {owner} -> {new_owner}, outage {outage:.2f}s (measured from "
-              f"`docker stop` to the first answer, probe timeout {PROBE_TIMEOUT_S}s)")
+              f"the node's death to the first answer, probe timeout {PROBE_TIMEOUT_S}s)")
         assert new_owner not in (None, owner), f"VIP still resolves to {after}"
         assert "control-plane" not in str(new_owner)
         assert outage < MAX_OUTAGE_S, f"failover took {outage:.1f}s"
     finally:
-        docker("start", owner, check=False)
+        machines.start(owner)
 
         def ready() -> bool | None:
             node = cluster.get("node", owner)
