@@ -126,9 +126,11 @@ class LabCluster:
         # A lab that ran before on a shared control plane deleted its namespace; Helm cannot
         # install into one that is still terminating.
         self._wait_namespace_not_terminating(60.0)
+        # With the real kube-proxy the nodes accept VIP traffic through its prerouting rules,
+        # as on a real cluster: no AnyIP routes and no arp_ignore stand-in (vip_routes).
         lab = Lab(nodes_count=self.nodes, start_controller=False, start_backends=False,
                   routed_vips=True, control_plane=self.cp, node_agents=True,
-                  node_agent_args=AGENT_ARGS)
+                  node_agent_args=AGENT_ARGS, vip_routes=not self.kube_proxy)
         self.lab = lab.__enter__()
         self.figures["lab_nodes_ready_s"] = round(time.monotonic() - t0, 2)
         self.kubectl("label", "node", CONTROL_PLANE_NODE, f"{CONTROL_PLANE_ROLE}=",
