@@ -1,6 +1,9 @@
 """Layer-2 failover as a client sees it: outage per scenario over many trials.
 
     sudo .venv/bin/python -m bench.l2_failover [--trials 20] [--png PATH]
+    sudo .venv/bin/python -m bench.l2_failover --lab-cluster [--trials 10]  # chart's speakers
+    sudo .venv/bin/python -m bench.l2_failover --compare --scenarios cut --trials 10
+        [--lab-probe syn]  # today's lab probed with TCP SYNs too (like for like)
 
 Builds the namespace lab (lab.topology: 3 nodes, router, client, API emulator, controller if
 present, one real speaker per node), gives a Service a VIP, and runs a 100 Hz prober in the
@@ -26,52 +29,194 @@ answering one ARP round; a run longer than one probe interval counts as split br
 Targets: (a), (b) p99 outage < 1 s; (c) zero lost probes; no split brain anywhere.
 Note (a): the killed speaker's node still delivers traffic sent to its MAC, so the data path
 often loses nothing; the ARP gap shows the takeover itself.
+
+``--lab-cluster``: the same trials on the lab cluster (``lab.labcluster.LabCluster``: the real
+control plane, node agents, the real kube-proxy, Portico from ``helm install charts/portico``:
+the speakers are the chart's DaemonSet pods). A Deployment of agnhost ``serve-hostname`` pinned
+to the control-plane node ``node1`` (which is never cut and never announces: the chart's
+L2Advertisement selects the workers) backs a LoadBalancer Service (externalTrafficPolicy
+Cluster) with the VIP ``CLUSTER_VIP``; only the announcement moves, as in today's lab. Scenario
+``cut`` is today's fault: the owner's segment-A cable at the switch. The node's management
+cable stays plugged, as in today's lab, so the node agent, its pods and the speaker keep
+running and talking to the API server: the client-facing link died, the node did not.
+``cutall`` also pulls the management cable (a dead node, as tests/e2e's LabMachines.stop
+does); within a trial's few seconds the API server notices nothing either way (node lease
+40 s), so both measure the speakers' own detection. kill/term do not apply there (the node
+agent restarts a killed speaker pod: a different story). The data path is a TCP SYN per probe
+to VIP:80, answered (SYN-ACK) through kube-proxy by a backend pod: kube-proxy forwards the
+Service's ports only, so an ICMP echo to a VIP gets no answer on a real cluster.
+
+``--compare``: both labs at once (they share nothing but the machine) and the trials
+interleaved, one trial of each mode in turn, so both see the same machine load.
+
+Results: ``bench/results/l2_failover-<mode>-<time>.json`` per mode (mode ``lab`` or
+``lab-cluster``) and a PNG next to it (the trial with the worst outage of ``--png-scenario``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from lab import netns
-from lab.failover import Prober, Trial, analyse, current_owner
-from lab.topology import Lab
+from lab.failover import Prober, SynProber, Trial, analyse, current_owner
+from lab.topology import CLIENT_HOST, SEG_A4, Lab
 from lab.wait import wait_until
 
 VIP = "192.0.2.210"
 SETTLE = 0.6  # s of steady probing before a fault
 OBSERVE = 3.0  # s after the fault that a trial records
+REPO = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO / "bench" / "results"
+# Lab cluster: the VIP (inside lab.labcluster.L2_RANGE) and the bench's own objects.
+CLUSTER_VIP = "192.0.2.210"
+CLUSTER_NS = "bench-l2"
+CLUSTER_APP = "steady"
+AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.53"
+CLUSTER_SCENARIOS = ("cut", "cutall")
+RESTORE_TIMEOUT_S = 30.0
 
 
-def run_trial(lab: Lab, prober: Prober, scenario: str) -> Trial:
-    owner, owner_mac = current_owner(lab, VIP)
+@dataclass
+class Mode:
+    """One lab the trials run on: how to cut and restore the owner, and the trials so far."""
+
+    name: str  # "lab" or "lab-cluster"
+    lab: Lab
+    vip: str
+    prober: Prober
+    probe: str  # what the data path sends: "icmp-echo" or "tcp-syn"
+    fault: Callable[[str, str], None]  # (scenario, owner node)
+    restore: Callable[[str, str], None]
+    scenarios: tuple[str, ...]
+    results: dict[str, list[Trial]] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def run_mode_trial(mode: Mode, scenario: str) -> Trial:
+    """``run_trial`` for either lab: the fault and the restore are the mode's."""
+    lab, vip = mode.lab, mode.vip
+    owner, owner_mac = current_owner(lab, vip)
     time.sleep(SETTLE)
-    prober.reset()
+    mode.prober.reset()
     time.sleep(SETTLE)
     t_fault = time.monotonic()
-    if scenario == "kill":
-        lab.stop_proc(f"speaker-{owner}", signal.SIGKILL)
-    elif scenario == "cut":
-        lab.cut_link(owner)
-    elif scenario == "term":
-        threading.Thread(target=lab.stop_proc, args=(f"speaker-{owner}", signal.SIGTERM),
-                         daemon=True).start()
+    mode.fault(scenario, owner)
     time.sleep(OBSERVE)
-    rec = prober.reset()
+    rec = mode.prober.reset()
     trial = analyse(scenario, owner, owner_mac, rec, t_fault, lab)
-    # Restore, and wait until the VIP is back with its hash winner (the restarted node).
-    if scenario == "cut":
-        lab.cut_link(owner, up=True)
-    else:
-        lab.stop_proc(f"speaker-{owner}", signal.SIGKILL, wait=5)
-        lab.start_speaker(owner)
-    wait_until(lambda: lab.who_has(VIP, timeout=0.2) == {owner_mac}, 20,
-               what="VIP back on the original owner")
+    mode.restore(scenario, owner)
+    wait_until(lambda: lab.who_has(vip, timeout=0.2) == {owner_mac}, RESTORE_TIMEOUT_S,
+               what=f"{mode.name}: VIP back on the original owner")
     return trial
+
+
+def lab_mode(lab: Lab, probe: str = "icmp") -> Mode:
+    """Today's lab: emulator (or real control plane), speakers started by hand. ``probe``
+    "syn": TCP SYNs to VIP:80 (each node's lab.backend answers) instead of ICMP echoes, the
+    lab cluster's data path, for a like-for-like comparison."""
+    lab.add_pool("a4", ["192.0.2.192/27"])
+    lab.add_l2("seg-a", ipAddressPools=["a4"])
+    lab.start_speakers()
+    lab.wait_speakers_live()
+    lab.add_service("bench", ips=[VIP])
+    wait_until(lambda: lab.service_ips("bench") == [VIP], 20, what="VIP assigned")
+    current_owner(lab, VIP)
+
+    def fault(scenario: str, owner: str) -> None:
+        if scenario == "kill":
+            lab.stop_proc(f"speaker-{owner}", signal.SIGKILL)
+        elif scenario == "cut":
+            lab.cut_link(owner)
+        elif scenario == "term":
+            threading.Thread(target=lab.stop_proc,
+                             args=(f"speaker-{owner}", signal.SIGTERM), daemon=True).start()
+
+    def restore(scenario: str, owner: str) -> None:
+        if scenario == "cut":
+            lab.cut_link(owner, up=True)
+        else:
+            lab.stop_proc(f"speaker-{owner}", signal.SIGKILL, wait=5)
+            lab.start_speaker(owner)
+
+    prober = (SynProber(lab.client, "pl-eth0", VIP, f"{SEG_A4}.{CLIENT_HOST}", 80)
+              if probe == "syn" else Prober(lab.client, "pl-eth0", VIP))
+    return Mode("lab", lab, VIP, prober, "tcp-syn" if probe == "syn" else "icmp-echo",
+                fault, restore, ("kill", "cut", "term"))
+
+
+def cluster_manifest() -> str:
+    """Namespace, a Deployment of agnhost serve-hostname (HTTP on 8080, readiness probe) on
+    the control-plane node, and the LoadBalancer Service (ETP Cluster) asking for the VIP."""
+    from lab.labcluster import CONTROL_PLANE_ROLE, L2_POOL
+
+    pod: dict[str, Any] = {
+        "nodeSelector": {CONTROL_PLANE_ROLE: ""},
+        "tolerations": [{"key": CONTROL_PLANE_ROLE, "operator": "Exists",
+                         "effect": "NoSchedule"}],
+        "containers": [{
+            "name": "web", "image": AGNHOST,
+            "args": ["serve-hostname", "--http", "--port", "8080"],
+            "ports": [{"name": "http", "containerPort": 8080}],
+            "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 2},
+        }],
+    }
+    objs: list[dict[str, Any]] = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": CLUSTER_NS}},
+        {"apiVersion": "apps/v1", "kind": "Deployment",
+         "metadata": {"name": CLUSTER_APP, "namespace": CLUSTER_NS},
+         "spec": {"replicas": 2, "selector": {"matchLabels": {"app": CLUSTER_APP}},
+                  "template": {"metadata": {"labels": {"app": CLUSTER_APP}}, "spec": pod}}},
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {"name": CLUSTER_APP, "namespace": CLUSTER_NS,
+                      "annotations": {"lb.portico.dev/address-pool": L2_POOL,
+                                      "lb.portico.dev/loadBalancerIPs": CLUSTER_VIP}},
+         "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Cluster",
+                  "selector": {"app": CLUSTER_APP},
+                  "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}},
+    ]
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": objs})
+
+
+def cluster_mode(lc: Any) -> Mode:
+    """The lab cluster (a started ``LabCluster``): the chart's speakers, kube-proxy, pods."""
+    lab = lc.lab
+    assert lab is not None
+    lc.kubectl("apply", "-f", "-", input_text=cluster_manifest())
+    lc.kubectl("rollout", "status", f"deployment/{CLUSTER_APP}", "-n", CLUSTER_NS,
+               "--timeout=180s", timeout=200.0)
+    wait_until(lambda: lab.service_ips(CLUSTER_APP, CLUSTER_NS) == [CLUSTER_VIP], 60,
+               what="lab cluster: VIP assigned")
+    wait_until(lambda: lab.http_get(CLUSTER_VIP, timeout=1.0) is not None, 60,
+               interval=0.5, what="lab cluster: VIP answers HTTP from the client")
+    current_owner(lab, CLUSTER_VIP)
+
+    def fault(scenario: str, owner: str) -> None:
+        lab.cut_link(owner, up=False, mgmt=scenario == "cutall")
+
+    def restore(scenario: str, owner: str) -> None:
+        lab.cut_link(owner, up=True, mgmt=scenario == "cutall")
+
+    prober = SynProber(lab.client, "pl-eth0", CLUSTER_VIP, f"{SEG_A4}.{CLIENT_HOST}", 80)
+    return Mode("lab-cluster", lab, CLUSTER_VIP, prober, "tcp-syn", fault, restore,
+                CLUSTER_SCENARIOS, info={"figures": dict(lc.figures)})
+
+
+def cluster_cleanup(lc: Any) -> None:
+    with contextlib.suppress(Exception):
+        lc.kubectl("delete", "service", CLUSTER_APP, "-n", CLUSTER_NS, "--ignore-not-found",
+                   check=False)
+        lc.kubectl("delete", "namespace", CLUSTER_NS, "--ignore-not-found", "--wait=false",
+                   check=False)
 
 
 def pct(values: list[float], p: float) -> float:
@@ -81,7 +226,8 @@ def pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, max(0, round(p / 100 * len(s) + 0.5) - 1))]
 
 
-def timeline_png(trial: Trial, lab: Lab, path: Path) -> None:
+def timeline_png(trial: Trial, lab: Lab, path: Path, data_label: str = "ICMP echo reply",
+                 mode: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -91,7 +237,7 @@ def timeline_png(trial: Trial, lab: Lab, path: Path) -> None:
     names = sorted({lab.node_by_mac(m) or m for _, _, m in trial.record.replies}
                    | {lab.node_by_mac(m) or m for _, _, m in trial.record.arp_replies})
     ypos = {n: i for i, n in enumerate(names)}
-    for kind, rows, marker, dy in (("ICMP echo reply", trial.record.replies, "|", 0.1),
+    for kind, rows, marker, dy in ((data_label, trial.record.replies, "|", 0.1),
                                    ("ARP reply", trial.record.arp_replies, ".", -0.1)):
         xs = [t - trial.t_fault for t, _, _ in rows]
         ys = [ypos[lab.node_by_mac(m) or m] + dy for _, _, m in rows]
@@ -104,7 +250,8 @@ def timeline_png(trial: Trial, lab: Lab, path: Path) -> None:
     ax.axvline(0, color="black", linestyle="--", linewidth=1)
     ax.set_yticks([*ypos.values(), -0.8], [*ypos, "lost"])
     ax.set_xlabel(f"seconds since fault ({trial.scenario}: owner {trial.owner})")
-    ax.set_title(f"Portico L2 failover, 100 Hz probes per node MAC — scenario "
+    ax.set_title(f"Portico L2 failover{' (' + mode + ')' if mode else ''}, 100 Hz "
+                 f"probes per node MAC — scenario "
                  f"{trial.scenario}: outage {trial.outage * 1000:.0f} ms, "
                  f"takeover {(trial.takeover or float('nan')) * 1000:.0f} ms")
     ax.legend(loc="upper right", fontsize=8)
@@ -114,76 +261,165 @@ def timeline_png(trial: Trial, lab: Lab, path: Path) -> None:
     plt.close(fig)
 
 
+def summary(mode: Mode) -> bool:
+    """Today's table for one mode; True when the targets are met."""
+    results = mode.results
+    print(f"\n== mode {mode.name} (data path: {mode.probe})")
+    print(f"{'scenario':10} {'n':>3} {'outage p50/p99/max (ms)':>26} {'lost max':>9} "
+          f"{'arp gap p50/p99/max (ms)':>26} {'takeover p50/p99/max (ms)':>27} "
+          f"{'split brain':>11}")
+    ok = True
+    for sc, trials in results.items():
+        if not trials:
+            continue
+        out = [t.outage * 1000 for t in trials]
+        gap = [t.arp_gap * 1000 for t in trials]
+        tk = [t.takeover * 1000 for t in trials if t.takeover is not None]
+        split = sum(1 for t in trials if t.split_rounds > 1)
+        print(f"{sc:10} {len(trials):3} "
+              f"{pct(out, 50):8.0f}/{pct(out, 99):6.0f}/{max(out):6.0f}     "
+              f"{max(t.lost for t in trials):9} "
+              f"{pct(gap, 50):8.0f}/{pct(gap, 99):6.0f}/{max(gap):6.0f}     "
+              f"{pct(tk, 50):9.0f}/{pct(tk, 99):6.0f}/{max(tk, default=float('nan')):6.0f}"
+              f"     {split:>6} of {len(trials)}")
+        if sc in ("kill", "cut", "cutall") and pct(out, 99) >= 1000:
+            ok = False
+        if sc == "term" and max(t.lost for t in trials) > 0:
+            ok = False
+        if split:
+            ok = False
+    print("split brain: two MACs answering one ARP round for longer than one probe "
+          "interval (10 ms) —", "never" if all(
+              t.split_rounds <= 1 for ts in results.values() for t in ts) else "SEEN")
+    return ok
+
+
+def ms(value: float | None) -> float | None:
+    return None if value is None else round(value * 1000, 1)
+
+
+def write_results(mode: Mode, args: argparse.Namespace, stamp: str, out_dir: Path) -> Path:
+    """bench/results/l2_failover-<mode>-<stamp>.json (+ .png of the worst trial)."""
+    stats: dict[str, Any] = {}
+    for sc, trials in mode.results.items():
+        if not trials:
+            continue
+        out = [t.outage * 1000 for t in trials]
+        gap = [t.arp_gap * 1000 for t in trials]
+        tk = [t.takeover * 1000 for t in trials if t.takeover is not None]
+        stats[sc] = {"n": len(trials),
+                     "outage_ms": {"p50": pct(out, 50), "p99": pct(out, 99), "max": max(out)},
+                     "lost_max": max(t.lost for t in trials),
+                     "arp_gap_ms": {"p50": pct(gap, 50), "p99": pct(gap, 99), "max": max(gap)},
+                     "takeover_ms": {"p50": pct(tk, 50) if tk else None,
+                                     "p99": pct(tk, 99) if tk else None,
+                                     "max": max(tk, default=None)},
+                     "split_brain_trials": sum(1 for t in trials if t.split_rounds > 1)}
+    doc = {
+        "bench": "l2_failover", "mode": mode.name, "started": stamp,
+        "argv": sys.argv[1:], "vip": mode.vip, "probe": mode.probe,
+        "probe_interval_ms": 10, "settle_s": SETTLE, "observe_s": OBSERVE,
+        "interleaved": args.compare, **mode.info,
+        "summary": stats,
+        "trials": [{"scenario": t.scenario, "owner": t.owner, "new_owner": t.new_owner,
+                    "lost": t.lost, "outage_ms": ms(t.outage), "arp_gap_ms": ms(t.arp_gap),
+                    "takeover_ms": ms(t.takeover), "split_rounds": t.split_rounds}
+                   for ts in mode.results.values() for t in ts],
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"l2_failover-{mode.name}-{stamp}.json"
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench.l2_failover")
     ap.add_argument("--trials", type=int, default=20)
-    ap.add_argument("--scenarios", default="kill,cut,term")
-    ap.add_argument("--png", default="/tmp/portico-bench/l2_failover_timeline.png")
+    ap.add_argument("--scenarios", default=None,
+                    help="default: kill,cut,term (lab), cut (lab cluster); the lab cluster "
+                         "knows cut and cutall (segment A and management cables)")
+    ap.add_argument("--lab-cluster", action="store_true",
+                    help="run on the lab cluster (chart-installed speakers) instead")
+    ap.add_argument("--compare", action="store_true",
+                    help="both labs, trials interleaved (lab, lab cluster, lab, ...)")
+    ap.add_argument("--lab-probe", choices=("icmp", "syn"), default="icmp",
+                    help="data path of today's lab: ICMP echo (today's) or TCP SYN to :80 "
+                         "(what the lab cluster uses)")
+    ap.add_argument("--max-minutes", type=float, default=60.0,
+                    help="no new trial starts after this long (bounded run)")
+    ap.add_argument("--png", default=None,
+                    help="timeline PNG (one mode only; default: next to the results file)")
     ap.add_argument("--png-scenario", default="cut")
+    ap.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = ap.parse_args(argv)
     if args.trials < 1 or args.trials > 200:  # bounded load loop
         ap.error("--trials must be 1..200")
+    if args.lab_cluster and args.compare:
+        ap.error("--compare already runs the lab cluster")
+    want = ((["lab"] if not args.lab_cluster else []) +
+            (["lab-cluster"] if args.lab_cluster or args.compare else []))
+    scenarios = [s for s in (args.scenarios or (
+        "cut" if args.lab_cluster or args.compare else "kill,cut,term")).split(",") if s]
+    if "lab-cluster" in want and not set(scenarios) & set(CLUSTER_SCENARIOS):
+        ap.error(f"the lab cluster runs scenarios {', '.join(CLUSTER_SCENARIOS)} only")
     reason = netns.available()
     if reason:
         print(f"skipped: {reason}", file=sys.stderr)
         return 2
-    scenarios = [s for s in args.scenarios.split(",") if s]
-    results: dict[str, list[Trial]] = {s: [] for s in scenarios}
-    with Lab(nodes_count=3) as lab:
-        lab.add_pool("a4", ["192.0.2.192/27"])
-        lab.add_l2("seg-a", ipAddressPools=["a4"])
-        lab.start_speakers()
-        lab.wait_speakers_live()
-        lab.add_service("bench", ips=[VIP])
-        wait_until(lambda: lab.service_ips("bench") == [VIP], 20, what="VIP assigned")
-        current_owner(lab, VIP)
-        prober = Prober(lab.client, "pl-eth0", VIP)
-        prober.start()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    deadline = time.monotonic() + args.max_minutes * 60
+    ok = True
+    with contextlib.ExitStack() as stack:
+        modes: list[Mode] = []
+        if "lab" in want:
+            lab = stack.enter_context(Lab(nodes_count=3))
+            modes.append(lab_mode(lab, args.lab_probe))
+        if "lab-cluster" in want:
+            from lab.labcluster import LabCluster
+
+            t0 = time.monotonic()
+            lc = stack.enter_context(LabCluster())
+            stack.callback(cluster_cleanup, lc)
+            print(f"lab cluster up in {time.monotonic() - t0:.0f} s: {lc.figures}",
+                  file=sys.stderr, flush=True)
+            modes.append(cluster_mode(lc))
+        for mode in modes:
+            mode.results = {s: [] for s in scenarios if s in mode.scenarios}
+            mode.prober.start()
+            stack.callback(mode.prober.stop)
+            stack.callback(print, f"{mode.name} lab logs: {mode.lab.dir}", file=sys.stderr)
         try:
             for sc in scenarios:
                 for i in range(args.trials):
-                    tr = run_trial(lab, prober, sc)
-                    results[sc].append(tr)
-                    print(f"{sc:5} #{i + 1:2}: owner {tr.owner} -> {tr.new_owner}  "
-                          f"lost {tr.lost:3}  outage {tr.outage * 1000:6.0f} ms  "
-                          f"arp gap {tr.arp_gap * 1000:5.0f} ms  takeover "
-                          f"{(tr.takeover or float('nan')) * 1000:6.0f} ms  "
-                          f"split {tr.split_rounds}", flush=True)
-        finally:
-            prober.stop()
-            print(f"lab logs: {lab.dir}", file=sys.stderr)
-        print()
-        print(f"{'scenario':10} {'n':>3} {'outage p50/p99/max (ms)':>26} {'lost max':>9} "
-              f"{'arp gap p50/p99/max (ms)':>26} {'takeover p50/p99/max (ms)':>27} "
-              f"{'split brain':>11}")
-        ok = True
-        for sc, trials in results.items():
-            if not trials:
-                continue
-            out = [t.outage * 1000 for t in trials]
-            gap = [t.arp_gap * 1000 for t in trials]
-            tk = [t.takeover * 1000 for t in trials if t.takeover is not None]
-            split = sum(1 for t in trials if t.split_rounds > 1)
-            print(f"{sc:10} {len(trials):3} "
-                  f"{pct(out, 50):8.0f}/{pct(out, 99):6.0f}/{max(out):6.0f}     "
-                  f"{max(t.lost for t in trials):9} "
-                  f"{pct(gap, 50):8.0f}/{pct(gap, 99):6.0f}/{max(gap):6.0f}     "
-                  f"{pct(tk, 50):9.0f}/{pct(tk, 99):6.0f}/{max(tk, default=float('nan')):6.0f}"
-                  f"     {split:>6} of {len(trials)}")
-            if sc in ("kill", "cut") and pct(out, 99) >= 1000:
-                ok = False
-            if sc == "term" and max(t.lost for t in trials) > 0:
-                ok = False
-            if split:
-                ok = False
-        print("split brain: two MACs answering one ARP round for longer than one probe "
-              "interval (10 ms) —", "never" if all(
-                  t.split_rounds <= 1 for ts in results.values() for t in ts) else "SEEN")
-        pick = results.get(args.png_scenario) or next(iter(results.values()))
-        if pick:
-            worst = max(pick, key=lambda t: t.outage)
-            timeline_png(worst, lab, Path(args.png))
-            print(f"timeline of one {worst.scenario} trial (worst outage): {args.png}")
+                    for mode in modes:
+                        if sc not in mode.scenarios:
+                            continue
+                        if time.monotonic() > deadline:
+                            raise TimeoutError
+                        tr = run_mode_trial(mode, sc)
+                        mode.results[sc].append(tr)
+                        tag = f"{mode.name:11} " if len(modes) > 1 else ""
+                        print(f"{tag}{sc:5} #{i + 1:2}: owner {tr.owner} -> {tr.new_owner}  "
+                              f"lost {tr.lost:3}  outage {tr.outage * 1000:6.0f} ms  "
+                              f"arp gap {tr.arp_gap * 1000:5.0f} ms  takeover "
+                              f"{(tr.takeover or float('nan')) * 1000:6.0f} ms  "
+                              f"split {tr.split_rounds}", flush=True)
+        except TimeoutError:
+            print(f"--max-minutes {args.max_minutes:g} reached: no more trials", flush=True)
+        for mode in modes:
+            ok = summary(mode) and ok
+            path = write_results(mode, args, stamp, args.out)
+            print(f"results: {path}")
+            pick = mode.results.get(args.png_scenario) or next(
+                (ts for ts in mode.results.values() if ts), [])
+            if pick:
+                worst = max(pick, key=lambda t: t.outage)
+                png = (Path(args.png) if args.png and len(modes) == 1
+                       else path.with_suffix(".png"))
+                timeline_png(worst, mode.lab, png,
+                             "TCP SYN-ACK" if mode.probe == "tcp-syn" else "ICMP echo reply",
+                             mode.name)
+                print(f"timeline of one {worst.scenario} trial (worst outage): {png}")
         print("targets met" if ok else "TARGETS MISSED")
     return 0 if ok else 1
 

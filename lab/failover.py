@@ -212,3 +212,102 @@ def current_owner(lab: Lab, vip: str) -> tuple[str, str]:
     return node, mac
 
 
+
+
+# ---- TCP SYN data path (the lab cluster: kube-proxy forwards TCP to the Service's ports only,
+# so nothing answers an ICMP echo to a VIP there, as on a real cluster) ---------------------
+
+SYN_PORTS = (1024, 30000)  # source ports cycle through 1024..30999: 300 s before a reuse
+
+
+def _syn(src: bytes, dst: bytes, sport: int, dport: int, isn: int) -> bytes:
+    # 20-byte TCP header, SYN only, window 64240; checksum over the IPv4 pseudo-header.
+    hdr = struct.pack("!HHIIBBHHH", sport, dport, isn, 0, 0x50, 0x02, 64240, 0, 0)
+    pseudo = src + dst + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(hdr))
+    return hdr[:16] + struct.pack("!H", _checksum(pseudo + hdr)) + hdr[18:]
+
+
+class SynProber(Prober):
+    """Like ``Prober``, but the data path is a TCP SYN to ``vip:port`` every 10 ms (from the
+    client's kernel route and ARP cache, like the echo), and a reply is the SYN-ACK (its source
+    MAC names the node that forwarded it). Each probe's sequence number is the SYN's initial
+    sequence number, read back from the SYN-ACK's acknowledgement; each probe uses a new source
+    port, so every probe is a new connection to kube-proxy's conntrack. The client's kernel
+    answers each SYN-ACK with a RST (no socket), which closes the half-open connection at the
+    backend. ARP rounds as in ``Prober``."""
+
+    def __init__(self, ns: str, iface: str, vip: str, src: str, port: int = 80) -> None:
+        super().__init__(ns, iface, vip)
+        self.src, self.port = src, port
+        self.src_b = ipaddress.IPv4Address(src).packed
+
+    def _sport(self, seq: int) -> int:
+        return SYN_PORTS[0] + seq % SYN_PORTS[1]
+
+    def _run(self) -> None:
+        from lab.probe import arp_request
+
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+        tcp.bind((self.src, 0))
+        tcp.setblocking(False)
+        pkt = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+        pkt.bind((self.iface, 0x0003))
+        pkt.setblocking(False)
+        arps = [arp_request(PROBE_MAC, ip, self.vip) for ip in ARP_SENDERS]
+        self._ready.set()
+        seq = 0
+        next_t = time.monotonic()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_t:
+                rec = self.rec
+                seq += 1
+                rec.sent[seq] = now
+                with contextlib.suppress(OSError):  # no neighbour: that probe is lost
+                    tcp.sendto(_syn(self.src_b, self.vip_b, self._sport(seq), self.port, seq),
+                               (self.vip, 0))
+                rec.arp_rounds.append(now)
+                with contextlib.suppress(OSError):
+                    pkt.send(arps[(len(rec.arp_rounds) - 1) % len(arps)])
+                next_t += INTERVAL
+                if next_t < now:
+                    next_t = now + INTERVAL
+            ready, _, _ = select.select([pkt, tcp], [], [], max(0.0, next_t - time.monotonic()))
+            if tcp in ready:
+                while True:  # the raw socket sees every TCP packet; replies come from pkt
+                    try:
+                        tcp.recv(2048)
+                    except BlockingIOError:
+                        break
+            if pkt in ready:
+                self._read_syn(pkt)
+        tcp.close()
+        pkt.close()
+
+    def _read_syn(self, pkt: socket.socket) -> None:
+        while True:
+            try:
+                data, addr = pkt.recvfrom(2048)
+            except BlockingIOError:
+                return
+            t = time.monotonic()
+            if addr[2] == socket.PACKET_OUTGOING or len(data) < 42:
+                continue
+            etype = int.from_bytes(data[12:14], "big")
+            if etype == 0x0800 and data[23] == socket.IPPROTO_TCP:
+                off = 14 + (data[14] & 0x0F) * 4
+                if (len(data) >= off + 20 and data[26:30] == self.vip_b
+                        and int.from_bytes(data[off:off + 2], "big") == self.port
+                        and data[off + 13] & 0x12 == 0x12):  # SYN-ACK
+                    seq = (int.from_bytes(data[off + 8:off + 12], "big") - 1) & 0xFFFFFFFF
+                    if self._sport(seq) == int.from_bytes(data[off + 2:off + 4], "big"):
+                        self.rec.replies.append((t, seq, _mac(data[6:12])))
+            elif (etype == 0x0806 and int.from_bytes(data[20:22], "big") == 2
+                  and data[28:32] == self.vip_b and _mac(data[32:38]) == PROBE_MAC):
+                k = len(ARP_SENDERS)
+                residue = ARP_SENDER_INDEX.get(bytes(data[38:42]))
+                last = len(self.rec.arp_rounds) - 1
+                if residue is not None and last >= 0:
+                    rnd = last - ((last - residue) % k)
+                    if rnd >= 0:
+                        self.rec.arp_replies.append((t, rnd, _mac(data[22:28])))
