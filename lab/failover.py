@@ -86,11 +86,29 @@ class Prober:
         old, self.rec = self.rec, Record()
         return old
 
+    # The data path, one probe per tick; subclasses change what a probe is (SynProber).
+    def _data_socket(self) -> socket.socket:
+        icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        icmp.setblocking(False)
+        return icmp
+
+    def _send_data(self, sock: socket.socket, seq: int) -> None:
+        sock.sendto(_echo(seq), (self.vip, 0))
+
+    def _data_reply(self, data: bytes) -> int | None:
+        """The probe sequence number an IPv4 frame answers, or None: an ICMP echo reply."""
+        if data[23] != 1:
+            return None
+        icmp_off = 14 + (data[14] & 0x0F) * 4
+        if (data[26:30] == self.vip_b and data[icmp_off] == 0
+                and int.from_bytes(data[icmp_off + 4:icmp_off + 6], "big") == ICMP_ID):
+            return int.from_bytes(data[icmp_off + 6:icmp_off + 8], "big")
+        return None
+
     def _run(self) -> None:
         from lab.probe import arp_request
 
-        icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-        icmp.setblocking(False)
+        data_sock = self._data_socket()
         pkt = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
         pkt.bind((self.iface, 0x0003))
         pkt.setblocking(False)
@@ -109,7 +127,7 @@ class Prober:
                 rec.sent[seq] = now
                 # EHOSTUNREACH while no neighbour answers: that probe is simply lost.
                 with contextlib.suppress(OSError):
-                    icmp.sendto(_echo(seq), (self.vip, 0))
+                    self._send_data(data_sock, seq)
                 rec.arp_rounds.append(now)
                 with contextlib.suppress(OSError):
                     pkt.send(arps[(len(rec.arp_rounds) - 1) % len(arps)])
@@ -117,16 +135,17 @@ class Prober:
                 next_t += INTERVAL
                 if next_t < now:
                     next_t = now + INTERVAL
-            ready, _, _ = select.select([pkt, icmp], [], [], max(0.0, next_t - time.monotonic()))
-            if icmp in ready:
+            ready, _, _ = select.select([pkt, data_sock], [], [],
+                                        max(0.0, next_t - time.monotonic()))
+            if data_sock in ready:
                 while True:  # replies are read from the packet socket; just drain
                     try:
-                        icmp.recv(2048)
+                        data_sock.recv(2048)
                     except BlockingIOError:
                         break
             if pkt in ready:
                 self._read(pkt)
-        icmp.close()
+        data_sock.close()
         pkt.close()
 
     def _read(self, pkt: socket.socket) -> None:
@@ -139,12 +158,9 @@ class Prober:
             if addr[2] == socket.PACKET_OUTGOING or len(data) < 42:
                 continue
             etype = int.from_bytes(data[12:14], "big")
-            if etype == 0x0800 and data[23] == 1:  # IPv4 ICMP
-                ihl = (data[14] & 0x0F) * 4
-                icmp_off = 14 + ihl
-                if (data[26:30] == self.vip_b and data[icmp_off] == 0
-                        and int.from_bytes(data[icmp_off + 4:icmp_off + 6], "big") == ICMP_ID):
-                    seq = int.from_bytes(data[icmp_off + 6:icmp_off + 8], "big")
+            if etype == 0x0800:
+                seq = self._data_reply(data)
+                if seq is not None:
                     self.rec.replies.append((t, seq, _mac(data[6:12])))
             elif (etype == 0x0806 and int.from_bytes(data[20:22], "big") == 2
                   and data[28:32] == self.vip_b and _mac(data[32:38]) == PROBE_MAC):
@@ -244,70 +260,25 @@ class SynProber(Prober):
     def _sport(self, seq: int) -> int:
         return SYN_PORTS[0] + seq % SYN_PORTS[1]
 
-    def _run(self) -> None:
-        from lab.probe import arp_request
-
+    def _data_socket(self) -> socket.socket:
         tcp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
         tcp.bind((self.src, 0))
         tcp.setblocking(False)
-        pkt = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
-        pkt.bind((self.iface, 0x0003))
-        pkt.setblocking(False)
-        arps = [arp_request(PROBE_MAC, ip, self.vip) for ip in ARP_SENDERS]
-        self._ready.set()
-        seq = 0
-        next_t = time.monotonic()
-        while not self._stop.is_set():
-            now = time.monotonic()
-            if now >= next_t:
-                rec = self.rec
-                seq += 1
-                rec.sent[seq] = now
-                with contextlib.suppress(OSError):  # no neighbour: that probe is lost
-                    tcp.sendto(_syn(self.src_b, self.vip_b, self._sport(seq), self.port, seq),
-                               (self.vip, 0))
-                rec.arp_rounds.append(now)
-                with contextlib.suppress(OSError):
-                    pkt.send(arps[(len(rec.arp_rounds) - 1) % len(arps)])
-                next_t += INTERVAL
-                if next_t < now:
-                    next_t = now + INTERVAL
-            ready, _, _ = select.select([pkt, tcp], [], [], max(0.0, next_t - time.monotonic()))
-            if tcp in ready:
-                while True:  # the raw socket sees every TCP packet; replies come from pkt
-                    try:
-                        tcp.recv(2048)
-                    except BlockingIOError:
-                        break
-            if pkt in ready:
-                self._read_syn(pkt)
-        tcp.close()
-        pkt.close()
+        return tcp
 
-    def _read_syn(self, pkt: socket.socket) -> None:
-        while True:
-            try:
-                data, addr = pkt.recvfrom(2048)
-            except BlockingIOError:
-                return
-            t = time.monotonic()
-            if addr[2] == socket.PACKET_OUTGOING or len(data) < 42:
-                continue
-            etype = int.from_bytes(data[12:14], "big")
-            if etype == 0x0800 and data[23] == socket.IPPROTO_TCP:
-                off = 14 + (data[14] & 0x0F) * 4
-                if (len(data) >= off + 20 and data[26:30] == self.vip_b
-                        and int.from_bytes(data[off:off + 2], "big") == self.port
-                        and data[off + 13] & 0x12 == 0x12):  # SYN-ACK
-                    seq = (int.from_bytes(data[off + 8:off + 12], "big") - 1) & 0xFFFFFFFF
-                    if self._sport(seq) == int.from_bytes(data[off + 2:off + 4], "big"):
-                        self.rec.replies.append((t, seq, _mac(data[6:12])))
-            elif (etype == 0x0806 and int.from_bytes(data[20:22], "big") == 2
-                  and data[28:32] == self.vip_b and _mac(data[32:38]) == PROBE_MAC):
-                k = len(ARP_SENDERS)
-                residue = ARP_SENDER_INDEX.get(bytes(data[38:42]))
-                last = len(self.rec.arp_rounds) - 1
-                if residue is not None and last >= 0:
-                    rnd = last - ((last - residue) % k)
-                    if rnd >= 0:
-                        self.rec.arp_replies.append((t, rnd, _mac(data[22:28])))
+    def _send_data(self, sock: socket.socket, seq: int) -> None:
+        sock.sendto(_syn(self.src_b, self.vip_b, self._sport(seq), self.port, seq),
+                    (self.vip, 0))
+
+    def _data_reply(self, data: bytes) -> int | None:
+        """A SYN-ACK from vip:port to this probe's source port: its sequence number."""
+        if data[23] != socket.IPPROTO_TCP:
+            return None
+        off = 14 + (data[14] & 0x0F) * 4
+        if (len(data) >= off + 20 and data[26:30] == self.vip_b
+                and int.from_bytes(data[off:off + 2], "big") == self.port
+                and data[off + 13] & 0x12 == 0x12):  # SYN-ACK
+            seq = (int.from_bytes(data[off + 8:off + 12], "big") - 1) & 0xFFFFFFFF
+            if self._sport(seq) == int.from_bytes(data[off + 2:off + 4], "big"):
+                return seq
+        return None

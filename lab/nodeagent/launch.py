@@ -138,6 +138,26 @@ def _bind(source_fd: int, target: str, readonly: bool) -> None:
     os.close(source_fd)
 
 
+# The checkout the lab runs from: the "image" of every lab container (its programs, the
+# virtualenv with the editable install). In a real image the program lives in the image, so a
+# volume mounted over /tmp cannot hide it; a checkout under /tmp (a CI clone) would be hidden
+# by the chart's emptyDir on /tmp, so it is bound back on top of the volumes.
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _under(path: str, top: str) -> bool:
+    return os.path.commonpath([path, top]) == top
+
+
+def _open_hidden(keep: list[str], targets: list[str]) -> list[tuple[int, str]]:
+    """O_PATH handles of the ``keep`` directories a volume target would hide."""
+    out = []
+    for path in keep:
+        if any(_under(path, os.path.realpath(t)) for t in targets):
+            out.append((os.open(path, os.O_PATH | os.O_CLOEXEC), path))
+    return out
+
+
 def _limit_capabilities(keep: list[str] | None) -> None:
     if keep is None:  # privileged: the agent's own set
         return
@@ -160,6 +180,7 @@ def prepare(spec: dict[str, Any], expose: list[str]) -> None:
     # Opened in the new namespace (a mount of another namespace cannot be bind-mounted) and
     # before the first mount below.
     sources = _open_sources(list(spec.get("mounts") or []))
+    hidden = _open_hidden([REPO], [target for _, target, _ in sources])
     if spec.get("hostname"):
         name = str(spec["hostname"]).encode()
         _check(_libc.sethostname(name, len(name)), "sethostname")
@@ -168,6 +189,10 @@ def prepare(spec: dict[str, Any], expose: list[str]) -> None:
         _expose(expose)
     for fd, target, readonly in sources:
         _bind(fd, target, readonly)
+    for fd, path in hidden:
+        os.makedirs(path, exist_ok=True)
+        _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+        os.close(fd)
     _limit_capabilities(spec.get("caps"))
     os.setgroups([int(g) for g in spec.get("groups") or []])
     os.setgid(int(spec["gid"]))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib.metadata
+import os
 import re
 import subprocess
 import sys
@@ -163,7 +164,10 @@ def test_component_help_through_portico(component: str,
 def test_component_help_describes_the_component(component: str) -> None:
     parser = _builders()[component]()
     assert parser.description and len(parser.description.split()) >= 10
-    assert not INTERNAL.search(parser.format_help()), INTERNAL.search(parser.format_help())
+    # A default derived from where Portico is installed (the exabgp next to the interpreter)
+    # names that place; a checkout under /tmp is not internal wording.
+    text = parser.format_help().replace(os.path.dirname(sys.executable), "<bin>")
+    assert not INTERNAL.search(text), INTERNAL.search(text)
 
 
 @pytest.mark.parametrize("component", COMPONENTS)
