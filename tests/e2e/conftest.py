@@ -82,9 +82,10 @@ def pytest_runtest_makereport(
     return report
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def lab_cluster(request: pytest.FixtureRequest) -> Iterator[Any]:
-    """The lab cluster (lab runner only), on the session's control plane."""
+    """The lab cluster (lab runner only), on the session's control plane. Package scope: it
+    is gone before tests outside tests/e2e run, whose labs reuse node names (node1, ...)."""
     from lab.labcluster import LabCluster
 
     if BACKEND != "lab":
@@ -96,7 +97,7 @@ def lab_cluster(request: pytest.FixtureRequest) -> Iterator[Any]:
         yield lc
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster(request: pytest.FixtureRequest) -> Cluster:
     if BACKEND == "lab":
         return lab_backend.cluster_of(request.getfixturevalue("lab_cluster"))
@@ -110,7 +111,7 @@ def cluster(request: pytest.FixtureRequest) -> Cluster:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def client(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[Client]:
     if BACKEND == "lab":
         c: Client = lab_backend.LabClient(request.getfixturevalue("lab_cluster").lab)
@@ -122,7 +123,7 @@ def client(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[Client]
         c.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def machines(cluster: Cluster, request: pytest.FixtureRequest) -> Machines:
     """The nodes as machines: ``mac(node)``, ``stop(node)`` (sudden death), ``start(node)``."""
     if BACKEND == "lab":
