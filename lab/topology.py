@@ -366,6 +366,14 @@ class Lab:
         for ns in reversed(self.namespaces):
             netns.del_netns(ns)
         self.namespaces.clear()
+        # Pod namespaces a node agent made under this lab's prefix (``pl-TAG-nK-p...``) and
+        # could not remove itself (killed while stopping): their /run/netns entries outlive
+        # it on the host. Only names with this lab's own tag are touched.
+        own = f"{PREFIX}{self.tag}-"
+        with contextlib.suppress(OSError):
+            for name in sorted(os.listdir("/run/netns")):
+                if name.startswith(own):
+                    netns.del_netns(name)
         with contextlib.suppress(Exception):
             atexit.unregister(self.teardown)
 
