@@ -69,6 +69,10 @@ VALUES: dict[str, Any] = {
 # Node agent flags: the kubelet's defaults except a shorter crash-loop back-off (a component
 # that starts before its dependencies retries within seconds, not 10 s .. 5 min).
 AGENT_ARGS = ("--backoff-initial", "1", "--backoff-max", "10")
+# With kube-proxy the pods reach the API server as in any cluster: KUBERNETES_SERVICE_HOST is
+# the `kubernetes` Service's ClusterIP, forwarded by kube-proxy to the apiserver's published
+# endpoint (lab.kubeproxy.publish_apiserver). Empty values undo labkit's relay override.
+IN_CLUSTER_API_ARGS = ("--api-host", "", "--api-port", "0")
 READY_TIMEOUT_S = 180.0
 HELM_TIMEOUT_S = 120.0
 
@@ -130,7 +134,8 @@ class LabCluster:
         # as on a real cluster: no AnyIP routes and no arp_ignore stand-in (vip_routes).
         lab = Lab(nodes_count=self.nodes, start_controller=False, start_backends=False,
                   routed_vips=True, control_plane=self.cp, node_agents=True,
-                  node_agent_args=AGENT_ARGS, vip_routes=not self.kube_proxy)
+                  node_agent_args=AGENT_ARGS + (IN_CLUSTER_API_ARGS if self.kube_proxy else ()),
+                  vip_routes=not self.kube_proxy)
         self.lab = lab.__enter__()
         self.figures["lab_nodes_ready_s"] = round(time.monotonic() - t0, 2)
         self.kubectl("label", "node", CONTROL_PLANE_NODE, f"{CONTROL_PLANE_ROLE}=",
@@ -200,12 +205,13 @@ class LabCluster:
 
     # ---- steps ----------------------------------------------------------------------------
     def _start_kube_proxy(self) -> None:
-        from lab.kubeproxy import start_kube_proxies
+        from lab.kubeproxy import publish_apiserver, start_kube_proxies
 
         assert self.lab is not None
         t0 = time.monotonic()
         # The processes are the lab's (stopped at its teardown, tables deleted by its cleanups).
         self.proxies = start_kube_proxies(self.lab)
+        publish_apiserver(self.lab)
         self.figures["kube_proxy_healthy_s"] = round(time.monotonic() - t0, 2)
 
     def values_file(self) -> Path:
