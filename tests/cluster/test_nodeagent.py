@@ -39,6 +39,7 @@ from lab import netns
 from lab.controlplane.cluster import ControlPlane
 from lab.nodeagent import labkit
 from lab.topology import MGMT4, Lab
+from lab.wait import wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -107,14 +108,7 @@ while True:
 
 def eventually(check: Callable[[], Any], timeout: float, what: str,
                interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+    return wait_until(check, timeout, interval, what)
 
 
 @dataclass

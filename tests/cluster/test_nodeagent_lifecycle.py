@@ -25,6 +25,7 @@ from lab import netns
 from lab.controlplane.cluster import ControlPlane
 from lab.nodeagent import labkit
 from lab.topology import Lab
+from lab.wait import wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -33,15 +34,9 @@ LEASE_RENEW_S = 1.0
 UNREACHABLE = "node.kubernetes.io/unreachable"
 
 
-def eventually(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+def eventually(check: Callable[[], Any], timeout: float, what: str,
+               interval: float = 0.1) -> Any:
+    return wait_until(check, timeout, interval, what)
 
 
 @pytest.fixture(scope="module")
