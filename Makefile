@@ -2,7 +2,7 @@
 # (scripts/install-deps.sh) and runs lint, types and the whole test suite.
 PY := .venv/bin/python
 
-.PHONY: test deps binaries lint unit demo
+.PHONY: test deps binaries lint unit demo conformance
 deps:
 	bash scripts/install-deps.sh
 
@@ -27,3 +27,8 @@ unit: deps
 # The lab demo (README "Quick start"): needs root for network namespaces.
 demo: deps binaries
 	$(PY) -m lab.demo
+
+# The Gateway API conformance suite (v1.6.3, built by `make binaries`) against Portico on the
+# lab cluster (root): lab/gateway_conformance.py. ARGS: e.g. --run-test NAME, --skip-tests A,B.
+conformance: deps binaries
+	$(PY) -m lab.gateway_conformance $(ARGS)

@@ -25,10 +25,14 @@ port is ephemeral on 127.0.0.1; every load loop is bounded by count and time.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
 import http.client
+import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -41,13 +45,14 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.procstat import cpu_seconds, memory_mb
+from bench.procstat import cpu_seconds, memory_mb, process_tree
 from ingress.core.render import Settings
 from ingress.haproxy import DataPlane
 from ingress.sync import Syncer
 from lab.ingress_kit import World, free_port, ingress, path, rule
 
 PROCS: list[subprocess.Popen[bytes]] = []
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
 HOST = "bench.example.com"
 
 
@@ -125,13 +130,130 @@ backend b
     return port, p.pid
 
 
-def wrk(port: int, seconds: int, pid: int | None = None) -> tuple[float, float, float, float]:
-    """(req/s, p50 ms, p99 ms, the proxy's CPU microseconds per request or NaN)."""
-    cpu0 = cpu_seconds(pid) if pid else 0.0
+NGINX_BASE = """daemon off;
+master_process on;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{
+    multi_accept on;
+    worker_connections 16384;
+    use epoll;
+}}
+http {{
+    # ingress-nginx's http-level defaults (its nginx.tmpl with the default ConfigMap), minus
+    # the access log: Portico logs no request either, so neither side pays for one.
+    access_log off;
+    tcp_nopush on;
+    tcp_nodelay on;
+    reset_timedout_connection on;
+    keepalive_timeout 75s;
+    keepalive_requests 1000;
+    client_header_buffer_size 1k;
+    large_client_header_buffers 4 8k;
+    client_body_buffer_size 8k;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server_tokens off;
+    map $http_upgrade $connection_upgrade {{
+        default upgrade;
+        '' '';
+    }}
+    map $http_x_request_id $req_id {{
+        default $http_x_request_id;
+        "" $request_id;
+    }}
+    upstream default-svc-80 {{
+        server 127.0.0.1:{backend} max_fails=0 fail_timeout=0;
+        keepalive 320;
+        keepalive_timeout 60s;
+        keepalive_requests 10000;
+    }}
+    server {{
+        listen 127.0.0.1:{port} reuseport backlog=4096;
+        server_name {host};
+        location / {{
+            set $pass_access_scheme $scheme;
+            set $pass_server_port $server_port;
+            set $best_http_host $http_host;
+            set $pass_port $pass_server_port;
+{headers}
+            proxy_connect_timeout 5s;
+            proxy_send_timeout 60s;
+            proxy_read_timeout 60s;
+            proxy_buffering off;
+            proxy_buffer_size 4k;
+            proxy_buffers 4 4k;
+            proxy_request_buffering on;
+            proxy_http_version 1.1;
+            proxy_next_upstream error timeout;
+            proxy_next_upstream_tries 3;
+            proxy_redirect off;
+            proxy_pass http://default-svc-80;
+        }}
+    }}
+}}
+"""
+# What every ingress must send, as ingress-nginx sets it for one host, with an upstream
+# keep-alive pool ('Connection ""' rather than "close").
+NGINX_MIN_HEADERS = """\
+            proxy_set_header Host $best_http_host;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_set_header X-Forwarded-Host $best_http_host;
+            proxy_set_header X-Forwarded-Proto $pass_access_scheme;"""
+# ingress-nginx's full per-location header set (nginx.tmpl, default ConfigMap).
+NGINX_FULL_HEADERS = """\
+            proxy_set_header Host $best_http_host;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header X-Request-ID $req_id;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_set_header X-Forwarded-Host $best_http_host;
+            proxy_set_header X-Forwarded-Port $pass_port;
+            proxy_set_header X-Forwarded-Proto $pass_access_scheme;
+            proxy_set_header X-Forwarded-Scheme $pass_access_scheme;
+            proxy_set_header X-Original-URI $request_uri;
+            proxy_set_header X-Scheme $pass_access_scheme;
+            proxy_set_header X-Original-Forwarded-For $http_x_forwarded_for;
+            proxy_set_header Proxy "";"""
+
+
+def nginx_proxy(tmp: Path, backend_port: int, full: bool) -> tuple[int, list[int]]:
+    """nginx as ingress-nginx renders one host: 1 worker, keep-alive upstream (no Lua).
+
+    Returns (port, PIDs of the master and its worker)."""
+    port = free_port()
+    d = tmp / ("nginx-full" if full else "nginx-min")
+    d.mkdir()
+    conf = d / "nginx.conf"
+    conf.write_text(NGINX_BASE.format(
+        d=d, port=port, backend=backend_port, host=HOST,
+        headers=NGINX_FULL_HEADERS if full else NGINX_MIN_HEADERS))
+    p = spawn(["nginx", "-e", str(d / "error.log"), "-c", str(conf)])
+    wait_http(port, HOST, lambda s, b: s == 200)
+    return port, process_tree(p.pid)
+
+
+Run = tuple[float, float, float, float, int]  # req/s, p50 ms, p99 ms, CPU us/request, errors
+
+
+def proxy_cpu(pids: list[int]) -> float:
+    return sum(cpu_seconds(p) for p in pids)
+
+
+def wrk(port: int, seconds: int, pids: list[int]) -> Run:
+    """(req/s, p50 ms, p99 ms, CPU microseconds per request of all the proxy's processes
+    (master and workers; NaN without PIDs), non-2xx + socket errors)."""
+    cpu0 = proxy_cpu(pids)
     out = subprocess.run(["wrk", "-t1", "-c32", f"-d{seconds}s", "--latency", "-H",
                           f"Host: {HOST}", f"http://127.0.0.1:{port}/"],
                          capture_output=True, text=True, timeout=seconds + 30).stdout
-    cpu = cpu_seconds(pid) - cpu0 if pid else float("nan")
+    cpu = proxy_cpu(pids) - cpu0 if pids else float("nan")
 
     def ms(label: str) -> float:
         m = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", out)
@@ -142,10 +264,12 @@ def wrk(port: int, seconds: int, pid: int | None = None) -> tuple[float, float, 
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     count = re.search(r"(\d+) requests in", out)
     errors = re.search(r"(Non-2xx|Socket errors).*", out)
+    nerr = 0
     if errors:
         print(f"    (wrk reported: {errors.group(0)})")
+        nerr = sum(int(x) for x in re.findall(r"\d+", errors.group(0)))
     per_req = cpu / int(count.group(1)) * 1e6 if count and int(count.group(1)) else float("nan")
-    return (float(rps.group(1)) if rps else 0.0, ms("50"), ms("99"), per_req)
+    return (float(rps.group(1)) if rps else 0.0, ms("50"), ms("99"), per_req, nerr)
 
 
 def portico_plane(tmp: Path, name: str, spares: int = 16) -> tuple[Syncer, Settings]:
@@ -164,56 +288,100 @@ PATHS = (
      "set-header X-Forwarded-Proto http (what every ingress must send)"),
     ("portico", "Portico rendered config", "master-worker, 1 thread, the rendered routing "
      "rules + maps, X-Forwarded-For/-Proto, 4 server slots (1 ready)"),
+    ("nginx_min", "nginx, ingress-nginx minimal", "1 worker, one server block, keep-alive "
+     "upstream (320), HTTP/1.1, Connection \"\", Host + X-Forwarded-For/-Host/-Proto"),
+    ("nginx_full", "nginx, ingress-nginx headers", "the same with ingress-nginx's full "
+     "header set (X-Request-ID, X-Real-IP, X-Forwarded-*, X-Scheme, X-Original-URI, ...)"),
 )
+BASE = "nginx_min"  # the proxy users leave: the ratios below are against it
 
 
-def section_throughput(tmp: Path, seconds: int, rounds: int) -> None:
-    print(f"== 1. Throughput (wrk -t1 -c32 keep-alive, GET /, 1 HAProxy thread, "
-          f"{rounds} interleaved rounds of {seconds} s) ==")
-    for _key, label, what in PATHS:
-        print(f"  {label}: {what}")
+def _ratio(num: list[Run], den: list[Run], col: int) -> list[float]:
+    return [a[col] / b[col] if b[col] else float("nan") for a, b in zip(num, den, strict=True)]
+
+
+def section_throughput(tmp: Path, seconds: int, rounds: int, keys: list[str]) -> dict[str, Any]:
+    print(f"== 1. Throughput (wrk -t1 -c32 keep-alive, GET /, 1 HAProxy thread / 1 nginx "
+          f"worker, {rounds} interleaved rounds of {seconds} s) ==")
+    for key, label, what in PATHS:
+        if key in keys:
+            print(f"  {label}: {what}")
     be = fast_backend(tmp, "ok")
-    hand, hand_pid = hand_written(tmp, be)
-    hand_h, hand_h_pid = hand_written(tmp, be, headers=True)
-    syncer, st = portico_plane(tmp, "tput")
-    world = World()
-    world.add({"metadata": {"name": "svc", "namespace": "default"},
-               "spec": {"ports": [{"name": "http", "port": 80, "targetPort": be}]}})
-    world.set_endpoints("svc", [("127.0.0.1", be)])
-    world.add(ingress("bench", [rule(HOST, path("/", "Prefix", "svc"))]))
-    assert syncer.sync(world.snapshot()).error is None
-    wait_http(st.http_port, HOST, lambda s, b: b == b"ok")
-    worker = syncer.plane.master.show_proc().workers[0]
-    targets: dict[str, tuple[int, int | None]] = {
-        "direct": (be, None), "hand": (hand, hand_pid), "hand_h": (hand_h, hand_h_pid),
-        "portico": (st.http_port, worker)}
-    runs: dict[str, list[tuple[float, float, float, float]]] = {k: [] for k in targets}
-    # Interleaved rounds (A/B/A/B...): the machine is shared and its load drifts, so each
-    # ratio compares runs of the same round and the figure is the median over rounds; the
-    # proxy's own CPU time per request is a second, steadier view of the same cost.
+    targets: dict[str, tuple[int, list[int]]] = {"direct": (be, [])}
+    syncer = None
+    if "hand" in keys:
+        port, pid = hand_written(tmp, be)
+        targets["hand"] = (port, [pid])
+    if "hand_h" in keys:
+        port, pid = hand_written(tmp, be, headers=True)
+        targets["hand_h"] = (port, [pid])
+    if "portico" in keys:
+        syncer, st = portico_plane(tmp, "tput")
+        world = World()
+        world.add({"metadata": {"name": "svc", "namespace": "default"},
+                   "spec": {"ports": [{"name": "http", "port": 80, "targetPort": be}]}})
+        world.set_endpoints("svc", [("127.0.0.1", be)])
+        world.add(ingress("bench", [rule(HOST, path("/", "Prefix", "svc"))]))
+        assert syncer.sync(world.snapshot()).error is None
+        wait_http(st.http_port, HOST, lambda s, b: b == b"ok")
+        info = syncer.plane.master.show_proc()
+        targets["portico"] = (st.http_port, [info.master_pid, *info.workers])
+    for key, full in (("nginx_min", False), ("nginx_full", True)):
+        if key in keys:
+            targets[key] = nginx_proxy(tmp, be, full)
+    order0 = [k for k, *_ in PATHS if k in keys]
+    runs: dict[str, list[Run]] = {k: [] for k in order0}
+    # Interleaved rounds in rotating order: the machine is shared and its load drifts, so
+    # each ratio compares runs of the same round and the figure is the median over rounds;
+    # each proxy's own CPU time per request (all its processes) is a steadier view.
     for i in range(rounds):
-        order = list(targets) if i % 2 == 0 else list(reversed(targets))
+        order = order0[i % len(order0):] + order0[:i % len(order0)]
         for key in order:
-            port, pid = targets[key]
-            runs[key].append(wrk(port, seconds, pid))
-    print(f"  {'path':<27}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'CPU us/req':>12}"
-          "   (medians over rounds)")
-    for key, label, _what in PATHS:
+            port, pids = targets[key]
+            runs[key].append(wrk(port, seconds, pids))
+    base = runs.get(BASE)
+    print(f"  {'path':<30}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'CPU us/req':>11}"
+          f"{'req/s vs':>10}{'CPU vs':>8}   (medians over rounds;")
+    print(f"  {'':<30}{'':>9}{'':>8}{'':>8}{'':>11}{'nginx-min':>10}{'n-min':>8}"
+          "    ratios: median of per-round ratios)")
+    result: dict[str, Any] = {"rounds": rounds, "seconds": seconds, "wrk": "-t1 -c32",
+                              "base": BASE, "paths": {}}
+    for key, label, what in PATHS:
+        if key not in runs:
+            continue
         rs = runs[key]
-        print(f"  {label:<27}{statistics.median(r[0] for r in rs):>9.0f}"
-              f"{statistics.median(r[1] for r in rs):>8.2f}"
-              f"{statistics.median(r[2] for r in rs):>8.2f}"
-              f"{statistics.median(r[3] for r in rs):>12.2f}")
-    for base, label in (("hand_h", "hand-written + X-Fwd hdrs (equivalent)"),
-                        ("hand", "hand-written without headers")):
-        per_round = [p[0] / h[0] if h[0] else float("nan")
-                     for p, h in zip(runs["portico"], runs[base], strict=True)]
-        cpu = (statistics.median(r[3] for r in runs[base])
-               / statistics.median(r[3] for r in runs["portico"]))
-        print(f"  Portico / {label}: median req/s ratio {statistics.median(per_round):.3f} "
-              f"(per round: {' '.join(f'{x:.2f}' for x in per_round)}); "
-              f"CPU-per-request ratio {cpu:.3f} (target >= 0.95)")
-    syncer.plane.stop()
+        row = {"label": label, "what": what,
+               "rps": statistics.median(r[0] for r in rs),
+               "p50_ms": statistics.median(r[1] for r in rs),
+               "p99_ms": statistics.median(r[2] for r in rs),
+               "cpu_us_per_req": statistics.median(r[3] for r in rs),
+               "errors": sum(r[4] for r in rs),
+               "rounds": [dict(zip(("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "errors"),
+                                   r, strict=True)) for r in rs]}
+        if base is not None:
+            row["rps_ratio_vs_base"] = statistics.median(_ratio(rs, base, 0))
+            row["cpu_ratio_vs_base"] = statistics.median(_ratio(rs, base, 3))
+        result["paths"][key] = row
+        rr = f"{row['rps_ratio_vs_base']:>10.3f}" if base is not None else f"{'-':>10}"
+        cr = (f"{row['cpu_ratio_vs_base']:>8.3f}" if base is not None and key != "direct"
+              else f"{'-':>8}")
+        print(f"  {label:<30}{row['rps']:>9.0f}{row['p50_ms']:>8.2f}{row['p99_ms']:>8.2f}"
+              f"{row['cpu_us_per_req']:>11.2f}{rr}{cr}")
+    if "portico" in runs and base is not None:
+        p = result["paths"]["portico"]
+        n = result["paths"][BASE]
+        verdict = "met" if p["cpu_us_per_req"] <= n["cpu_us_per_req"] else "NOT met"
+        print(f"  Portico / nginx minimal: median req/s ratio {p['rps_ratio_vs_base']:.3f} "
+              f"(per round: {' '.join(f'{x:.2f}' for x in _ratio(runs['portico'], base, 0))}); "
+              f"CPU per request {p['cpu_us_per_req']:.2f} vs {n['cpu_us_per_req']:.2f} us "
+              f"(target <=: {verdict})")
+    if "portico" in runs and "hand_h" in runs:
+        per_round = _ratio(runs["portico"], runs["hand_h"], 0)
+        print(f"  Portico / hand-written HAProxy + X-Fwd hdrs: median req/s ratio "
+              f"{statistics.median(per_round):.3f}")
+    if syncer is not None:
+        syncer.plane.stop()
+    return result
 
 
 def section_endpoint_latency(tmp: Path, rounds: int = 20) -> None:
@@ -344,20 +512,37 @@ def section_controller_rss(tmp: Path, n: int) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ingresses", type=int, default=10_000)
-    ap.add_argument("--seconds", type=int, default=3, help="wrk duration per run")
-    ap.add_argument("--rounds", type=int, default=7, help="interleaved wrk rounds per path")
+    ap.add_argument("--seconds", type=int, default=5, help="wrk duration per run")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved wrk rounds per path")
+    ap.add_argument("--paths", default=",".join(k for k, *_ in PATHS),
+                    help="comma list of section 1 rows (default: all)")
     ap.add_argument("--skip", default="", help="comma list of sections to skip (1,2,3,4)")
+    ap.add_argument("--out", type=Path, default=RESULTS_DIR,
+                    help="directory for the JSON result of section 1")
     args = ap.parse_args()
     if not shutil.which("haproxy") or not shutil.which("wrk"):
-        print("needs haproxy and wrk")
+        print("needs haproxy and wrk (scripts/install-deps.sh)")
+        return 2
+    keys = [k for k in args.paths.split(",") if k]
+    if unknown := set(keys) - {k for k, *_ in PATHS}:
+        ap.error(f"unknown paths: {sorted(unknown)}")
+    if {"nginx_min", "nginx_full"} & set(keys) and not shutil.which("nginx"):
+        print("needs nginx (scripts/install-deps.sh)")
         return 2
     skip = set(args.skip.split(","))
     tmp = Path(tempfile.mkdtemp(prefix="pi-bench-"))
     try:
         if "1" not in skip:
-            section_throughput(tmp, args.seconds, args.rounds)
+            result = section_throughput(tmp, args.seconds, args.rounds, keys)
+            result["versions"] = versions()
+            stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S")
+            args.out.mkdir(parents=True, exist_ok=True)
+            out = args.out / f"ingress-throughput-{stamp}.json"
+            out.write_text(json.dumps(result, indent=1) + "\n")
+            print(f"  results: {out}")
         if "2" not in skip:
             section_endpoint_latency(tmp)
         if "3" not in skip:
@@ -366,11 +551,26 @@ def main() -> int:
             section_controller_rss(tmp, args.ingresses)
     finally:
         for p in PROCS:
-            if p.poll() is None:
-                p.kill()  # by the PID we recorded
-                p.wait(10)
+            # By the PID we recorded: each was started in a session (and process group) of
+            # its own, and the whole group goes, since nginx workers outlive a killed master.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for name, cmd in (("haproxy", ["haproxy", "-v"]), ("nginx", ["nginx", "-v"]),
+                      ("wrk", ["wrk", "-v"])):
+        try:
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+            out[name] = (res.stdout + res.stderr).splitlines()[0].strip()
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            out[name] = "?"
+    out["cpus"] = str(os.cpu_count())
+    return out
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from common.logs import configure
 from ingress.controller import IngressController
 from ingress.core.model import CONTROLLER_NAME, Config
 from ingress.core.render import Settings
+from ingress.gateway.model import Setup
 from ingress.haproxy import DataPlane
 from ingress.sync import Syncer
 
@@ -69,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", default="/var/run/portico-ingress", metavar="DIR",
                    help="directory for HAProxy's configuration, certificates and sockets; an "
                         "absolute path of letters, digits and /._-")
+    p.add_argument("--gateway-controller-name", default=None, metavar="NAME",
+                   help="serve the Gateway API for GatewayClasses with this controllerName "
+                        "(e.g. portico.dev/gateway-controller); off when not given")
+    p.add_argument("--gateway-service-namespace", default=None, metavar="NAMESPACE",
+                   help="where the Gateways' LoadBalancer Services are created (default: "
+                        "the namespace of --publish-service)")
     p.add_argument("--watch-namespace", default=None, metavar="NAMESPACE",
                    help="serve only the Ingresses of this namespace (default: all namespaces)")
     return p
@@ -101,9 +108,21 @@ def main(argv: list[str] | None = None) -> int:
                              host=os.environ.get("NODE_NAME") or socket.gethostname())
     cfg = Config(ingress_class=args.ingress_class, controller_name=args.controller_name)
     publish = tuple(args.publish_service.split("/")) if args.publish_service else None
-    ctl = IngressController(client, Syncer(plane, settings, cfg), recorder,
+    gateway = None
+    if args.gateway_controller_name:
+        gw_ns = args.gateway_service_namespace or (publish[0] if publish else None)
+        if not gw_ns:
+            log.error("gateway_needs_namespace",
+                      hint="give --publish-service or --gateway-service-namespace")
+            return 2
+        metrics_port = int(str(args.metrics_addr).rsplit(":", 1)[-1] or 0)
+        gateway = Setup(namespace=gw_ns, selector={},
+                        controller_name=args.gateway_controller_name,
+                        reserved_ports=frozenset({args.http_port, args.https_port,
+                                                  metrics_port}))
+    ctl = IngressController(client, Syncer(plane, settings, cfg, gateway), recorder,
                             publish_service=publish,
-                            namespace=args.watch_namespace)
+                            namespace=args.watch_namespace, gateway=gateway)
     health = start_http_server(args.metrics_addr,
                                ready=lambda: ctl.ready.is_set() and plane.running())
     done = threading.Event()

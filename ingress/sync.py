@@ -39,9 +39,22 @@ from ingress.core.model import (
     endpoints_for,
     slot_count,
 )
-from ingress.core.render import MAP_FILES, Rendered, Settings, is_plain, render, spare_name
+from ingress.core.render import (
+    MAP_FILES,
+    Rendered,
+    Settings,
+    extend,
+    is_plain,
+    render,
+    spare_name,
+)
 from ingress.core.runtime import all_commands, map_commands
 from ingress.errors import HAProxyError, RuntimeApiError, UnsafeToken
+from ingress.gateway.model import GatewayPlan, Setup, build
+from ingress.gateway.model import Inputs as GatewayInputs
+from ingress.gateway.model import Memo as GatewayMemo
+from ingress.gateway.render import pinned as gateway_pinned
+from ingress.gateway.render import render_gateway
 from ingress.haproxy import DataPlane, certificate_problem
 
 log = structlog.get_logger().bind(component="ingress.sync")
@@ -65,6 +78,7 @@ class Snapshot:
     services: Mapping[tuple[str, str], Obj]
     slices: Mapping[tuple[str, str], tuple[Obj, ...]]  # (namespace, service) -> slices
     secrets: Mapping[tuple[str, str], Obj]
+    gateway: GatewayInputs | None = None  # None: Gateway API not enabled
 
 
 @dataclass(slots=True)
@@ -75,6 +89,7 @@ class SyncResult:
     cert_updates: int = 0
     error: str | None = None
     model: Model | None = None
+    plan: GatewayPlan | None = None
 
 
 def slices_by_service(slices: Iterable[Obj]) -> dict[tuple[str, str], tuple[Obj, ...]]:
@@ -87,9 +102,21 @@ def slices_by_service(slices: Iterable[Obj]) -> dict[tuple[str, str], tuple[Obj,
     return {k: tuple(v) for k, v in out.items()}
 
 
+def _quarantinable(snap: Snapshot) -> list[tuple[str, tuple[Obj, ...]]]:
+    """Objects haproxy -c can blame, by kind."""
+    out = [("Ingress", snap.ingresses)]
+    if snap.gateway is not None:
+        out += [("Gateway", snap.gateway.gateways), ("HTTPRoute", snap.gateway.httproutes)]
+    return out
+
+
 class Syncer:
-    def __init__(self, plane: DataPlane, settings: Settings, cfg: Config | None = None) -> None:
+    def __init__(self, plane: DataPlane, settings: Settings, cfg: Config | None = None,
+                 gateway: Setup | None = None) -> None:
         self.plane = plane
+        self.gateway = gateway  # Gateway API: where its Services live, whom they select
+        self.plan = GatewayPlan()
+        self.gw_memo: GatewayMemo = {}
         self.settings = settings
         self.cfg = cfg or Config()
         self.applied: Rendered | None = None  # what the running HAProxy was given
@@ -114,12 +141,30 @@ class Syncer:
 
         ingresses: Iterable[Obj] = snap.ingresses
         if self.quarantine:
-            live = {ref(i) for i in snap.ingresses}
+            live = {ObjectRef(kind, str((o.get("metadata") or {}).get("name", "")),
+                              str((o.get("metadata") or {}).get("namespace", "")))
+                    for kind, objs in _quarantinable(snap) for o in objs}
             self.quarantine = {r: v for r, v in self.quarantine.items() if r in live}
             ingresses = [i for i in snap.ingresses if self.quarantine.get(ref(i)) != rv(i)]
         model = build_model(ingresses, snap.classes, snap.services, snap.secrets, self.cfg,
                             self.memo)
         result.events += model.events
+        if self.gateway is not None and snap.gateway is not None:
+            gw_in = snap.gateway
+            if self.quarantine:
+                def keep(kind: str, objs: tuple[Obj, ...]) -> tuple[Obj, ...]:
+                    return tuple(o for o in objs if self.quarantine.get(
+                        ObjectRef(kind, str((o.get("metadata") or {}).get("name", "")),
+                                  str((o.get("metadata") or {}).get("namespace", "")))) != rv(o))
+                gw_in = replace(gw_in, gateways=keep("Gateway", gw_in.gateways),
+                                httproutes=keep("HTTPRoute", gw_in.httproutes))
+            plan = build(gw_in, self.gateway, self.gw_memo)
+            self.plan = plan
+            result.plan = plan
+            result.events += plan.events
+            model = replace(model, backends={**model.backends, **plan.backends},
+                            certs=model.certs + plan.certs,
+                            secrets_wanted=model.secrets_wanted | plan.secrets_wanted)
         certs = []
         for c in model.certs:
             problem = certificate_problem(c.pem)
@@ -162,7 +207,7 @@ class Syncer:
     def _aliases_for(self, model: Model, slots: dict[str, int]) -> dict[str, str] | None:
         """Spare assignments letting this model run on the applied config, or None."""
         pinned = {model.default_backend} | {r.backend for r in model.routes
-                                            if r.kind == "Regex"}
+                                            if r.kind == "Regex"} | gateway_pinned(self.plan)
         aliases: dict[str, str] = {}
         for name, spare in self.aliases.items():
             be = model.backends.get(name)
@@ -178,6 +223,19 @@ class Syncer:
                 return None
             aliases[name] = free.pop(0)
         return aliases
+
+    def _render(self, model: Model, slots: Mapping[str, int],
+                assigned: Mapping[str, tuple[Endpoint | None, ...]] | None,
+                aliases: Mapping[str, str] | None = None) -> Rendered:
+        """The Ingress config plus the Gateway frontends (when the Gateway API is on)."""
+        base = render(model, slots, assigned, self.settings, aliases)
+        if self.gateway is None:
+            return base
+        alias = aliases or {}
+        proxy = " accept-proxy" if self.settings.accept_proxy else ""
+        lines, maps, files = render_gateway(self.plan, lambda n: alias.get(n, n),
+                                            self.settings.bind_addresses, proxy)
+        return extend(base, lines, maps, files)
 
     def _sync(self, snap: Snapshot, result: SyncResult) -> None:
         for _round in range(MAX_QUARANTINE_ROUNDS + 1):
@@ -198,34 +256,34 @@ class Syncer:
             if running and self.applied is not None:
                 aliases = self._aliases_for(model, slots)
                 if aliases is not None:
-                    light = render(model, slots, None, self.settings, aliases)
+                    light = self._render(model, slots, None, aliases)
                     if light.fixed() == self.applied.fixed():
                         self._runtime(model, light, slots, assigned, aliases, result)
                         return
-            full = render(model, slots, assigned, self.settings)
+            full = self._render(model, slots, assigned)
             check = self.plane.check(full)
             if check.ok:
-                self._apply(full, render(model, slots, None, self.settings), model, slots,
+                self._apply(full, self._render(model, slots, None), model, slots,
                             assigned, result)
                 BACKENDS.set(len(model.backends))
                 return
             CONFIG_ERRORS.inc()
             owners = {full.owners[n] for n in check.bad_lines if n in full.owners}
-            owners = {o for o in owners if o.kind == "Ingress"}
+            owners = {o for o in owners if o.kind in ("Ingress", "HTTPRoute", "Gateway")}
             log.warning("config_rejected", output=check.output[-500:], owners=len(owners))
             if not owners:
                 result.error = "rendered config failed haproxy -c; last good config kept"
                 return
-            by_ref = {ObjectRef("Ingress", str((i.get("metadata") or {}).get("name", "")),
+            by_ref = {ObjectRef(kind, str((i.get("metadata") or {}).get("name", "")),
                                 str((i.get("metadata") or {}).get("namespace", ""))): i
-                      for i in snap.ingresses}
+                      for kind, objs in _quarantinable(snap) for i in objs}
             for o in owners:
                 obj = by_ref.get(o)
                 if obj is not None:
                     self.quarantine[o] = str((obj.get("metadata") or {}).get("resourceVersion"))
                     result.events.append(Event(o, "Warning", "ConfigRejected",
                                                "HAProxy rejected the configuration rendered "
-                                               "from this Ingress; it is not routed"))
+                                               f"from this {o.kind}; it is not routed"))
         result.error = "config still rejected after quarantining; last good config kept"
 
     def _apply(self, full: Rendered, fingerprint: Rendered, model: Model, slots: dict[str, int],

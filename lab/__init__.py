@@ -13,6 +13,9 @@
                   the README demo (``python -m lab.demo``)
     emulator      a small API server for faults a real one cannot be asked for (409/5xx
                   storms, slow answers); its semantics are its own (``emulator.kinds``)
+    gateway_conformance
+                  the upstream Gateway API conformance suite against Portico on the lab
+                  cluster (``make conformance``); ``dnsstub`` stands in for its CoreDNS pod
     fakeclock, ingress_kit, bgp_kit
                   kits for tests and benchmarks: a clock that moves when told, Ingress objects
                   and a HAProxy harness, BGP fixtures

@@ -8,6 +8,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -93,16 +94,46 @@ class _Handler(BaseHTTPRequestHandler):
         if self.headers.get("Upgrade", "").lower() == "echo":
             self._tunnel()
             return
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
+        received = self._read_body()
+        if received is None:  # the proxy aborted the request: nobody to answer
+            self.close_connection = True
+            return
+        self.server.bodies.append(received)
         body = json.dumps({"name": self.server.name, "path": self.path,
-                           "headers": dict(self.headers.items())}).encode()
+                           "headers": dict(self.headers.items()),
+                           "body_len": received}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def _read_body(self) -> int | None:
+        """Read the request body (Content-Length or chunked): its length, None if the
+        connection ended before the body did."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            total = 0
+            for _ in range(1_000_000):  # bounded: at most a million chunks
+                line = self.rfile.readline(100)
+                if not line:
+                    return None
+                size = int(line.split(b";")[0].strip(), 16)
+                if size == 0:
+                    for _ in range(1000):  # trailers, then the empty line
+                        trailer = self.rfile.readline(8192)
+                        if not trailer:
+                            return None
+                        if trailer in (b"\r\n", b"\n"):
+                            return total
+                    return None
+                data = self.rfile.read(size)
+                if len(data) < size or not self.rfile.readline(10):
+                    return None
+                total += size
+            return None
+        length = int(self.headers.get("Content-Length") or 0)
+        data = self.rfile.read(length) if length else b""
+        return len(data) if len(data) == length else None
 
     def _tunnel(self) -> None:
         # A WebSocket stand-in: after 101 the connection is a raw byte tunnel (line echo).
@@ -125,6 +156,11 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     name = ""
+    bodies: list[int]  # lengths of the request bodies received complete, in order
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # the proxy cut it: expected
+            super().handle_error(request, client_address)
 
 
 @dataclass
@@ -145,6 +181,7 @@ Backends = dict[str, Backend]
 def start_backend(name: str) -> Backend:
     srv = _Server(("127.0.0.1", 0), _Handler)
     srv.name = name
+    srv.bodies = []
     t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     t.start()
     return Backend(name, srv.server_address[1], srv, t)
@@ -176,7 +213,9 @@ class Reply:
 
 def get(port: int, host: str, target: str, https: bool = False, sni: str | None = None,
         headers: dict[str, str] | None = None, method: str = "GET",
-        body: bytes | None = None) -> Reply:
+        body: bytes | None = None, chunked: bool = False) -> Reply:
+    """One request on a new connection. ``chunked`` sends ``body`` with
+    Transfer-Encoding: chunked (8 KiB chunks) instead of Content-Length."""
     conn: http.client.HTTPConnection
     if https:
         ctx = ssl.create_default_context()
@@ -194,9 +233,14 @@ def get(port: int, host: str, target: str, https: bool = False, sni: str | None 
         conn.putheader("Host", host)
         for k, v in (headers or {}).items():
             conn.putheader(k, v)
-        if body is not None:
-            conn.putheader("Content-Length", str(len(body)))
-        conn.endheaders(body)
+        if body is not None and chunked:
+            conn.putheader("Transfer-Encoding", "chunked")
+            conn.endheaders(iter([body[i:i + 8192] for i in range(0, len(body), 8192)]),
+                            encode_chunked=True)
+        else:
+            if body is not None:
+                conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders(body)
         resp = conn.getresponse()
         data = resp.read()
         cert = None

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs everything Portico's tests, benchmarks and demo need on a fresh Debian 12 (root):
-# Debian packages (HAProxy, FRR as the lab's BGP router, wrk, iproute2, nftables ...) and a
-# virtualenv in .venv with the project and its dev extras. Idempotent and quick when done.
+# Debian packages (HAProxy, FRR as the lab's BGP router, nginx as the peer that
+# bench/ingress.py measures against, wrk, iproute2, nftables ...) and a virtualenv in .venv
+# with the project and its dev extras. Idempotent and quick when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(haproxy frr wrk iproute2 nftables iputils-ping curl openssl procps shellcheck)
+APT_PACKAGES=(haproxy frr nginx wrk iproute2 nftables iputils-ping curl openssl procps shellcheck)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -21,7 +22,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # The Debian frr package starts its own daemons under systemd where there is one; the lab
-# runs its own bgpd inside namespaces and never uses the system service.
+# runs its own bgpd inside namespaces and never uses the system service. Likewise nginx: the
+# benchmark starts its own nginx processes with their own config; the system service (port 80)
+# is never needed.
 
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv

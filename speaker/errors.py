@@ -3,7 +3,8 @@
     PorticoError                  common.errors
     └── SpeakerError              anything the speaker itself raises on purpose
         ├── ExaBgpError           exabgp died, did not start, or did not acknowledge in time
-        └── GrammarError          a value that cannot be written into exabgp's grammar safely
+        ├── GrammarError          a value that cannot be written into exabgp's grammar safely
+        └── LivenessKeyError      the liveness key file is unreadable or holds no usable key
 
 Pure (import-linter ``pure`` contract): the pure cores raise these too.
 """
@@ -27,3 +28,9 @@ class GrammarError(SpeakerError):
     """A value that cannot be written into exabgp's grammar safely (``speaker.core.bgp_exabgp``).
 
     A bug, not user input: every value is validated long before it is rendered."""
+
+
+class LivenessKeyError(SpeakerError):
+    """The liveness key file (``--liveness-key-file``) is unreadable or holds no usable key
+    at start (``speaker.liveness``). Later, a bad file is logged and the keys in use are kept:
+    a speaker must not stop hearing its peers because of an edit in progress."""

@@ -45,6 +45,7 @@ class L2Announcer:
         liveness_interface: str | None,
         config: LivenessConfig | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        key_file: str | None = None,
     ) -> None:
         self.node = node
         self.log = log
@@ -61,7 +62,8 @@ class L2Announcer:
                                 M.L2_ERRORS), log, self._on_duplicate, monotonic)
         self.liveness = Liveness(node, liveness_port, config or LivenessConfig(),
                                  self._on_live, log, M.LivenessMetrics(),
-                                 liveness_interface=liveness_interface, monotonic=monotonic)
+                                 liveness_interface=liveness_interface, monotonic=monotonic,
+                                 key_file=key_file)
         self.reporter = Reporter(client, events, lookup, log)
 
     def start(self) -> None:

@@ -6,6 +6,14 @@ ECONNREFUSED: when a speaker dies but its node stays up (crash, SIGKILL, OOM kil
 one heartbeat interval later instead of after the full timeout. Heartbeats are accepted only
 from an address of the Node they name (a misrouted or stale packet cannot vouch for another
 node). See the pure module for the timing argument.
+
+Authentication (``speaker.core.liveness_auth``): every heartbeat is sealed with the first key
+of ``key_file`` and accepted under any of its keys; the pure ``Membership.observe`` then
+rejects stale and replayed ones. The key file is checked every ``KEY_CHECK_INTERVAL`` and
+re-read when it changed (a Secret volume is updated by the kubelet swapping a symlink, so the
+path's inode changes), which is what makes key rotation possible without restarting
+speakers. Every rejected datagram is counted by reason; logged at most once per reason and
+source every ``REJECT_LOG_PERIOD`` (a flood of forgeries must not flood the log).
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
+import os
 import secrets
 import select
 import socket
@@ -22,11 +31,26 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from common.api.model import IPAddress
-from speaker.core.liveness import MAX_HEARTBEAT_BYTES, Heartbeat, LivenessConfig, Membership
+from speaker.core.liveness import MAX_HEARTBEAT_BYTES, LivenessConfig, Membership
+from speaker.core.liveness_auth import (
+    FOREIGN_ADDRESS,
+    INSECURE_KEY,
+    KeyFile,
+    RateLimitedLog,
+    open_sealed,
+    parse_keys,
+    seal,
+)
+from speaker.errors import LivenessKeyError
 from speaker.l2 import carrier_up
 
 TICK = 0.01  # seconds: expiry is checked at least this often (bounds detection jitter)
 LEAVE_REPEATS = 3  # leaving beats sent on a graceful stop (UDP may drop one)
+# s between checks of the key file: a stat() per second is nothing; the kubelet itself takes
+# up to a minute or more to push a Secret change to the volume, so this adds no real delay.
+KEY_CHECK_INTERVAL = 1.0
+REJECT_LOG_PERIOD = 10.0  # s: per reason and source, at most one log line
+MAX_KEY_FILE_BYTES = 64 * 1024  # a handful of keys; anything bigger is not a key file
 
 LiveMap = Mapping[str, frozenset[str] | None]
 
@@ -43,6 +67,8 @@ class Liveness:
         liveness_interface: str | None = None,
         bind_addr: str = "::",
         monotonic: Callable[[], float] = time.monotonic,
+        key_file: str | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.node = node
         self.port = port
@@ -52,8 +78,21 @@ class Liveness:
         self.metrics = metrics
         self.iface = liveness_interface
         self.now = monotonic
-        self.membership = Membership(node, secrets.token_hex(8), monotonic(), config)
+        self.wall = wall
+        self.key_file = key_file
+        self._keys: tuple[bytes, ...] = (INSECURE_KEY,)
+        self._key_sig: tuple[int, ...] | None = None
+        self._next_key_check = 0.0
+        self._reject_log = RateLimitedLog(REJECT_LOG_PERIOD)
         self._lock = threading.RLock()
+        if key_file is None:
+            log.warning("liveness_unauthenticated",
+                        message="no --liveness-key-file: anyone on the node network can forge "
+                                "heartbeats and move VIPs")
+            metrics.liveness_keys.set(0)
+        else:
+            self._load_keys(initial=True)
+        self.membership = Membership(node, secrets.token_hex(8), monotonic(), config)
         self._peers: dict[str, tuple[IPAddress, socket.socket]] = {}
         self._node_addrs: dict[str, frozenset[IPAddress]] = {}
         self._stop = threading.Event()
@@ -158,6 +197,9 @@ class Liveness:
                     if sock in ready:
                         self._peer_error(name, sock)
                 now = self.now()
+                if self.key_file is not None and now >= self._next_key_check:
+                    self._next_key_check = now + KEY_CHECK_INTERVAL
+                    self._load_keys()
                 if now >= next_send:
                     next_send = now + self.config.interval
                     if self.iface is not None:
@@ -175,16 +217,67 @@ class Liveness:
                 return
             except OSError:
                 return
-            hb = Heartbeat.decode(data)
-            if hb is None:
-                self.metrics.heartbeats_invalid.inc()
-                continue
             src = _unmap(addr[0])
+            hb = open_sealed(data, self._keys)
+            if isinstance(hb, str):
+                self._reject(hb, src)
+                continue
             if src not in self._node_addrs.get(hb.node, frozenset()):
-                self.metrics.heartbeats_invalid.inc()
+                self._reject(FOREIGN_ADDRESS, src, hb.node)
+                continue
+            wall = self.wall()
+            verdict = self.membership.observe(hb, self.now(), wall)
+            if verdict in ("stale", "replayed"):
+                # skew: how far the sender's clock (or a replay) is from ours, for the operator
+                self._reject(verdict, src, hb.node, skew=round(wall - hb.sent_at, 3))
                 continue
             self.metrics.heartbeats_received.inc()
-            self.membership.observe(hb, self.now())
+
+    def _reject(self, reason: str, src: IPAddress | None, node: str | None = None,
+                **extra: float) -> None:
+        self.metrics.heartbeats_rejected.labels(reason).inc()
+        suppressed = self._reject_log.allow(f"{reason} {src}", self.now())
+        if suppressed is not None:
+            self.log.warning("heartbeat_rejected", reason=reason, source=str(src),
+                             claimed_node=node, suppressed=suppressed, **extra)
+
+    def _load_keys(self, initial: bool = False) -> None:
+        """Re-read the key file if it changed. At start a missing or useless file is fatal
+        (LivenessKeyError); later it is logged and the keys in use are kept."""
+        assert self.key_file is not None
+        try:
+            st = os.stat(self.key_file)
+            sig = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            if sig == self._key_sig:
+                return
+            with open(self.key_file, "rb") as f:
+                data = f.read(MAX_KEY_FILE_BYTES + 1)
+        except OSError as exc:
+            if initial:
+                raise LivenessKeyError(f"cannot read liveness key file {self.key_file}: "
+                                       f"{exc.strerror}") from exc
+            if self._key_sig is not None:  # once per change, not every second
+                self.log.error("liveness_keys_unreadable", file=self.key_file,
+                               error=exc.strerror, keeping=len(self._keys))
+                self._key_sig = None
+            return
+        self._key_sig = sig
+        parsed = (parse_keys(data) if len(data) <= MAX_KEY_FILE_BYTES
+                  else KeyFile((), ("file larger than 64 KiB",)))
+        for problem in parsed.problems:
+            self.log.warning("liveness_key_file_problem", file=self.key_file, problem=problem)
+        if not parsed.keys:
+            if initial:
+                raise LivenessKeyError(f"no usable key in liveness key file {self.key_file}")
+            self.log.error("liveness_keys_unusable", file=self.key_file, keeping=len(self._keys))
+            return
+        if parsed.keys != self._keys:
+            with self._lock:
+                self._keys = parsed.keys
+            self.metrics.liveness_keys.set(len(parsed.keys))
+            # ids, never keys: compare them across nodes during a rotation
+            self.log.info("liveness_keys_loaded", file=self.key_file, keys=len(parsed.keys),
+                          signing=parsed.ids[0], ids=parsed.ids)
 
     def _peer_error(self, name: str, sock: socket.socket) -> None:
         try:
@@ -196,7 +289,7 @@ class Liveness:
 
     def _send_beats(self) -> None:
         now = self.now()
-        beat = self.membership.heartbeat(now).encode()
+        beat = seal(self.membership.heartbeat(now, self.wall()), self._keys[0])
         failures = 0
         for name, (addr, sock) in self._peers.items():
             try:

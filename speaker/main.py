@@ -36,7 +36,13 @@ from common.kube.workqueue import Outcome
 from speaker.announcer import Announcer
 from speaker.core.build import build_snapshot
 from speaker.core.l2_report import CONDITION_TYPE
-from speaker.core.liveness import DEFAULT_INTERVAL, DEFAULT_TIMEOUT, LivenessConfig
+from speaker.core.liveness import (
+    DEFAULT_INTERVAL,
+    DEFAULT_MAX_AGE,
+    DEFAULT_TIMEOUT,
+    LivenessConfig,
+)
+from speaker.errors import LivenessKeyError
 from speaker.l2_announcer import L2Announcer
 from speaker.secrets import PasswordSecrets
 
@@ -84,6 +90,17 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="SECONDS",
                    help="silence after which another speaker counts as dead and its VIPs move; "
                         "keep it above the longest pause a node may have plus the interval")
+    p.add_argument("--liveness-key-file", default=None, metavar="PATH",
+                   help="file with the heartbeat keys, one per line: heartbeats are signed "
+                        "(HMAC-SHA256) with the first and accepted under any, and the file is "
+                        "re-read when it changes (key rotation); the chart mounts its Secret "
+                        "here. Without it heartbeats are not authenticated and anyone on the "
+                        "node network can move VIPs (default: none)")
+    p.add_argument("--liveness-max-age", type=float, default=DEFAULT_MAX_AGE,
+                   metavar="SECONDS",
+                   help="heartbeats whose send time differs from this node's clock by more "
+                        "are refused (replay protection); keep it above the clock skew "
+                        "between nodes plus the longest pause a node may have")
     p.add_argument("--interfaces", default="", metavar="IFACE,...",
                    help="comma-separated interfaces layer 2 may answer on (default: all "
                         "except loopback and container/overlay devices)")
@@ -103,6 +120,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not args.node_name:
         p.error("--node-name (or env NODE_NAME) is required")
+    if args.liveness_max_age <= 0:
+        p.error("--liveness-max-age must be positive")
     for value in (args.node_name, args.interfaces, args.namespace):
         if any(c in value for c in "\r\n\0"):
             p.error("arguments must not contain CR, LF or NUL")
@@ -134,7 +153,9 @@ class Speaker:
         self.l2 = L2Announcer(
             args.node_name, self.client, self.events, self.lookup, log, ifaces,
             args.liveness_port, args.liveness_interface,
-            LivenessConfig(interval=args.heartbeat_interval, timeout=args.liveness_timeout))
+            LivenessConfig(interval=args.heartbeat_interval, timeout=args.liveness_timeout,
+                           max_age=args.liveness_max_age),
+            key_file=args.liveness_key_file)
         self.announcers: list[Announcer] = [self.l2]
         self.bgp: Announcer | None = None
 
@@ -241,7 +262,13 @@ class Speaker:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     log = logs.configure("speaker", args.log_level).bind(node=args.node_name)
-    speaker = Speaker(args, log)
+    try:
+        speaker = Speaker(args, log)
+    except LivenessKeyError as exc:
+        # Without its key a speaker would hear nobody and claim every VIP: refuse to start
+        # (the kubelet restarts it; the Secret may just not be mounted yet).
+        log.error("liveness_key_file_unusable", error=str(exc))
+        return 1
 
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("signal", signal=signal.Signals(signum).name)

@@ -23,12 +23,17 @@ LIVE_NODES = Gauge("portico_speaker_live_nodes", "Nodes this speaker considers l
 HEARTBEATS_SENT = Counter("portico_speaker_heartbeats_sent_total", "Liveness heartbeats sent")
 HEARTBEATS_RECEIVED = Counter("portico_speaker_heartbeats_received_total",
                               "Valid liveness heartbeats received")
-HEARTBEATS_INVALID = Counter("portico_speaker_heartbeats_invalid_total",
-                             "Heartbeats dropped (malformed or from a foreign address)")
+HEARTBEATS_REJECTED = Counter(
+    "portico_speaker_heartbeats_rejected_total",
+    "Heartbeats that changed nothing: malformed, unauthenticated (no/wrong MAC), "
+    "foreign_address, stale (outside the freshness window) or replayed", ["reason"])
+LIVENESS_KEYS = Gauge("portico_speaker_liveness_keys",
+                      "Heartbeat keys loaded (0: no key file, heartbeats are not authenticated)")
 
 
 class LivenessMetrics:
     heartbeats_sent = HEARTBEATS_SENT
     heartbeats_received = HEARTBEATS_RECEIVED
-    heartbeats_invalid = HEARTBEATS_INVALID
+    heartbeats_rejected = HEARTBEATS_REJECTED
+    liveness_keys = LIVENESS_KEYS
     live_nodes = LIVE_NODES

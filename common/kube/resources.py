@@ -74,6 +74,14 @@ INGRESSES = Resource(
     "networking.k8s.io", "v1", "ingresses", "Ingress", True, status_subresource=True
 )
 INGRESSCLASSES = Resource("networking.k8s.io", "v1", "ingressclasses", "IngressClass", False)
+GATEWAYCLASSES = Resource("gateway.networking.k8s.io", "v1", "gatewayclasses", "GatewayClass",
+                          False, status_subresource=True)
+GATEWAYS = Resource("gateway.networking.k8s.io", "v1", "gateways", "Gateway", True,
+                    status_subresource=True)
+HTTPROUTES = Resource("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute", True,
+                      status_subresource=True)
+REFERENCEGRANTS = Resource("gateway.networking.k8s.io", "v1", "referencegrants",
+                           "ReferenceGrant", True)
 
 IPADDRESSPOOLS = Resource(
     PORTICO_GROUP, PORTICO_VERSION, "ipaddresspools", "IPAddressPool", False,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
-from ingress.core.validate import cookie_problem
+from ingress.core.validate import cookie_problem, redirect_url_problem
 
 PORTICO = "ingress.portico.dev/"
 NGINX = "nginx.ingress.kubernetes.io/"
@@ -36,9 +36,6 @@ MAX_RANGES = 64
 _BODY_RE = re.compile(r"([0-9]{1,12})([kKmMgG]?)")
 _TIMEOUT_RE = re.compile(r"([0-9]{1,5})(s?)")
 _REWRITE_RE = re.compile(r"/[A-Za-z0-9/._~%!*+,:@=&-]*(?:\$[1-9][A-Za-z0-9/._~%!*+,:@=&-]*)*")
-_URL_RE = re.compile(
-    r"https?://[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?(?::[0-9]{1,5})?(?:/[A-Za-z0-9/._~%!*+,:@=&-]*)?"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,9 +125,8 @@ def _check(short: str, value: str) -> object:
         return _Bad("must be a path of [A-Za-z0-9/._~%!*+,:@=&-] without '..', with optional "
                     "$1 to $9 groups")
     # permanent-redirect
-    if _URL_RE.fullmatch(value) and len(value) <= 2048 and ".." not in value:
-        return value
-    return _Bad("must be an http(s) URL of [A-Za-z0-9/._~%!*+,:@=&-] without '..'")
+    problem = redirect_url_problem(value)
+    return _Bad(problem) if problem else value
 
 
 def parse_annotations(annotations: dict[str, str]) -> AnnotationResult:

@@ -43,6 +43,7 @@ from typing import Any, Literal
 
 from common.api.model import ObjectRef
 from ingress.core.annotations import Annotations, parse_annotations
+from ingress.core.filters import Filters
 from ingress.core.validate import (
     host_problem,
     label_problem,
@@ -83,6 +84,8 @@ class Backend:
     ann: Annotations
     ssl_redirect: bool  # effective: redirect plain HTTP to HTTPS with 308
     rewrite: tuple[str, str] | None  # (regex on path, replacement with \\N groups)
+    # Gateway API filters (header changes, redirect, URL rewrite); None for Ingress.
+    gw: Filters | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +103,8 @@ class TLSCert:
     secret: ObjectRef
     hosts: tuple[str, ...]
     pem: bytes  # certificate chain + key, PEM
+    # "gateway": served by a Gateway listener's own crt-list, not the Ingress SNI list.
+    scope: str = "ingress"
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +223,8 @@ class ParsedIngress:
     routable: bool  # names and annotations valid
     ann: Annotations
     events: tuple[Event, ...]
-    tls: tuple[tuple[str, str, tuple[tuple[int, str], ...]], ...]  # (where, secret, hosts)
+    # (where, secret or None for the default certificate, (index, host) pairs)
+    tls: tuple[tuple[str, str | None, tuple[tuple[int, str], ...]], ...]
     default: tuple[Backend, Backend] | None  # without / with forced redirect
     paths: tuple[ParsedPath, ...]
 
@@ -282,11 +288,18 @@ def parse_ingress(ing: Obj) -> ParsedIngress:
         return done(False)
     ann = result.value
     spec = ing.get("spec") or {}
-    tls_out: list[tuple[str, str, tuple[tuple[int, str], ...]]] = []
+    tls_out: list[tuple[str, str | None, tuple[tuple[int, str], ...]]] = []
     for i, tls in enumerate(spec.get("tls") or []):
         where = f"spec.tls[{i}]"
-        secret = tls.get("secretName") if isinstance(tls, Mapping) else None
-        if not isinstance(secret, str) or name_problem(secret):
+        if not isinstance(tls, Mapping):
+            warn("InvalidIngress", f"{where}: must be an object")
+            continue
+        # secretName is optional (Ingress API): without it the hosts are still served over
+        # HTTPS by SNI, with the default certificate, and redirect like any TLS host.
+        secret = tls.get("secretName")
+        if secret == "":
+            secret = None  # an empty name means the same as none
+        if secret is not None and (not isinstance(secret, str) or name_problem(secret)):
             warn("InvalidIngress", f"{where}.secretName: not a DNS-1123 name")
             continue
         hosts = []
@@ -461,14 +474,17 @@ def build_model(
     wanted: set[tuple[str, str]] = set()
     for p in routable:
         for where, secret, hosts_ in p.tls:
-            skey = (p.ref.namespace or "", secret)
-            wanted.add(skey)
+            skey = (p.ref.namespace or "", secret or "")
+            if secret is not None:
+                wanted.add(skey)
             for j, host in hosts_:
                 owner = tls_hosts.setdefault(host, p.ref)
                 if owner != p.ref:
                     warn(p.ref, "RouteConflict", f"{where}.hosts[{j}]: TLS host {host} is "
                          f"already served by older {owner}")
                     continue
+                if secret is None:
+                    continue  # default certificate: a TLS host without a crt-list entry
                 hosts = cert_hosts.setdefault(skey, [])
                 if host not in hosts:
                     hosts.append(host)

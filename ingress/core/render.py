@@ -19,10 +19,13 @@ normalised lookup below runs (same answer, more work):
 
 Quoting: one function per grammar. ``cfg_quote`` (haproxy.cfg: single quotes, in which
 HAProxy performs no escape or variable expansion, so only ``'`` and control characters can
-break out and both are refused), ``cfg_name`` (proxy/server identifiers), ``map_token`` (map
-file keys/values: no whitespace, no leading ``#``). Runtime API lines are quoted in
-``ingress.core.runtime``. Every helper raises ``UnsafeValue`` rather than emitting an unsafe
-string: the model's allow-lists should make that unreachable, and the tests prove it.
+break out and both are refused), ``logfmt_quote`` (a literal inside a log-format argument,
+e.g. ``redirect location``: ``%`` doubled, then single-quoted), ``replace_fmt_quote`` (the
+``replace-path`` replacement: log-format plus numbered groups), ``cfg_name`` (proxy/server
+identifiers), ``map_token`` (map file keys/values: no whitespace, no leading ``#``). Runtime
+API lines are quoted in ``ingress.core.runtime``. Every helper raises ``UnsafeValue`` rather
+than emitting an unsafe string: the model's allow-lists should make that unreachable, and
+the tests prove it.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from functools import cached_property, lru_cache
 
 from common.api.model import ObjectRef
 from ingress.core.annotations import Annotations
+from ingress.core.filters import Filters
 from ingress.core.model import HOSTLESS, MIN_SLOTS, Backend, Endpoint, Model, Route
 from ingress.errors import UnsafeValue
 
@@ -48,6 +52,31 @@ def cfg_quote(value: str) -> str:
     if not _CFG_RE.fullmatch(value):
         raise UnsafeValue(f"refusing to quote {value[:80]!r} for haproxy.cfg")
     return "'" + value + "'"
+
+
+def logfmt_quote(value: str) -> str:
+    """A literal string as a log-format argument in haproxy.cfg (``redirect location``,
+    ``set-header`` values, ...). HAProxy expands ``%ci``, ``%H``, ``%[sample]`` in these
+    and a stray ``%`` fails the config check, so every ``%`` is doubled (``%%`` is a
+    literal percent); then single-quoted as by ``cfg_quote`` (``'`` and control characters
+    refused). Spaces, backslashes and ``"`` stay literal in these arguments (HAProxy 2.6,
+    tests/ingress/test_security.py)."""
+    if not _CFG_RE.fullmatch(value):
+        raise UnsafeValue(f"refusing to quote {value[:80]!r} as a log-format literal")
+    return "'" + value.replace("%", "%%") + "'"
+
+
+_BACKREF_RE = re.compile(r"\\(?![1-9])")
+
+
+def replace_fmt_quote(value: str) -> str:
+    """The replacement of ``http-request replace-path``: a log-format string (see
+    ``logfmt_quote``) whose result HAProxy's regex replacement reads again, where ``\\N``
+    is group N and a backslash escapes. The value's ``\\1``-``\\9`` are the model's groups;
+    any other backslash is refused."""
+    if _BACKREF_RE.search(value[:4097]):
+        raise UnsafeValue(f"backslash not before a group number in {value[:80]!r}")
+    return logfmt_quote(value)
 
 
 def cfg_name(value: str) -> str:
@@ -134,9 +163,10 @@ class Rendered:
         """Every file but the certificates' contents."""
         return tuple(sorted(self.files.items()))
 
-    def fixed(self) -> tuple[str, str]:
-        """What decides a reload: haproxy.cfg and the crt-list (maps change at run time)."""
-        return (self.files.get(CFG, ""), self.files.get(CRT_LIST, ""))
+    def fixed(self) -> tuple[str, ...]:
+        """What decides a reload: haproxy.cfg and the crt-lists (maps change at run time)."""
+        return (self.files.get(CFG, ""),
+                *(v for k, v in sorted(self.files.items()) if k.endswith(".list")))
 
     @cached_property
     def parsed_maps(self) -> Mapping[str, Mapping[str, str]]:
@@ -160,7 +190,13 @@ EXACT_MAP = "exact.map"
 PREFIX_MAP = "prefix.map"
 ROOTS_MAP = "roots.map"
 CRT_LIST = "certs.list"
-MAP_FILES = ("hosts.map", "exact.map", "prefix.map", "roots.map")
+# Gateway API frontends' maps (ingress.gateway.render writes them; named here because
+# every map the Runtime API updates is listed in MAP_FILES).
+GW_LISTENERS_MAP = "gw-listeners.map"
+GW_EXACT_MAP = "gw-exact.map"
+GW_PREFIX_MAP = "gw-prefix.map"
+GW_MAP_FILES = (GW_LISTENERS_MAP, GW_EXACT_MAP, GW_PREFIX_MAP)
+MAP_FILES = ("hosts.map", "exact.map", "prefix.map", "roots.map", *GW_MAP_FILES)
 DEFAULT_CERT = "certs/default.pem"
 NOT_FOUND = "be__default_404"
 SPARE_PREFIX = "be__spare_"  # '__' cannot come from a (DNS-label) namespace
@@ -194,20 +230,101 @@ def _backend_lines(be: Backend, slots: int, assigned: tuple[Endpoint | None, ...
     if be.ssl_redirect:
         out.append("    http-request redirect scheme https code 308 if !{ ssl_fc }")
     if a.permanent_redirect:
-        out.append(f"    http-request redirect location {cfg_quote(a.permanent_redirect)} code 301")
+        out.append(f"    http-request redirect location {logfmt_quote(a.permanent_redirect)} "
+                   "code 301")
     if a.body_limit:
-        out.append("    http-request deny deny_status 413 if "
-                   f"{{ req.hdr_val(content-length) gt {int(a.body_limit)} }}")
+        out += _body_limit_rules(int(a.body_limit))
+    if be.gw is not None:
+        out += filter_lines(be.gw)
     if be.rewrite:
         out.append(f"    http-request replace-path {cfg_quote(be.rewrite[0])} "
-                   f"{cfg_quote(be.rewrite[1])}")
+                   f"{replace_fmt_quote(be.rewrite[1])}")
     if a.connect_timeout_s:
         out.append(f"    timeout connect {int(a.connect_timeout_s)}s")
     if a.server_timeout_s:
         out.append(f"    timeout server {int(a.server_timeout_s)}s")
     if a.affinity_cookie:
         out.append(f"    cookie {cfg_name(a.affinity_cookie)} insert indirect nocache httponly")
+    if a.body_limit:
+        out.append(f"    filter lua.{BODY_FILTER} {int(a.body_limit)}")
     out += _server_lines(be, slots, assigned)
+    return out
+
+
+# proxy-body-size. Exactly what happens to a request of a backend with limit L:
+# * Content-Length > L: 413 before anything is forwarded (any L).
+# * No Content-Length (HTTP/1.1 chunked; HTTP/2 without the header), L < BUFFERED_BODY: the
+#   request waits until L + 1 body bytes, the whole body or a full buffer are in; more than
+#   L bytes then is a 413, before anything is forwarded. A client that needs more than
+#   WAIT_BODY for that gets 408 (HAProxy 2.6 ends an expired wait-for-body so).
+# * Every other body (L >= BUFFERED_BODY; or request headers so large that the buffer filled
+#   before L + 1 body bytes) streams to the server through the Lua filter below, which
+#   counts the bytes and aborts the transaction the moment they pass L: the server sees an
+#   incomplete request and the client a closed connection without a response (HAProxy 2.6
+#   cannot answer once the request went to the server). Waiting for L + 1 bytes only works
+#   while they fit in the request buffer: tune.bufsize (16384, HAProxy's default, not set in
+#   ``global``) less tune.maxrewrite (1024) less the request headers; BUFFERED_BODY leaves
+#   3 KiB for headers. The filter runs for every request of a backend with a limit: about
+#   10 us of proxy CPU per request measured (wrk, loopback), so only those backends have it.
+BUFFERED_BODY = 12 * 1024
+WAIT_BODY = "10s"
+BODY_FILTER = "portico_body_limit"
+BODY_LIMIT_LUA = "body_limit.lua"
+_BODY_LIMIT_SRC = """\
+-- Generated by portico ingress (ingress/core/render.py); edits are overwritten.
+-- "filter lua.portico_body_limit <bytes>": counts the request body as it is forwarded and
+-- aborts the transaction once more than <bytes> passed (the server never sees the end of
+-- the request). Content-Length requests over the limit are refused by a 413 rule first.
+local Limit = {}
+Limit.id = "portico body limit"
+Limit.flags = filter.FLT_CFG_FL_HTX
+Limit.__index = Limit
+
+function Limit:new()
+  local f = setmetatable({}, Limit)
+  f.limit = self.limit
+  f.seen = 0
+  return f
+end
+
+function Limit:start_analyze(txn, chn)
+  if not chn:is_resp() then
+    filter.register_data_filter(self, chn)
+  end
+  return filter.CONTINUE
+end
+
+function Limit:http_payload(txn, msg)
+  local len = msg:input()
+  if self.seen + len > self.limit then
+    -- input() also counts the one-byte end-of-trailers block of a chunked message:
+    -- near the limit, count the body bytes themselves.
+    local data = msg:body(0, len)
+    if self.seen + (data and #data or 0) > self.limit then
+      txn:done()
+      return 0
+    end
+  end
+  self.seen = self.seen + len
+  return len
+end
+
+core.register_filter("portico_body_limit", Limit, function(flt, args)
+  flt.limit = tonumber(args[1])
+  return flt
+end)
+"""
+
+
+def _body_limit_rules(limit: int) -> list[str]:
+    out = ["    http-request deny deny_status 413 if "
+           f"{{ req.hdr_val(content-length) gt {limit} }}"]
+    if limit < BUFFERED_BODY:
+        no_length = "!{ req.hdr(content-length) -m found }"
+        out.append(f"    http-request wait-for-body time {WAIT_BODY} at-least {limit + 1} "
+                   f"if {no_length}")
+        out.append(f"    http-request deny deny_status 413 if {no_length} "
+                   f"{{ req.body_size gt {limit} }}")
     return out
 
 
@@ -349,10 +466,11 @@ def render(model: Model, slots: Mapping[str, int],
         ROOTS_MAP: "".join(_map_line(k, v) for k, v in sorted(roots.items())),
     }
     certs = {f"certs/{c.name}.pem": c.pem for c in model.certs}
-    if model.certs:
+    sni_certs = [c for c in model.certs if c.scope == "ingress"]  # not Gateway listeners'
+    if sni_certs:
         files[CRT_LIST] = "".join(
             f"certs/{cfg_name(c.name)}.pem {' '.join(map_token(h) for h in c.hosts)}\n"
-            for c in model.certs
+            for c in sni_certs
         )
 
     lines: list[str] = []
@@ -374,6 +492,9 @@ def render(model: Model, slots: Mapping[str, int],
         emit(f"    nbthread {int(s.threads)}")
     emit("    ssl-default-bind-options ssl-min-ver TLSv1.2")
     emit("    tune.ssl.default-dh-param 2048")
+    if any(be.ann.body_limit for name, be in model.backends.items() if name not in alias):
+        emit(f"    lua-load-per-thread {BODY_LIMIT_LUA}")  # the proxy-body-size filter
+        files[BODY_LIMIT_LUA] = _BODY_LIMIT_SRC
     emit("defaults")
     emit("    mode http")
     emit("    option forwardfor")
@@ -398,7 +519,7 @@ def render(model: Model, slots: Mapping[str, int],
         emit("    stats uri /stats")
         emit("    stats refresh 10s")
     proxy = " accept-proxy" if s.accept_proxy else ""
-    crt = f" crt {DEFAULT_CERT}" + (f" crt-list {CRT_LIST}" if model.certs else "")
+    crt = f" crt {DEFAULT_CERT}" + (f" crt-list {CRT_LIST}" if CRT_LIST in files else "")
     # Two frontends with the same routing rules instead of one that asks ``ssl_fc`` on every
     # request: each one's X-Forwarded-Proto is a constant (a client-sent value is replaced).
     for fe, port, tls, scheme in (("http", s.http_port, "", "http"),
@@ -433,3 +554,93 @@ def render(model: Model, slots: Mapping[str, int],
     entries = {HOSTS_MAP: {h: h for h in hosts}, EXACT_MAP: exact, PREFIX_MAP: prefix,
                ROOTS_MAP: roots}
     return Rendered(files, certs, _Owners(owners, blocks), entries)
+
+
+def _default_port(scheme: str) -> int:
+    return 443 if scheme == "https" else 80
+
+
+def _prefix_swap(prefix: str, replacement: str) -> list[str]:
+    """Replace a matched PathPrefix element-wise (Gateway API ReplacePrefixMatch)."""
+    base = prefix.rstrip("/")
+    new = replacement.rstrip("/")
+    if not base:  # prefix "/": everything is the rest
+        return [f"    http-request replace-path {cfg_quote('^/(.*)$')} "
+                f"{replace_fmt_quote(new + '/' + chr(92) + '1')}"]
+    return [
+        f"    http-request set-path {logfmt_quote(new or '/')} "
+        f"if {{ path -m str {cfg_quote(base)} }}",
+        f"    http-request replace-path {cfg_quote('^' + re.escape(base) + '/(.*)$')} "
+        f"{replace_fmt_quote(new + '/' + chr(92) + '1')}",
+    ]
+
+
+def filter_lines(f: Filters) -> list[str]:
+    """A Gateway API rule's filters as backend rules (values quoted for log-format)."""
+    out: list[str] = []
+    r = f.redirect
+    if r is not None:
+        if r.path is not None:
+            if r.path[0] == "Full":
+                out.append(f"    http-request set-path {logfmt_quote(r.path[1])}")
+            elif r.matched_prefix is not None:
+                out += _prefix_swap(r.matched_prefix, r.path[1])
+        scheme = logfmt_quote(r.scheme)[1:-1] if r.scheme else "%[ssl_fc,iif(https,http)]"
+        host = logfmt_quote(r.hostname)[1:-1] if r.hostname else "%[req.hdr(host),field(1,:)]"
+        if r.port is not None:
+            if r.scheme:
+                port = "" if r.port == _default_port(r.scheme) else f":{int(r.port)}"
+            elif r.port in (80, 443):
+                port = ("%[ssl_fc,iif(:80,)]" if r.port == 80 else "%[ssl_fc,iif(,:443)]")
+            else:
+                port = f":{int(r.port)}"
+        elif r.scheme:
+            port = ""
+        else:
+            port = "%[var(txn.lport)]"
+        loc = f"{scheme}://{host}{port}%[path]"
+        out.append(f"    http-request redirect location '{loc}?%[query]' code {int(r.status)} "
+                   "if { query -m found } { query -m len gt 0 }")
+        out.append(f"    http-request redirect location '{loc}' code {int(r.status)}")
+        return out
+    for name in f.req_remove:
+        out.append(f"    http-request del-header {cfg_name(name)}")
+    for name, value in f.req_set:
+        out.append(f"    http-request set-header {cfg_name(name)} {logfmt_quote(value)}")
+    for name, value in f.req_add:
+        out.append(f"    http-request add-header {cfg_name(name)} {logfmt_quote(value)}")
+    for name in f.resp_remove:
+        out.append(f"    http-response del-header {cfg_name(name)}")
+    for name, value in f.resp_set:
+        out.append(f"    http-response set-header {cfg_name(name)} {logfmt_quote(value)}")
+    for name, value in f.resp_add:
+        out.append(f"    http-response add-header {cfg_name(name)} {logfmt_quote(value)}")
+    if f.rewrite_host:
+        out.append(f"    http-request set-header Host {logfmt_quote(f.rewrite_host)}")
+    if f.rewrite_path is not None:
+        if f.rewrite_path[0] == "Full":
+            out.append(f"    http-request set-path {logfmt_quote(f.rewrite_path[1])}")
+        elif f.matched_prefix is not None:
+            out += _prefix_swap(f.matched_prefix, f.rewrite_path[1])
+    return out
+
+
+def extend(base: Rendered, lines: list[tuple[str, ObjectRef | None]],
+           maps: Mapping[str, Mapping[str, str]], files: Mapping[str, str]) -> Rendered:
+    """``base`` plus more sections at the end of haproxy.cfg, more maps and more files."""
+    cfg = base.files[CFG].rstrip("\n").split("\n")
+    owners = base.owners
+    single = dict(owners.single) if isinstance(owners, _Owners) else dict(owners)
+    blocks = owners.blocks if isinstance(owners, _Owners) else []
+    for text, owner in lines:
+        cfg.append(text)
+        if owner is not None:
+            single[len(cfg)] = owner
+    out = {**base.files, **files, CFG: "\n".join(cfg) + "\n"}
+    entries = {k: dict(v) for k, v in base.parsed_maps.items()}
+    for name, table in maps.items():
+        out[name] = "".join(_map_line(k, v) for k, v in
+                            sorted(table.items(), key=lambda kv: (-len(kv[0]), kv[0])))
+        entries[name] = dict(table)
+    return Rendered(out, base.certs, _Owners(single, blocks), entries)
+

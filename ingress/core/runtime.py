@@ -76,7 +76,8 @@ def map_commands(old: Mapping[str, Mapping[str, str]],
     """
     adds: list[str] = []
     dels: list[str] = []
-    for name in ("exact.map", "prefix.map", "hosts.map", "roots.map"):
+    for name in ("exact.map", "prefix.map", "hosts.map", "roots.map",
+                 "gw-exact.map", "gw-prefix.map", "gw-listeners.map"):
         o, n = old.get(name, {}), new.get(name, {})
         f = runtime_token(name)
         for key in sorted(n):
@@ -84,7 +85,8 @@ def map_commands(old: Mapping[str, Mapping[str, str]],
                 adds.append(f"add map {f} {runtime_token(key)} {runtime_token(n[key])}")
             elif o[key] != n[key]:
                 adds.append(f"set map {f} {runtime_token(key)} {runtime_token(n[key])}")
-    for name in ("roots.map", "hosts.map", "exact.map", "prefix.map"):
+    for name in ("roots.map", "hosts.map", "exact.map", "prefix.map",
+                 "gw-listeners.map", "gw-exact.map", "gw-prefix.map"):
         o, n = old.get(name, {}), new.get(name, {})
         f = runtime_token(name)
         dels += [f"del map {f} {runtime_token(key)}" for key in sorted(o) if key not in n]

@@ -4,7 +4,9 @@ Why allow-lists and not escaping: the strings end up in three grammars (haproxy.
 files, Runtime API lines) and in file names; a value that only contains characters that are
 inert in all of them needs no escaping at all, and anything else is rejected with a
 FieldProblem naming the field. Every check bounds the length first so that a 1 MB string
-costs one comparison, not a regex scan.
+costs one comparison, not a regex scan. One character needs escaping all the same: '%',
+allowed in rewrite targets and redirect URLs, is live in HAProxy's log-format arguments
+(``redirect location``, ``replace-path``); ``render.logfmt_quote`` doubles it there.
 """
 
 from __future__ import annotations
@@ -79,6 +81,56 @@ def path_problem(path: str) -> str | None:
         return "must not contain '..' or '.' segments"
     if "//" in path:
         return "must not contain empty segments ('//')"
+    # Refused by the API server's own validation too (with '//', '/./', '/../'): an encoded
+    # '/' makes HAProxy's segment boundaries differ from those of a decoding backend.
+    if "%2f" in path.lower():
+        return "must not contain '%2F' (an encoded '/')"
+    return None
+
+
+# Absolute http(s) URL (permanent-redirect): RFC 3986 characters except "'" (it would end
+# the haproxy.cfg quote). '%' reaches HAProxy only doubled (render.logfmt_quote).
+_URL_CHARS_RE = re.compile(r"[A-Za-z0-9._~%!$&()*+,;=:@/?#\[\]-]*")
+_URL_RE = re.compile(r"(?i:https?)://([^/?#]*)(/[^?#]*)?(\?[^#]*)?(#.*)?")
+_AUTHORITY_RE = re.compile(r"(\[[0-9A-Fa-f:.]{2,45}\]|[^:\[\]]+)(?::([0-9]{1,5}))?")
+MAX_URL = 2048
+
+
+@lru_cache(maxsize=_CACHE)
+def redirect_url_problem(url: str) -> str | None:
+    """None if ``url`` is an absolute http(s) URL (query and fragment allowed), else why not."""
+    if len(url) > MAX_URL:
+        return f"longer than {MAX_URL} characters"
+    m = _URL_RE.fullmatch(url)
+    if m is None:
+        return "must be an absolute http:// or https:// URL"
+    if not _URL_CHARS_RE.fullmatch(url):
+        return "contains characters outside RFC 3986 (or a quote)"
+    if _PCT_RE.search(url):
+        return "'%' must start a two-digit hex escape"
+    authority = m.group(1)
+    if "@" in authority:
+        return "must not contain user information ('user@')"
+    a = _AUTHORITY_RE.fullmatch(authority)
+    if a is None:
+        return "bad host or port"
+    host, port = a.group(1), a.group(2)
+    if port is not None and not 1 <= int(port) <= 65535:
+        return "port must be 1 to 65535"
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return "not an IPv6 address in brackets"
+        return None
+    if _IPV4ISH_RE.fullmatch(host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return "not an IPv4 address"
+        return None
+    if len(host) > MAX_HOST or not _HOST_RE.fullmatch(host.lower()):
+        return "host is not an RFC 1123 name"
     return None
 
 

@@ -8,6 +8,13 @@ requires ``k8s.io/kubernetes`` and replaces every staging module with its publis
 ``=> ./staging/`` lines), never maintained by hand. etcd's server module has relative
 replaces too, so it gets the same treatment; Helm builds from a plain wrapper.
 
+The Gateway API conformance suite (``sigs.k8s.io/gateway-api/conformance``, a module of its
+own whose go.mod replaces ``sigs.k8s.io/gateway-api => ../``) is built the same way: its test
+binary (``go test -c``, TestConformance and the suite's flags), the echo server its base
+manifests run (``echo-basic``), and beside them the release's Standard-channel CRDs copied
+from the ``sigs.k8s.io/gateway-api`` module (``crds/standard/``) and the suite's base
+manifests (``base/manifests.yaml``).
+
 Binaries are cached outside the checkout, keyed by product and version
 (``$PORTICO_CACHE`` or ``~/.cache/portico``; ``bin/<product>-<version>/``); a build is
 skipped when the stamp file of that key exists. Standard library only: this runs before
@@ -35,6 +42,10 @@ from pathlib import Path
 KUBERNETES_VERSION = "v1.37.2"
 ETCD_VERSION = "v3.6.16"
 HELM_VERSION = "v4.3.2"
+# Gateway API: v1.6.3 declares go 1.26.0 (v1.7.0 needs a newer Go than this machine's).
+GATEWAY_API_VERSION = "v1.6.3"
+GATEWAY_API_MODULE = "sigs.k8s.io/gateway-api"
+GATEWAY_CONFORMANCE_MODULE = "sigs.k8s.io/gateway-api/conformance"
 
 # kubectl too: the demo and the e2e suite show what a user would type, at the server's version
 # (the machine's own kubectl, if any, is whatever version it is).
@@ -54,6 +65,14 @@ class Product:
     packages: tuple[tuple[str, str], ...]  # (binary name, Go package path)
     ldflags: tuple[str, ...] = field(default=())
     staging_replaces: bool = False  # generate replaces from the module's relative replaces
+    # Test binaries (``go test -c``): (binary name, Go package path).
+    test_packages: tuple[tuple[str, str], ...] = field(default=())
+    # Files copied from a module's source: (module, directory in it, glob, target directory
+    # in the product's cache directory). The module is taken at the product's version.
+    copies: tuple[tuple[str, str, str, str], ...] = field(default=())
+
+    def binaries(self) -> tuple[tuple[str, str], ...]:
+        return self.packages + self.test_packages
 
 
 def cache_root() -> Path:
@@ -116,6 +135,19 @@ def products() -> list[Product]:
             _kube_ldflags(KUBERNETES_VERSION, date),
             staging_replaces=True,
         ),
+        Product(
+            "gateway-api",
+            GATEWAY_CONFORMANCE_MODULE,
+            GATEWAY_API_VERSION,
+            (("echo-basic", f"{GATEWAY_CONFORMANCE_MODULE}/echo-basic"),),
+            (),
+            staging_replaces=True,
+            test_packages=(("gateway-conformance.test", GATEWAY_CONFORMANCE_MODULE),),
+            copies=((GATEWAY_API_MODULE, "config/crd/standard", "*.yaml", "crds/standard"),
+                    # The suite's base manifests (also embedded in the test binary): the lab
+                    # runner applies them alone to check the backends before the suite runs.
+                    (GATEWAY_CONFORMANCE_MODULE, "base", "manifests.yaml", "base")),
+        ),
     ]
 
 
@@ -123,10 +155,25 @@ def product_dir(p: Product) -> Path:
     return cache_root() / "bin" / f"{p.name}-{p.version}"
 
 
+def product(name: str) -> Product:
+    for p in products():
+        if p.name == name:
+            return p
+    raise BuildError(f"unknown product {name!r}")
+
+
+def gateway_api_crds() -> list[Path]:
+    """The cached Standard-channel Gateway API CRD files; BuildError if not built."""
+    p = product("gateway-api")
+    if not (product_dir(p) / ".complete").exists():
+        raise BuildError(f"gateway-api {p.version} is not built: run `make binaries`")
+    return sorted((product_dir(p) / "crds" / "standard").glob("*.yaml"))
+
+
 def binary(name: str) -> Path:
     """Path of a built binary (kube-apiserver, etcd, helm, ...); BuildError if not built."""
     for p in products():
-        for bin_name, _ in p.packages:
+        for bin_name, _ in p.binaries():
             if bin_name == name:
                 path = product_dir(p) / bin_name
                 if not (product_dir(p) / ".complete").exists() or not path.exists():
@@ -258,11 +305,11 @@ def build(product: Product, force: bool = False) -> Path:
     out = product_dir(product)
     stamp = out / ".complete"
     # A binary added to a product since its cached build is built alone (the others stay).
-    missing = [(b, pkg) for b, pkg in product.packages if not (out / b).exists()]
+    missing = [(b, pkg) for b, pkg in product.binaries() if not (out / b).exists()]
     if stamp.exists() and not missing and not force:
         _progress(f"{product.name} {product.version}: cached in {out}")
         return out
-    todo = product.packages if force or not stamp.exists() else tuple(missing)
+    todo = product.binaries() if force or not stamp.exists() else tuple(missing)
     work = cache_root() / "build" / f"{product.name}-{product.version}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -282,7 +329,7 @@ def build(product: Product, force: bool = False) -> Path:
         "binaries": [b for b, _ in todo],
     }
     # The full (cold) build's record stays in build.json; a later top-up has its own file.
-    name = "build.json" if todo == product.packages else f"build-{todo[0][0]}.json"
+    name = "build.json" if todo == product.binaries() else f"build-{todo[0][0]}.json"
     (out / name).write_text(json.dumps(record, indent=2) + "\n")
     stamp.write_text(product.version + "\n")
     _progress(f"{product.name} {product.version}: done in {record['seconds']} s "
@@ -300,15 +347,38 @@ def _build_in(product: Product, work: Path, out: Path, log: Path,
     (work / "go.mod").write_text(wrapper_gomod(product, gomod))
     # No go.sum is kept: `go build -mod=mod` records the checksums (verified against the
     # checksum database) of exactly the modules the packages built need.
+    tests = dict(product.test_packages)
     for bin_name, pkg in packages:
-        _progress(f"{product.name} {product.version}: go build {pkg}")
+        verb = ["test", "-c"] if bin_name in tests else ["build"]
+        _progress(f"{product.name} {product.version}: go {' '.join(verb)} {pkg}")
         t1 = time.monotonic()
         _run(
-            ["go", "build", "-trimpath", "-ldflags", " ".join(("-s", "-w", *product.ldflags)),
+            ["go", *verb, "-trimpath", "-ldflags", " ".join(("-s", "-w", *product.ldflags)),
              "-o", str(out / bin_name), pkg],
             work, log,
         )
         _progress(f"{product.name}: {bin_name} built in {time.monotonic() - t1:.0f} s")
+    for module, subdir, pattern, target in product.copies:
+        src = Path(str(module_info(module, product.version, work, log)["Dir"])) / subdir
+        files = copy_files(src, pattern, out / target)
+        _progress(f"{product.name}: {len(files)} files of {module}/{subdir} -> {out / target}")
+
+
+def copy_files(src: Path, pattern: str, dest: Path) -> list[Path]:
+    """Copy ``src/pattern`` into a fresh ``dest`` (the module cache's files are read-only;
+    the copies are made writable so that a rebuild can replace them)."""
+    if not src.is_dir():
+        raise BuildError(f"{src} is not a directory of the module")
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    copied = []
+    for path in sorted(src.glob(pattern)):
+        target = dest / path.name
+        target.write_bytes(path.read_bytes())
+        copied.append(target)
+    if not copied:
+        raise BuildError(f"no {pattern} in {src}")
+    return copied
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -316,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
                                  description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--force", action="store_true", help="rebuild even when cached")
     ap.add_argument("--only", action="append", default=[],
-                    help="product to build (etcd, helm, kubernetes); default: all")
+                    help="product to build (etcd, helm, kubernetes, gateway-api); "
+                         "default: all")
     ap.add_argument("--print-path", metavar="BINARY", help="print a built binary's path")
     args = ap.parse_args(argv)
     if args.print_path:

@@ -46,7 +46,8 @@ from common.kube.clock import rfc3339, rfc3339_micro
 from common.kube.events import EventRecorder
 from common.kube.informer import Informer
 from common.kube.resources import PODS, resource_version
-from lab.nodeagent import lifecycle, plan, podnet, probes, runtime, status
+from lab.controlplane import binaries
+from lab.nodeagent import images, lifecycle, plan, podnet, probes, runtime, status
 from lab.nodeagent import node as nodes
 from lab.nodeagent.errors import NodeAgentError, SetupError, StartFailed
 from lab.nodeagent.images import Toolbox
@@ -180,6 +181,15 @@ def _parse_time(value: str) -> datetime | None:
         return None
 
 
+def built_programs() -> tuple[tuple[str, str], ...]:
+    """The image programs built from Go modules that this machine has (images.BUILT)."""
+    found = []
+    for tool in images.BUILT:
+        with contextlib.suppress(binaries.BuildError):
+            found.append((tool, str(binaries.binary(tool))))
+    return tuple(found)
+
+
 class Agent:
     def __init__(self, cfg: AgentConfig, client: KubeClient) -> None:
         self.cfg = cfg
@@ -187,7 +197,8 @@ class Agent:
         self.api = NodeApi(client, cfg.node)
         self.events = EventRecorder(client, "kubelet", host=cfg.node)
         self.box = Toolbox(python=str(Path(sys.executable)), bin_dir=str(Path(sys.executable)
-                                                                         .parent), repo=str(REPO))
+                                                                         .parent), repo=str(REPO),
+                           built=built_programs())
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         self.ledger = runtime.Ledger(cfg.state_dir / "ledger.json")
         self.launcher = runtime.Launcher(self.box.python, REPO, self.ledger)

@@ -16,6 +16,13 @@ CMD, and the first word of the result must be one of the image's ``commands``.
 | ``registry.k8s.io/e2e-  | ``/agnhost``               | Kubernetes' e2e test image: the       |
 | test-images/agnhost``   |                            | subcommands the e2e suite uses, in    |
 |                         |                            | ``lab.agnhost`` (``serve-hostname``)  |
+| ``registry.k8s.io/      | ``/echo-basic`` (USER      | the Gateway API conformance suite's   |
+| gateway-api/echo-basic``| 65532, distroless nonroot) | echo server, the real one: built from |
+|                         |                            | its Go module by ``make binaries``    |
+| ``registry.k8s.io/      | ``/coredns`` (as root: no  | the suite's UDP backend: a stand-in   |
+| coredns/coredns``       | file capabilities here)    | (``lab.dnsstub``) that answers its    |
+|                         |                            | Corefile's ``whoami`` zones and never |
+|                         |                            | forwards (the lab sends nothing out)  |
 
 The tag and the digest are ignored (``portico:0.1.0``, ``portico@sha256:…`` are the same
 image here); the chart's ``image.repository`` default (``charts/portico/values.yaml``) is
@@ -40,6 +47,15 @@ REASON_COMMAND = "CreateContainerError"
 PYTHON, PORTICO, SHELL, HAPROXY, EXABGP = "python", "portico", "sh", "haproxy", "exabgp"
 AGNHOST = "agnhost"  # lab.agnhost, run by the venv's interpreter
 AGNHOST_REPOSITORY = "registry.k8s.io/e2e-test-images/agnhost"
+# Programs built from Go modules (lab.controlplane.binaries), found by the I/O shell; an image
+# whose program is not built fails with ErrImageNotMapped and says `make binaries`.
+ECHO_BASIC = "echo-basic"
+ECHO_BASIC_REPOSITORY = "registry.k8s.io/gateway-api/echo-basic"
+BUILT = (ECHO_BASIC,)
+DNSSTUB = "dnsstub"  # lab.dnsstub, run by the system's interpreter
+SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's python3 (3.11 on bookworm)
+COREDNS_REPOSITORY = "registry.k8s.io/coredns/coredns"
+DISTROLESS_NONROOT = (65532, 65532)  # gcr.io/distroless/static:nonroot's USER
 
 
 @dataclass(frozen=True)
@@ -49,6 +65,7 @@ class Toolbox:
     python: str  # the venv's interpreter
     bin_dir: str  # the venv's bin directory (portico, exabgp live there)
     repo: str  # the checkout (lab images import ``lab.*`` from it)
+    built: tuple[tuple[str, str], ...] = ()  # (BUILT tool, path) of the programs built here
 
     def path(self, tool: str) -> str:
         return {
@@ -64,7 +81,17 @@ class Toolbox:
         the interpreter and the module."""
         if tool == AGNHOST:
             return (self.python, "-m", "lab.agnhost")
+        if tool == DNSSTUB:
+            # The system interpreter (lab.dnsstub is standard library only): the suite's
+            # pod mounts its Corefile over /root, which would hide an interpreter living
+            # there (pyenv's, this venv's base).
+            return (SYSTEM_PYTHON, "-m", "lab.dnsstub")
+        if tool in BUILT:
+            return (dict(self.built)[tool],)
         return (self.path(tool),)
+
+    def has(self, tool: str) -> bool:
+        return tool not in BUILT or tool in dict(self.built)
 
 
 @dataclass(frozen=True)
@@ -101,6 +128,21 @@ IMAGES: dict[str, Image] = {i.repository: i for i in (
     Image(AGNHOST_REPOSITORY, entrypoint=("/agnhost",),
           env=(("PYTHONUNBUFFERED", "1"),),
           commands={"/agnhost": AGNHOST, "agnhost": AGNHOST}, lab=True),
+    # docker/Dockerfile.echo-basic of sigs.k8s.io/gateway-api: FROM distroless/static:nonroot,
+    # ENTRYPOINT ["/echo-basic"], USER nonroot. Its ports and modes come from the environment
+    # the suite's manifests set (HTTP_PORT 3000, H2C_PORT 3001, HTTPS_PORT 8443 by default;
+    # GRPC_ECHO_SERVER, TCP_ECHO_SERVER, TLS_SERVER_CERT/_PRIVKEY from files of a Secret).
+    Image(ECHO_BASIC_REPOSITORY, entrypoint=("/echo-basic",), user=DISTROLESS_NONROOT,
+          commands={"/echo-basic": ECHO_BASIC, "echo-basic": ECHO_BASIC}),
+    # coredns's image: ENTRYPOINT ["/coredns"], USER nonroot (distroless). The suite runs it
+    # with `-conf /root/Corefile` for its UDPRoute test; the stand-in serves that Corefile's
+    # `whoami` zones on UDP and answers everything else REFUSED instead of forwarding.
+    # The real image is nonroot and binds port 53 through a file capability on /coredns; a
+    # Python stand-in cannot carry one, so it runs as root with the capabilities the pod
+    # keeps (the suite's pod: drop ALL, add NET_BIND_SERVICE).
+    Image(COREDNS_REPOSITORY, entrypoint=("/coredns",),
+          env=(("PYTHONUNBUFFERED", "1"),),
+          commands={"/coredns": DNSSTUB, "coredns": DNSSTUB}, lab=True),
 )}
 
 
@@ -148,6 +190,10 @@ def local_argv(entry: Image, image: str, argv: tuple[str, ...],
                          f'command "{argv[0]}" does not exist in image "{image}" as the node '
                          f"agent maps it ({TABLE_FILE}); known: "
                          f"{', '.join(sorted(entry.commands))}")
+    if not box.has(tool):
+        return NotMapped(REASON_NOT_MAPPED,
+                         f'image "{image}" runs {tool}, which is not built on this machine: '
+                         "run `make binaries` (lab/controlplane/binaries.py)")
     return (*box.argv(tool), *argv[1:])
 
 

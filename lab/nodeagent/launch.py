@@ -7,7 +7,10 @@ step still has the privileges it needs:
 2. gets a private mount namespace (and a UTS namespace with the pod's hostname), mounts a
    fresh tmpfs on ``/run`` (an image's /run is empty too; ``/var/run`` is a link to it), and
    makes the checkout's interpreter reachable for non-root users (see ``_expose``);
-3. bind-mounts the pod's volumes — the ServiceAccount token, ``ca.crt`` and ``namespace`` at
+3. makes the mount points the node lacks (``/etc/secret-volume``: an image would have
+   them or the runtime would create them in the image's root) in a copy-on-write overlay of
+   their nearest existing directory, private to the container (``_make_mount_points``), then
+   bind-mounts the pod's volumes — the ServiceAccount token, ``ca.crt`` and ``namespace`` at
    ``/var/run/secrets/kubernetes.io/serviceaccount`` among them — read-only where asked;
 4. limits the capability bounding set (a root process keeps exactly that set across exec; a
    non-root one gets no capabilities, as in Kubernetes, which grants no ambient ones), clears
@@ -39,6 +42,7 @@ PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL =
 START_ERROR_EXIT = 128  # what a runtime reports for a container that could not start
 RUN_TMPFS = "mode=0755,size=16m"
 STAGE = "/run/.portico-lab-stage"
+OVERLAYS = "/run/.portico-lab-overlay"  # upper and work layers, on the container's own /run
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -124,14 +128,48 @@ def _open_sources(mounts: list[dict[str, Any]]) -> list[tuple[int, str, bool]]:
     return out
 
 
+def _make_mount_points(targets: list[str]) -> None:
+    """Mount points missing on this node, made without writing to the node's filesystem.
+
+    A runtime creates a missing mount point inside the container's root filesystem; here the
+    root is the node's, so the nearest existing ancestor (``/etc`` for ``/etc/secret-volume``)
+    gets an overlay in the container's mount namespace whose upper layer lives on its /run
+    tmpfs: the directory is made there and vanishes with the container. Under /run (a fresh
+    tmpfs already) directories are made directly; ``/`` itself is refused (an overlay there
+    would hide /proc, /dev and every other mount)."""
+    missing: list[str] = []
+    parents: set[str] = set()
+    for target in targets:
+        real = os.path.realpath(target)
+        if os.path.exists(real):
+            continue
+        missing.append(real)
+        if _under(real, "/run"):
+            continue
+        parent = os.path.dirname(real)
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if parent == "/" or any(c in parent for c in ",:\\"):
+            raise LaunchFailed(f"mount path {target} does not exist on this node and the lab "
+                               "node agent cannot make it (it overlays an existing directory "
+                               "other than /)")
+        parents.add(parent)
+    # The topmost ones only: an overlay on /etc after one on /etc/a would hide the latter.
+    tops = sorted(p for p in parents if not any(q != p and _under(p, q) for q in parents))
+    for n, parent in enumerate(tops):
+        layer = f"{OVERLAYS}/{n}"
+        os.makedirs(f"{layer}/upper")
+        os.makedirs(f"{layer}/work")
+        _mount("overlay", parent, "overlay", 0,
+               f"lowerdir={parent},upperdir={layer}/upper,workdir={layer}/work")
+    for real in missing:
+        os.makedirs(real, exist_ok=True)
+
+
 def _bind(source_fd: int, target: str, readonly: bool) -> None:
     real = os.path.realpath(target)
-    if not os.path.exists(real):
-        if not real.startswith("/run/"):
-            raise LaunchFailed(f"mount path {target} does not exist on this node (the lab "
-                               "node agent creates mount points under /run and /var/run "
-                               "only)")
-        os.makedirs(real, exist_ok=True)
+    if not os.path.exists(real):  # _make_mount_points made every one
+        raise LaunchFailed(f"mount path {target} does not exist")
     _mount(f"/proc/self/fd/{source_fd}", real, None, MS_BIND | MS_REC)
     if readonly:
         _mount(None, real, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC)
@@ -187,6 +225,7 @@ def prepare(spec: dict[str, Any], expose: list[str]) -> None:
     _mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, RUN_TMPFS)
     if int(spec["uid"]) != 0:
         _expose(expose)
+    _make_mount_points([target for _, target, _ in sources])
     for fd, target, readonly in sources:
         _bind(fd, target, readonly)
     for fd, path in hidden:

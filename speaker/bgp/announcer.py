@@ -10,10 +10,16 @@ exabgp session events arrive on the API reader thread and are queued for the wor
 resets the session's announced set so the full route set is re-sent; "down" too, so that
 nothing is assumed about what a router kept.
 
-Graceful stop (SIGTERM): withdraw everything on every established session, then SIGTERM
-exabgp (NOTIFICATION Cease, session closed). Non-graceful: kill exabgp; routers then keep
-our routes as stale for the graceful-restart time, which is what a speaker restart on a live
-node wants (the restarted speaker re-announces and the stale marks clear).
+Graceful stop (SIGTERM), and the last BGPPeer of this node going away: withdraw everything on
+every established session, then close each with NOTIFICATION Cease/Administrative Shutdown
+(``teardown_command``; ``exabgp_run`` makes exabgp send it although graceful restart was
+negotiated), wait until exabgp reports each session down (at most ``TEARDOWN_WAIT_S``), then
+SIGTERM exabgp. A router that receives the NOTIFICATION ends the session at once, without
+graceful-restart helper mode: nothing is kept as stale, no restart timer runs. Without the
+Cease (exabgp's own SIGTERM closes with a bare FIN) the router would hold the session's
+graceful-restart state for the restart time (120 s). Non-graceful: kill exabgp; routers then
+keep our routes as stale for the graceful-restart time, which is what a speaker restart on a
+live node wants (the restarted speaker re-announces and the stale marks clear).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from speaker.core.bgp_exabgp import (
     announce_commands,
     eor_command,
     render_config,
+    teardown_command,
     withdraw_commands,
 )
 from speaker.core.snapshot import ClusterSnapshot
@@ -54,6 +61,10 @@ BACKOFF_MAX_S = 30.0
 # After the withdraw acks, exabgp still has to put the UPDATEs on the wire before SIGTERM
 # closes the socket; its reactor loop runs every few ms, 0.3 s is ample and bounded.
 FLUSH_BEFORE_CLOSE_S = 0.3
+# After "teardown", exabgp sends the NOTIFICATION on its next reactor pass (milliseconds) and
+# reports the session down; 2 s bounds the wait if a report never comes (the kubelet grants
+# the whole speaker 30 s).
+TEARDOWN_WAIT_S = 2.0
 STATUS_MESSAGE_MAX = 1024  # the CRD's maxLength of status.nodes.*.message: longer is a 422
 
 
@@ -208,6 +219,7 @@ class BgpAnnouncer:
         if not plan.sessions:
             if self.proc.alive():
                 self._withdraw_all()
+                self._teardown_sessions()
                 self.proc.terminate()
             self._config = None
             self._reset_sessions(plan)
@@ -291,6 +303,33 @@ class BgpAnnouncer:
         if sent:
             time.sleep(FLUSH_BEFORE_CLOSE_S)
 
+    def _teardown_sessions(self) -> None:
+        """Close every established session with NOTIFICATION Cease/Administrative Shutdown and
+        wait (bounded) until exabgp reports each one down."""
+        up = sorted(n for n, st in self._state.items() if st == "up")
+        if not up or not self.proc.ceases:
+            return
+        for n in up:
+            if not self.proc.send(teardown_command(n), ACK_TIMEOUT_S):
+                log.error("exabgp_command_rejected", node=self.node, neighbor=n, kind="teardown")
+        pending = set(up)
+        deadline = time.monotonic() + TEARDOWN_WAIT_S
+        while pending and (left := deadline - time.monotonic()) > 0:
+            try:
+                msg = self._messages.get(timeout=left)
+            except queue.Empty:
+                break
+            if isinstance(msg, StateEvent) and msg.state == "down":
+                pending.discard(msg.neighbor)
+                self._state[msg.neighbor] = "down"
+                self._announced[msg.neighbor] = frozenset()
+                s = self._session(msg.neighbor)
+                metrics.SESSIONS_UP.labels(self.node, s.peer if s else msg.neighbor).set(0)
+                log.info("bgp_session_closed", node=self.node, neighbor=msg.neighbor,
+                         reason=msg.reason)
+        if pending:
+            log.warning("bgp_teardown_unconfirmed", node=self.node, neighbors=sorted(pending))
+
     def _exabgp_failed(self, why: str) -> None:
         log.warning("exabgp_failed", node=self.node, error=self.redact(why),
                     retry_in=self._backoff)
@@ -306,6 +345,7 @@ class BgpAnnouncer:
             self._handle_messages()
             if self._graceful and self.proc.alive():
                 self._withdraw_all()
+                self._teardown_sessions()
                 self.proc.terminate()
             else:
                 self.proc.kill()

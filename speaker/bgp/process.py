@@ -7,6 +7,10 @@
   freezes, keepalives stop, the session dies), putting acks on a queue and handing every other
   message to a callback. ``send`` writes one command and waits for its done/error ack.
 - A second thread drains exabgp's own log output (stdout+stderr), redacting the password.
+- exabgp is the one of the speaker's own Python environment (``--exabgp`` default): it runs
+  through ``exabgp_run.py`` in the speaker's interpreter, which makes ``teardown 2`` send its
+  NOTIFICATION (Cease) on sessions with graceful restart (see there why). Any other
+  executable is run as given, and the announcer then does not ask for a Cease (``ceases``).
 - exabgp gets PR_SET_PDEATHSIG: if the speaker dies, exabgp dies with it (a restarted
   speaker must not find an orphan exabgp still announcing). The signal fires when the
   *thread* that forked exits; that is the announcer's worker thread, which lives as long as
@@ -40,6 +44,7 @@ from speaker.errors import ExaBgpError
 log = structlog.get_logger(component="speaker-bgp")
 
 RELAY = Path(__file__).with_name("relay.py")
+LAUNCHER = Path(__file__).with_name("exabgp_run.py")
 PR_SET_PDEATHSIG = 1
 ACCEPT_TIMEOUT_S = 15.0  # exabgp 5 imports in ~1 s here; generous for loaded CI machines
 # exabgp.reactor.speed: the reactor's idle poll timeout is speed/100 s. The default (1.0 ->
@@ -58,6 +63,18 @@ def _load_prctl() -> Callable[..., int] | None:
 
 
 _PRCTL = _load_prctl()
+
+
+def exabgp_argv(exabgp_path: str) -> tuple[list[str], bool]:
+    """The command that runs exabgp, and whether its teardown sends a NOTIFICATION.
+
+    The exabgp next to this interpreter is this environment's exabgp (the pinned version the
+    launcher was written for), so the launcher runs it in-process; anything else (another
+    installation, a wrapper script) is run as given."""
+    ours = os.path.join(os.path.dirname(sys.executable), "exabgp")
+    if os.path.realpath(exabgp_path) == os.path.realpath(ours):
+        return [sys.executable, str(LAUNCHER)], True
+    return [exabgp_path], False
 
 
 def _pdeathsig_for(parent: int) -> Callable[[], None]:
@@ -99,6 +116,7 @@ class ExaBgpProcess:
         redact: Redactor,
     ) -> None:
         self.exabgp_path = exabgp_path
+        self._argv, self.ceases = exabgp_argv(exabgp_path)
         self.state_dir = Path(state_dir)
         self.on_message = on_message
         self.redact = redact
@@ -170,7 +188,7 @@ class ExaBgpProcess:
             self._acks = queue.Queue()
             try:
                 self.proc = subprocess.Popen(
-                    [self.exabgp_path, "server", str(self.config_path)],
+                    [*self._argv, "server", str(self.config_path)],
                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                     env=self._env(), preexec_fn=_pdeathsig_for(os.getpid()), close_fds=True,
                 )
@@ -242,7 +260,8 @@ class ExaBgpProcess:
             return ack.ok
 
     def terminate(self, timeout: float = 5.0) -> None:
-        """SIGTERM: exabgp closes its sessions with a NOTIFICATION (Cease) and exits."""
+        """SIGTERM: exabgp closes its sessions (no NOTIFICATION: the announcer tears them down
+        with a Cease first when it wants one) and exits."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

@@ -158,6 +158,21 @@ def eor_command(neighbor: str, family: str) -> str:
     return f"neighbor {_api_token(neighbor)} announce eor {afi} unicast"
 
 
+# RFC 4486 Cease subcode 2, "Administrative Shutdown": the operator took the session down on
+# purpose. A router that receives any NOTIFICATION ends the session without graceful-restart
+# helper mode (RFC 4724 section 4; exabgp does not announce RFC 8538's N bit, which would keep
+# helper mode for anything but a Hard Reset), so it flushes our routes at once instead of
+# holding them as stale for the restart time.
+CEASE_ADMINISTRATIVE_SHUTDOWN = 2
+
+
+def teardown_command(neighbor: str, subcode: int = CEASE_ADMINISTRATIVE_SHUTDOWN) -> str:
+    """Close one session with NOTIFICATION Cease/``subcode``. (exabgp 5.0 itself closes a
+    session that negotiated graceful restart silently even on this command;
+    ``speaker.bgp.exabgp_run`` makes it send the NOTIFICATION.)"""
+    return f"neighbor {_api_token(neighbor)} teardown {_api_token(int(subcode))}"
+
+
 # --- exabgp API output ----------------------------------------------------------------------------
 
 

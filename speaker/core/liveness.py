@@ -42,15 +42,61 @@ Why it is safe:
   duplicate-announcement detector) and reports them as Warning Events and a metric.
 * Asymmetric views (A hears B, B does not hear A) converge within ``timeout``: both sides use
   the same rule on what they hear, and heartbeats flow both ways every interval.
+
+Authenticity and freshness (``speaker.core.liveness_auth`` seals and opens the datagrams).
+Anyone on the node network can send UDP to the liveness port with a node's source address, so
+the source address proves nothing: a forged ``leaving`` would move a VIP, a forged ``ready``
+would keep a VIP on a dead node. Every heartbeat therefore carries an HMAC-SHA256 over its body
+under a cluster-wide key (the chart's Secret), and the body carries the sender's ``boot`` id
+(random per process), a ``seq`` that increases with every heartbeat of that process, and
+``sent_at``, the sender's wall clock. A heartbeat changes nothing unless:
+
+1. its MAC verifies under one of the keys (forgery needs the key);
+2. ``|receiver's wall clock - sent_at| <= max_age`` (``stale`` otherwise);
+3. for the boot we last accepted from that node: ``seq`` > the last accepted ``seq``; for a
+   different boot: ``sent_at`` > the ``sent_at`` of the last accepted heartbeat of that node
+   (``replayed`` otherwise).
+
+Why that is enough. An attacker without the key can only re-send heartbeats it captured.
+(a) Against a receiver that holds state for the sender, rule 3 rejects every capture of the
+current process (its seq was already seen: the attacker cannot make one up, and a capture the
+receiver never saw can only exist if the attacker also dropped it, which is a stronger attack
+than injection) and every capture of an earlier process of that node (all its heartbeats were
+sent before the newer process's first one, so their ``sent_at`` is older — the sender's own
+clock, compared with itself). (b) A receiver without state for the sender — it restarted, or
+the node just joined — has nothing to compare with; rule 2 bounds what it can be fooled by to
+heartbeats sent in the last ``max_age``, i.e. to what the sender really said at most
+``max_age`` ago. The worst case is a peer that died less than ``max_age`` ago looking live to
+a restarted receiver for at most ``max_age + timeout`` after its death; and a restarted
+receiver is still warming up (it owns nothing for its first ``timeout``) for much of that.
+A replayed ``leaving`` of an old process is the same: the old process did leave. (c) Rule 3
+compares ``sent_at`` only across boots, so a clock step on the sender never rejects beats
+within one process; after a backwards step at a restart the new process is heard once its
+clock passes the old one's last beat. (d) Rule 2 needs the nodes' clocks within ``max_age``
+of each other (minus transit and receiver stalls, a few hundred ms): ``max_age`` = 2 s is an
+order of magnitude above what NTP/chrony keeps, and Kubernetes itself misbehaves with worse
+skew. A node whose clock is off by more hears nobody (every heartbeat it gets is ``stale``,
+counted and logged with the measured skew) — the same as a partition of its heartbeat path.
+
+Rejected heartbeats change no state at all: not the peer's ``last_seen``, ``seq`` or ``boot``.
+
+Keys rotate without an outage because the key file may hold several keys: heartbeats are
+signed with the first and accepted under any. Add the new key second (accept-only) and wait
+until every speaker loaded it, move it first, wait, remove the old one: at every moment every
+speaker accepts what every other one signs (docs/speaker.md "Key rotation").
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
-PROTOCOL_VERSION = 1
+# 2: sealed (HMAC) and carries ``t``, the sender's wall clock. Version 1 was unauthenticated;
+# a version-1 datagram fails the MAC check and is counted as ``unauthenticated``.
+PROTOCOL_VERSION = 2
 # Heartbeats are tiny; anything larger than this is not ours (and is dropped unparsed).
 MAX_HEARTBEAT_BYTES = 4096
 
@@ -58,6 +104,14 @@ MAX_HEARTBEAT_BYTES = 4096
 DEFAULT_INTERVAL = 0.1  # seconds between heartbeats (see module docstring)
 DEFAULT_TIMEOUT = 0.6  # silence that makes a peer dead: > worst stall (350 ms) + interval
 DEFAULT_JOIN_DELAY = 0.25  # > 2 intervals: every peer has heard our first ready beat
+# Freshness window (rule 2 in the module docstring): NTP keeps nodes within milliseconds;
+# a receiver stall (<= 350 ms) plus transit stays far below; replays are bounded by it.
+DEFAULT_MAX_AGE = 2.0
+
+# What observe() made of an authentic heartbeat. "stale" and "replayed" are rejections (the
+# shell counts and logs them); "ignored" is authentic and fresh but changes nothing (our own
+# name, or a process that already said it is leaving).
+Verdict = Literal["accepted", "ignored", "stale", "replayed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +119,7 @@ class LivenessConfig:
     interval: float = DEFAULT_INTERVAL
     timeout: float = DEFAULT_TIMEOUT
     join_delay: float = DEFAULT_JOIN_DELAY
+    max_age: float = DEFAULT_MAX_AGE
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,38 +130,44 @@ class Heartbeat:
     ready: bool
     leaving: bool = False
     interfaces: tuple[str, ...] = ()
+    sent_at: float = 0.0  # sender's wall clock, seconds since the epoch (freshness, rule 2)
 
     def encode(self) -> bytes:
+        """The body (``liveness_auth.seal`` appends the MAC)."""
         return json.dumps({
             "v": PROTOCOL_VERSION, "node": self.node, "boot": self.boot, "seq": self.seq,
-            "ready": self.ready, "leaving": self.leaving, "ifs": list(self.interfaces),
+            "t": round(self.sent_at, 3), "ready": self.ready, "leaving": self.leaving,
+            "ifs": list(self.interfaces),
         }, separators=(",", ":")).encode()
 
     @staticmethod
     def decode(data: bytes) -> Heartbeat | None:
-        """None for anything that is not a well-formed heartbeat (never raises)."""
+        """None for anything that is not a well-formed body (never raises)."""
         if len(data) > MAX_HEARTBEAT_BYTES:
             return None
         try:
             obj = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return None
         if not isinstance(obj, dict) or obj.get("v") != PROTOCOL_VERSION:
             return None
-        node, boot, seq = obj.get("node"), obj.get("boot"), obj.get("seq")
+        node, boot, seq, t = obj.get("node"), obj.get("boot"), obj.get("seq"), obj.get("t")
         ready, leaving, ifs = obj.get("ready"), obj.get("leaving"), obj.get("ifs", [])
         if not (isinstance(node, str) and node and isinstance(boot, str)
                 and isinstance(seq, int) and not isinstance(seq, bool)
+                and isinstance(t, int | float) and not isinstance(t, bool)
+                and math.isfinite(t)  # json.loads takes NaN/Infinity; comparisons would lie
                 and isinstance(ready, bool) and isinstance(leaving, bool)
                 and isinstance(ifs, list) and all(isinstance(i, str) for i in ifs)):
             return None
-        return Heartbeat(node, boot, seq, ready, leaving, tuple(ifs))
+        return Heartbeat(node, boot, seq, ready, leaving, tuple(ifs), float(t))
 
 
 @dataclass(slots=True)
 class _Peer:
     boot: str
     seq: int
+    sent_at: float
     last_seen: float
     ready: bool
     leaving: bool
@@ -116,7 +177,8 @@ class _Peer:
 
 @dataclass(slots=True)
 class Membership:
-    """Who is live, as seen from node ``me``. Every method takes ``now`` (monotonic seconds)."""
+    """Who is live, as seen from node ``me``. Every method takes ``now`` (monotonic seconds);
+    ``observe`` and ``heartbeat`` also ``wall`` (seconds since the epoch, for freshness)."""
 
     me: str
     boot: str
@@ -159,16 +221,26 @@ class Membership:
         self._leaving = True
         self._ready_since = None
 
-    def observe(self, hb: Heartbeat, now: float) -> None:
+    def observe(self, hb: Heartbeat, now: float, wall: float) -> Verdict:
+        """Take in one *authentic* heartbeat (its MAC verified); rules 2 and 3 of the module
+        docstring. Anything but "accepted" leaves every piece of state as it was."""
+        if abs(wall - hb.sent_at) > self.config.max_age:
+            return "stale"
         if hb.node == self.me:
-            return
+            # We never send to ourselves: an authentic beat in our name is a reflection.
+            return "replayed"
         peer = self._peers.get(hb.node)
-        if peer is not None and peer.boot == hb.boot and hb.seq <= peer.seq:
-            return  # duplicate or reordered
-        if peer is not None and peer.boot == hb.boot and peer.leaving:
-            return  # leaving is final for a process
-        self._peers[hb.node] = _Peer(hb.boot, hb.seq, now, hb.ready, hb.leaving,
+        if peer is not None:
+            if peer.boot == hb.boot:
+                if hb.seq <= peer.seq:
+                    return "replayed"  # or a duplicate / reordered datagram: same thing
+                if peer.leaving:
+                    return "ignored"  # leaving is final for a process
+            elif hb.sent_at <= peer.sent_at:
+                return "replayed"  # an earlier process of that node (rule 3)
+        self._peers[hb.node] = _Peer(hb.boot, hb.seq, hb.sent_at, now, hb.ready, hb.leaving,
                                      frozenset(hb.interfaces))
+        return "accepted"
 
     def refused(self, node: str, now: float) -> None:
         """The peer's host said nothing listens on the heartbeat port: its speaker is gone."""
@@ -186,12 +258,12 @@ class Membership:
         elif not ok:
             self._ready_since = None
 
-    def heartbeat(self, now: float) -> Heartbeat:
+    def heartbeat(self, now: float, wall: float) -> Heartbeat:
         """The next heartbeat to send (also advances the warm-up state)."""
         self._update_ready(now)
         self._seq += 1
         return Heartbeat(self.me, self.boot, self._seq, self._ready_since is not None,
-                         self._leaving, tuple(sorted(self.interfaces)))
+                         self._leaving, tuple(sorted(self.interfaces)), wall)
 
     def self_live(self, now: float) -> bool:
         self._update_ready(now)

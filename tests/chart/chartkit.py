@@ -20,8 +20,9 @@ RELEASE = "portico"
 NAMESPACE = "portico-system"
 NOTES = "portico/templates/NOTES.txt"
 
-# Value sets rendered by every test: the defaults, every option on, every switch off.
-CASES = ("default", "all-options", "alternatives", "components-off")
+# Value sets rendered by every test: the defaults, every option on, every switch off, and the
+# Gateway API on (gateway.yaml: it cannot join all-options, which scopes the ingress RBAC).
+CASES = ("default", "all-options", "alternatives", "components-off", "gateway")
 
 
 def values_for(case: str) -> dict[str, Any]:
@@ -88,6 +89,15 @@ def workloads(case: str) -> list[dict[str, Any]]:
     return [d for d in documents(case) if d["kind"] in WORKLOAD_KINDS]
 
 
+# The Gateway API v1.6.3 Standard-channel CRDs, vendored unchanged as a subchart whose crds/
+# Helm installs only when gateway.installCRDs is true (its condition in Chart.yaml).
+GATEWAY_CRD_DIR = CHART / "charts" / "gateway-api-crds" / "crds"
+
+
+def gateway_crds() -> list[dict[str, Any]]:
+    return [yaml.safe_load(p.read_text()) for p in sorted(GATEWAY_CRD_DIR.glob("*.yaml"))]
+
+
 def crds() -> list[dict[str, Any]]:
     """The CustomResourceDefinitions Helm installs from crds/ (not templated)."""
     out = []
@@ -113,11 +123,12 @@ def _strict(schema: Any) -> Any:
 
 
 def crd_problems(doc: dict[str, Any]) -> list[str] | None:
-    """Validation errors of a custom resource against its CRD in crds/ (None: no such CRD)."""
+    """Validation errors of a custom resource against its CRD in crds/ or the vendored
+    Gateway API CRDs (None: no such CRD)."""
     import jsonschema
 
     group, _, version = doc.get("apiVersion", "").rpartition("/")
-    for crd in crds():
+    for crd in [*crds(), *gateway_crds()]:
         if crd["spec"]["group"] != group or crd["spec"]["names"]["kind"] != doc.get("kind"):
             continue
         for served in crd["spec"]["versions"]:

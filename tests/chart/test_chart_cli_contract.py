@@ -12,8 +12,9 @@ import pytest
 from tests.chart.chartkit import ROOT, containers, workloads
 
 COMPONENTS = ("controller", "speaker", "ingress")
-# Cases whose args come from the chart alone (all-options adds made-up extraArgs).
-CASES = ("default", "alternatives")
+# Cases whose args come from the chart alone (all-options adds made-up extraArgs); gateway adds
+# --gateway-controller-name.
+CASES = ("default", "alternatives", "gateway")
 
 
 def _chart_flags(component: str) -> set[str]:

@@ -11,6 +11,7 @@ fixture may have made them: the tests pass either way).
 
 from __future__ import annotations
 
+import base64
 import copy
 import itertools
 import json
@@ -352,6 +353,15 @@ def test_upgrade_with_changed_values_changes_the_server_objects(release: Release
     assert controller["spec"]["replicas"] == 2
     assert "--log-level=info" in controller["spec"]["template"]["spec"]["containers"][0]["args"]
     assert speaker["spec"]["template"]["spec"]["tolerations"]
+    # The speakers' heartbeat key was generated at install; an operator rotates it by editing
+    # the Secret (docs/speaker.md): the upgrade must keep the live value (chart `lookup`).
+    liveness = release.live({"apiVersion": "v1", "kind": "Secret",
+                             "metadata": {"name": f"{release.name}-speaker-liveness",
+                                          "namespace": release.namespace}})
+    assert len(base64.b64decode(liveness["data"]["keys"]).strip()) == 64
+    rotated = base64.b64encode(b"rotated-by-the-operator-" + b"k" * 40 + b"\n").decode()
+    release.server.cp.api("PATCH", release.server.path(liveness), {"data": {"keys": rotated}},
+                          content_type="application/merge-patch+json")
 
     values = tmp_path / "upgrade.yaml"
     values.write_text(yaml.safe_dump({
@@ -385,6 +395,7 @@ def test_upgrade_with_changed_values_changes_the_server_objects(release: Release
         {k: p[k] for k in ("name", "containerPort", "protocol")}
         for p in pod["containers"][0]["ports"]]
     assert speaker["metadata"]["generation"] == 2
+    assert release.live(liveness)["data"]["keys"] == rotated
 
 
 @pytest.mark.parametrize(("args", "complaint"), [

@@ -472,6 +472,41 @@ def test_pod_sees_its_token_and_in_cluster_config_works(cluster: Cluster) -> Non
     assert cluster.log_of(pod, "c").strip() == "False"
 
 
+MOUNT_CHECK = """
+import json, os
+print(json.dumps({"crt": open("/etc/portico-lab-secret-volume/crt").read(),
+                  "files": sorted(os.listdir("/etc/portico-lab-secret-volume")),
+                  "etc_kept": os.path.exists("/etc/passwd"),
+                  "deep": os.path.isdir("/etc/portico-lab-a/b")}))
+"""
+
+
+def test_mount_points_missing_on_the_node_are_made_privately(cluster: Cluster) -> None:
+    """The Gateway API suite's backends mount a Secret at /etc/secret-volume: an image would
+    have that directory, the node does not. The launcher makes it in an overlay of /etc
+    private to the container: the pod sees its files and the rest of /etc, the node's /etc
+    is never written."""
+    api, ns = cluster.api, cluster.ns
+    api.create(R.SECRETS, {"metadata": {"name": "tls", "namespace": ns},
+                           "stringData": {"tls.crt": "CERT", "tls.key": "KEY"}})
+    cluster.create_pod("mounts", "node1", [{
+        "name": "c", "image": PYTHON_IMAGE, "command": ["python", "-c", MOUNT_CHECK],
+        "securityContext": {"runAsUser": 65532, "runAsGroup": 65532},
+        "volumeMounts": [{"name": "secret-volume",
+                          "mountPath": "/etc/portico-lab-secret-volume"},
+                         {"name": "scratch", "mountPath": "/etc/portico-lab-a/b"}]}],
+        restartPolicy="Never",
+        volumes=[{"name": "secret-volume", "secret": {
+                     "secretName": "tls", "items": [{"key": "tls.crt", "path": "crt"},
+                                                    {"key": "tls.key", "path": "key"}]}},
+                 {"name": "scratch", "emptyDir": {}}])
+    pod = cluster.wait_phase("mounts", "Succeeded", timeout=60)
+    out = json.loads(cluster.log_of(pod, "c").strip().splitlines()[-1])
+    assert out == {"crt": "CERT", "files": ["crt", "key"], "etc_kept": True, "deep": True}
+    assert not os.path.exists("/etc/portico-lab-secret-volume")
+    assert not os.path.exists("/etc/portico-lab-a")
+
+
 # ---- (d) readiness -> EndpointSlice ---------------------------------------------------------
 
 def _slice_endpoint(api: KubeClient, ns: str, service: str, ip: str) -> dict[str, Any] | None:

@@ -40,7 +40,7 @@ def scenario() -> tuple[list[dict[str, Any]], dict[tuple[str, str], dict[str, An
         ingress("grpc", [rule("grpc.example.com", path("/", "Prefix", "grpc", 50051))],
                 annotations={N + "backend-protocol": "GRPC", N + "ssl-redirect": "false"}),
         ingress("moved", [rule("moved.example.com", path("/", "Prefix", "web"))],
-                annotations={N + "permanent-redirect": "https://shop.example.com/"}),
+                annotations={N + "permanent-redirect": "https://shop.example.com/a%2Fb?x=1&y=2"}),
         ingress("fallback", [rule(None, path("/", "Prefix", "web"))], default=("web", 80)),
     ]
     return ings, {("shop", "shop-tls"): secret}

@@ -112,10 +112,63 @@ def test_annotations_parse_and_alias() -> None:
     ("proxy-body-size", "1t"), ("backend-protocol", "FCGI"), ("affinity", "ip"),
     ("session-cookie-name", "a b"), ("rewrite-target", "/x'y"), ("rewrite-target", "/${X}"),
     ("permanent-redirect", "javascript:alert(1)"), ("permanent-redirect", "https://a/\r\nX: y"),
+    ("permanent-redirect", "https://u:p@evil.example.com/"), ("permanent-redirect", "//a.com/"),
+    ("permanent-redirect", "https://a.com/it's"), ("permanent-redirect", "https://a.com/%ci"),
+    ("permanent-redirect", "https://a.com/%"), ("permanent-redirect", "https://a.com:99999/"),
+    ("permanent-redirect", "https://a.com/{x}"), ("permanent-redirect", "https://a.com/a b"),
     ("allowlist-source-range", "1.2.3.4/33"), ("use-regex", "1"),
 ])
 def test_annotation_values_rejected(key: str, value: str) -> None:
     assert parse_annotations({P + key: value}).errors
+
+
+@pytest.mark.parametrize("url", [
+    "https://example.com/new?x=1&y=2", "https://example.com", "http://example.com:8080/a#top",
+    "https://example.com/a%2Fb?q=%41%2f", "https://[2001:db8::1]:8443/x", "https://192.0.2.1/",
+    "https://example.com/p;v=1/(x)/$y/*!,~", "https://Example.COM/Path",
+])
+def test_permanent_redirect_accepts_absolute_urls(url: str) -> None:
+    r = parse_annotations({N + "permanent-redirect": url})
+    assert not r.errors and r.value.permanent_redirect == url
+
+
+def test_bad_redirect_event_names_annotation_and_spares_other_ingresses() -> None:
+    m = model(ingress("bad", [rule("bad.com", path("/", "Prefix", "s"))],
+                      annotations={N + "permanent-redirect": "https://a.com/it's"}),
+              ingress("good", [rule("good.com", path("/", "Prefix", "s"))],
+                      annotations={N + "permanent-redirect": "https://a.com/?x=1&y=2"}))
+    assert [(e.ref.name, e.reason) for e in m.events] == [("bad", "InvalidAnnotation")]
+    assert N + "permanent-redirect" in m.events[0].message
+    assert {r.owner.name for r in m.routes} == {"good"}
+
+
+def test_tls_without_secret_name_is_a_tls_host_with_the_default_certificate() -> None:
+    m = model(ingress("i", [rule("a.com", path("/", "Prefix", "s")),
+                            rule("b.com", path("/", "Prefix", "s"))],
+                      tls=[{"hosts": ["a.com"]}, {"hosts": ["b.com"], "secretName": ""}]),
+              ingress("plain", [rule("c.com", path("/", "Prefix", "s"))]))
+    assert not m.events
+    assert not m.certs and not m.secrets_wanted
+    redirect = {r.host: m.backends[r.backend].ssl_redirect for r in m.routes}
+    assert redirect == {"a.com": True, "b.com": True, "c.com": False}
+
+
+def test_tls_with_a_bad_secret_name_still_warns() -> None:
+    m = model(ingress("i", [rule("a.com", path("/", "Prefix", "s"))],
+                      tls=[{"hosts": ["a.com"], "secretName": "Bad_Name"}, "x"]))
+    assert [e.message for e in m.events] == [
+        "spec.tls[0].secretName: not a DNS-1123 name", "spec.tls[1]: must be an object"]
+
+
+def test_encoded_slash_path_gets_the_same_event_as_empty_segments() -> None:
+    m = model(ingress("i", [rule("a.com", path("/a%2Fb", "Prefix", "s"),
+                                 path("/a//b", "Exact", "s"), path("/ok", "Prefix", "s"))]))
+    assert [(e.reason, e.message) for e in m.events] == [
+        ("InvalidIngress", "spec.rules[0].http.paths[0].path: must not contain '%2F' "
+                           "(an encoded '/')"),
+        ("InvalidIngress", "spec.rules[0].http.paths[1].path: must not contain empty "
+                           "segments ('//')")]
+    assert [r.path for r in m.routes] == ["/ok"]
 
 
 def test_service_port_by_name_and_ready_endpoints() -> None:
@@ -167,7 +220,8 @@ def test_host_validation(host: str, ok: bool) -> None:
 
 
 @pytest.mark.parametrize(("p", "ok"), [
-    ("/", True), ("/a/b-c_d.e~f", True), ("/%2Fx", True), ("/%zz", False), ("a", False),
+    ("/", True), ("/a/b-c_d.e~f", True), ("/%41x", True), ("/%zz", False), ("a", False),
+    ("/%2Fx", False), ("/a%2fb", False), ("/a/%2F", False), ("/%252F", True),
     ("/a b", False), ("/a#b", False), ("/../etc", False), ("/a//b", False), ("/a?b", False),
     ("/$x", False), ("/{x}", False), ("/a'b", False), ("/a\\b", False),
 ])

@@ -138,3 +138,26 @@ def test_unknown_port_is_503(hx: Harness, backends: Backends) -> None:
     hx.world.add(ingress("i", [rule("h.example.com", path("/", "Prefix", "svc-a", 81))]))
     hx.sync()
     assert get(hx.settings.http_port, "h.example.com", "/").status == 503
+
+
+@pytest.mark.lab
+def test_encoded_slash_path_is_refused_like_empty_segments(hx: Harness,
+                                                           backends: Backends) -> None:
+    # The API server refuses '%2F' in Exact/Prefix paths (as '//', '/./', '/../'): HAProxy
+    # would route on segments a decoding backend sees differently.
+    hx.world.backend_service("svc-a", [backends["A"]])
+    hx.world.add(ingress("i", [rule("h.example.com", path("/a%2Fb", "Prefix", "svc-a"),
+                                    path("/c%2fd", "Exact", "svc-a"),
+                                    path("/x//y", "Prefix", "svc-a"),
+                                    path("/ok", "Prefix", "svc-a"))]))
+    res = hx.sync()
+    assert [(e.reason, e.message) for e in res.events if e.type == "Warning"] == [
+        ("InvalidIngress", "spec.rules[0].http.paths[0].path: must not contain '%2F' "
+                           "(an encoded '/')"),
+        ("InvalidIngress", "spec.rules[0].http.paths[1].path: must not contain '%2F' "
+                           "(an encoded '/')"),
+        ("InvalidIngress", "spec.rules[0].http.paths[2].path: must not contain empty "
+                           "segments ('//')")]
+    assert hx.get("h.example.com", "/ok/x").name == "A"
+    for target in ("/a%2Fb", "/a%2Fb/x", "/c%2fd"):
+        assert hx.get("h.example.com", target).status == 404, target

@@ -37,8 +37,12 @@ from lab.ingress_kit import (
 from .conftest import need_haproxy
 
 MARK = "EVIL"
+# HAProxy log-format syntax (redirect location, replace-path replacement, set-header take
+# log-format strings): a bad escape fails the config check, a good one is expanded per
+# request (%ci: client address, %H: host name, %[src]: any sample fetch).
+PERCENT = ["%2F", "%ci", "%H", "%[src]", "%", "%%"]
 HOSTILE = [";", "{", "}", '"', "'", "\\", "#", "$", "${X}", "\r", "\n", "\0", "\u2028",
-           "../", " ", "\t"]
+           "../", " ", "\t", *PERCENT]
 
 
 def values() -> list[tuple[str, str]]:
@@ -107,6 +111,11 @@ def _annotation(key: str) -> Mutator:
     return mutate
 
 
+# A valid URL around the value: what the URL check lets through reaches a log-format literal.
+FIELDS["annotation.permanent-redirect.url"] = lambda o, v: o["metadata"]["annotations"].__setitem__(
+    "nginx.ingress.kubernetes.io/permanent-redirect", "https://r.example.com/" + v)
+
+
 for _short in SUPPORTED:
     FIELDS[f"annotation.{_short}"] = _annotation("ingress.portico.dev/" + _short)
     FIELDS[f"annotation.nginx.{_short}"] = _annotation("nginx.ingress.kubernetes.io/" + _short)
@@ -121,6 +130,29 @@ def _well_formed(texts: list[str], files_map: bool = True) -> None:
     for t in texts:
         assert "\r" not in t and "\0" not in t and "\u2028" not in t
         assert t.isascii()
+
+
+_LOGFORMAT_LINE = re.compile(r"    http-request (redirect location|replace-path '[^']*') '")
+
+
+def _escaped_logformat(texts: list[str], value: str) -> bool:
+    """The value reached haproxy.cfg only as a log-format literal: inside the single-quoted
+    log-format argument of a redirect or replace-path (no escape or variable expansion in
+    single quotes), with every '%' doubled."""
+    if "'" in value:
+        return False
+    escaped = value.replace("%", "%%")
+    for t in texts:
+        for line in t.splitlines():
+            if MARK not in line:
+                continue
+            m = _LOGFORMAT_LINE.match(line)
+            if m is None or escaped not in line[m.end():]:
+                return False
+            arg = line[m.end():line.index("'", m.end())]
+            if MARK in arg.replace(escaped, "") or re.search(r"(?<!%)%(%%)*(?!%)", arg):
+                return False  # an unescaped copy, or an odd run of '%' (a live directive)
+    return True
 
 
 def _victim_routes(m: Model) -> set[tuple[str, str, str, str]]:
@@ -153,9 +185,10 @@ def test_hostile_field(field: str) -> None:
         inert_regex = field == "path.regex" and all(
             f"{{ path -m reg '^{value}' }}" in line and line.count("'") == 4
             for t in texts for line in t.splitlines() if MARK in line)
-        assert not leaked or inert_regex, f"{field}={label}: value reached the rendered config"
+        inert = inert_regex or _escaped_logformat(texts, value)
+        assert not leaked or inert, f"{field}={label}: value reached the rendered config"
         if field not in ("ingressClassName",) and m.ours:
-            assert warned or not leaked or inert_regex, f"{field}={label}: silently accepted"
+            assert warned or not leaked or inert, f"{field}={label}: silently accepted"
         assert _victim_routes(m) == BASELINE, f"{field}={label}: victim routes changed"
         for ev in warned:
             assert len(ev.message) <= 1024 and ev.reason.isalpha()
@@ -249,3 +282,84 @@ def test_hostile_ingresses_do_not_disturb_victim_traffic(hx: Harness, backends: 
     assert res.reloaded
     assert hx.get("victim.example.com", "/").name == "A"
     assert hx.get("victim.example.com", "/anything").name == "A"
+
+
+@pytest.mark.lab
+def test_percent_shapes_stay_literal_through_haproxy(hx: Harness, backends: Backends) -> None:
+    """'%' in rewrite-target and permanent-redirect reaches HAProxy's log-format grammar:
+    unescaped, '%2F' failed the config check (the Ingress was quarantined) and '%ci' / '%H'
+    were expanded per request to the client address / host name."""
+    hx.world.backend_service("svc", [backends["A"]])
+    n = "nginx.ingress.kubernetes.io/"
+    for i, shape in enumerate(PERCENT):
+        hx.world.add(
+            ingress(f"rw{i}", [rule(f"rw{i}.example.com", path("/p", "Prefix", "svc"))],
+                    annotations={n + "rewrite-target": f"/r{shape}"}),
+            ingress(f"rd{i}", [rule(f"rd{i}.example.com", path("/", "Prefix", "svc"))],
+                    annotations={n + "permanent-redirect": f"https://r.example.com/a{shape}?q"}))
+    res = hx.sync()
+    assert not [e for e in res.events if e.reason == "ConfigRejected"], res.events
+    refused = {e.ref.name for e in res.events if e.reason == "InvalidAnnotation"}
+    # rewrite-target allows '%' (but not '['); a redirect URL only %XX escapes.
+    assert refused == {"rw3"} | {f"rd{i}" for i, s in enumerate(PERCENT) if s != "%2F"}
+    for i, shape in enumerate(PERCENT):
+        if f"rw{i}" not in refused:
+            assert hx.get(f"rw{i}.example.com", "/p/x").json()["path"] == f"/r{shape}/x"
+        r = hx.get(f"rd{i}.example.com", "/")
+        if f"rd{i}" in refused:
+            assert r.status == 404
+        else:
+            assert r.status == 301 and r.headers["location"] == f"https://r.example.com/a{shape}?q"
+    assert hx.get("victim.example.com", "/").status == 404  # nothing else routes by accident
+
+
+LITERALS = [*PERCENT, "%%%", "a%", "%2f%", "a  b", "\\x41", "\\\\", '"q"', "$X", "${X}", "#f",
+            ";", "{x}", "%{+Q}o"]
+
+
+def test_logformat_quoting_is_literal_in_real_haproxy(tmp_path: Path) -> None:
+    """logfmt_quote / replace_fmt_quote output, served by a real HAProxy: the Location and
+    the rewritten path are exactly the input, for every shape of '%', space and backslash."""
+    haproxy = need_haproxy()
+    import subprocess
+    import time
+
+    from ingress.core.render import logfmt_quote, replace_fmt_quote
+    from ingress.errors import UnsafeValue
+    from lab.ingress_kit import free_port, get
+
+    port = free_port()
+    lines = ["global", "    stats timeout 1m", "defaults", "    mode http",
+             "    timeout connect 2s", "    timeout client 5s", "    timeout server 5s",
+             "frontend f", f"    bind 127.0.0.1:{port}"]
+    for i, value in enumerate(LITERALS):
+        lines.append(f"    http-request redirect location {logfmt_quote('/l' + value)} code 301"
+                     f" if {{ path /r{i} }}")
+        if "\\" in value:  # the replacement grammar reads it: only \1-\9 pass
+            with pytest.raises(UnsafeValue):
+                replace_fmt_quote("/n" + value)
+            continue
+        lines.append(f"    http-request replace-path '^/p{i}/(.*)' "
+                     f"{replace_fmt_quote('/n' + value + '/' + chr(92) + '1')}")
+    lines.append('    http-request return status 200 content-type text/plain lf-string "%[path]"')
+    (tmp_path / "t.cfg").write_text("\n".join(lines) + "\n")
+    check = subprocess.run([haproxy, "-c", "-f", "t.cfg"], cwd=tmp_path, capture_output=True,
+                           timeout=30)
+    assert check.returncode == 0, check.stderr.decode()
+    proc = subprocess.Popen([haproxy, "-db", "-f", "t.cfg"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):  # bounded: 5 s
+            try:
+                get(port, "x", "/")
+                break
+            except OSError:
+                time.sleep(0.05)
+        for i, value in enumerate(LITERALS):
+            r = get(port, "x", f"/r{i}")
+            assert (r.status, r.headers["location"]) == (301, "/l" + value), value
+            if "\\" not in value:
+                assert get(port, "x", f"/p{i}/t").body.decode() == f"/n{value}/t", value
+    finally:
+        proc.terminate()  # the process this test started
+        proc.wait(10)

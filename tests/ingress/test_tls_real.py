@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,58 @@ def test_sni_default_cert_and_redirect(hx: Harness, backends: Backends, certs: C
     # ssl-redirect=false (nginx name) keeps plain HTTP; hosts without TLS are not redirected.
     assert hx.get("a.two.example.com", "/").name == "B"
     assert hx.get("plain.example.com", "/").name == "A"
+
+
+@pytest.mark.lab
+def test_tls_without_secret_name_uses_default_cert_and_redirects(
+    hx: Harness, backends: Backends, certs: Certs
+) -> None:
+    # secretName is optional in the Ingress API: TLS by SNI with the default certificate.
+    hx.world.backend_service("svc-a", [backends["A"]])
+    c1, k1, der1 = certs["one"]
+    hx.world.add(
+        tls_secret("one-tls", c1, k1),
+        ingress("nosecret", [rule("ns.example.com", path("/", "Prefix", "svc-a"))],
+                tls=[{"hosts": ["ns.example.com"]}]),
+        ingress("one", [rule("one.example.com", path("/", "Prefix", "svc-a"))],
+                tls=[{"hosts": ["one.example.com"], "secretName": "one-tls"}]),
+        ingress("plain", [rule("plain.example.com", path("/", "Prefix", "svc-a"))]),
+    )
+    res = hx.sync()
+    assert not [e for e in res.events if e.type == "Warning"], res.events
+    default_pem = (hx.plane.conf / "certs" / "default.pem").read_text()
+    end = "-----END CERTIFICATE-----"
+    default_der = ssl.PEM_cert_to_DER_cert(
+        default_pem[default_pem.index("-----BEGIN CERT"):default_pem.index(end) + len(end)])
+    r = hx.get("ns.example.com", "/x", https=True, sni="ns.example.com")
+    assert r.status == 200 and r.name == "A" and r.peer_cert == default_der
+    assert r.seen_headers()["x-forwarded-proto"] == "https"
+    r = hx.get("ns.example.com", "/p?q=1")
+    assert r.status == 308 and r.headers["location"] == "https://ns.example.com/p?q=1"
+    assert hx.get("one.example.com", "/", https=True, sni="one.example.com").peer_cert == der1
+    assert hx.get("plain.example.com", "/").name == "A"  # no TLS host: no redirect
+
+
+@pytest.mark.lab
+def test_permanent_redirect_url_with_query_string(hx: Harness, backends: Backends) -> None:
+    hx.world.backend_service("svc-a", [backends["A"]])
+    target = "https://new.example.com/a%2Fb/p;v=1/$x?x=1&y=2&e=%41#frag"
+    hx.world.add(
+        ingress("moved", [rule("moved.example.com", path("/", "Prefix", "svc-a"))],
+                annotations={N + "permanent-redirect": target}),
+        # Unsafe value: this Ingress alone is refused, with an Event naming the annotation.
+        ingress("bad", [rule("bad.example.com", path("/", "Prefix", "svc-a"))],
+                annotations={A + "permanent-redirect": "https://new.example.com/it's"}),
+        ingress("other", [rule("other.example.com", path("/", "Prefix", "svc-a"))]),
+    )
+    res = hx.sync()
+    assert [(e.ref.name, e.reason) for e in res.events if e.type == "Warning"] == [
+        ("bad", "InvalidAnnotation")]
+    assert (A + "permanent-redirect") in res.events[0].message
+    r = hx.get("moved.example.com", "/old?q=2")
+    assert r.status == 301 and r.headers["location"] == target
+    assert hx.get("other.example.com", "/").name == "A"
+    assert hx.get("bad.example.com", "/").status == 404
 
 
 @pytest.mark.lab

@@ -267,6 +267,48 @@ def test_delete_service_and_sigterm_withdraw_quickly(
     assert speakers.procs[2].wait(15) == 0
 
 
+def test_sigterm_withdraws_then_closes_with_cease_admin_shutdown_nothing_kept_stale(
+    lab: BgpLab, speakers: Speakers, make_router: Callable[..., FrrRouter]
+) -> None:
+    """Issue 15 B: SIGTERM -> withdraw, NOTIFICATION Cease/Administrative Shutdown, exit. FRR
+    reports the session closed by the received NOTIFICATION, holds no graceful-restart state
+    and no stale path: the routes are gone at once (not after the 120 s restart time)."""
+    r = make_router()
+    snap = _base_snapshot(lab)
+    speakers.start(1, snap)
+    wait_until(lambda: _gw(r, f"{VIP4}/32") == N4[:1] and _gw(r, f"{VIP6}/128") == N6[:1], 30)
+    wait_until(lambda: r.neighbor_states().get("192.0.2.11") == "Established", 5)
+    t0 = time.monotonic()
+    speakers.procs[1].send_signal(signal.SIGTERM)
+    wait_until(lambda: not _gw(r, f"{VIP4}/32") and not _gw(r, f"{VIP6}/128"), 5)
+    gone_s = time.monotonic() - t0
+    assert speakers.procs[1].wait(15) == 0
+    for addr in ("192.0.2.11", "2001:db8:2::11"):
+        nb = r.show_json(f"show bgp neighbors {addr}")[addr]
+        text = r.vtysh(f"show bgp neighbors {addr}")
+        print(f"\nFRR on {addr}: lastResetDueTo={nb.get('lastResetDueTo')!r} "
+              f"lastNotificationReason={nb.get('lastNotificationReason')!r}")
+        print("\n".join(line for line in text.splitlines()
+                        if "reset" in line.lower() or "notification" in line.lower()))
+        assert nb["bgpState"] != "Established"
+        assert "Cease/Administrative" in nb.get("lastNotificationReason", ""), nb
+        assert "received" in nb.get("lastResetDueTo", "").lower() or \
+            "Notification received" in text, text
+        # Graceful restart did not start. Without the Cease (exabgp's own SIGTERM: a bare FIN)
+        # FRR 8.4 prints "Last reset ..., NSF peer closed the session", "The remaining time of
+        # restart timer is 119", "The remaining time of stalepath timer is 359".
+        assert "NSF peer closed" not in text, text
+        assert "remaining time of restart timer" not in text.lower(), text
+        assert "stale" not in text.lower(), text
+    for prefix in (f"{VIP4}/32", f"{LOCAL4}/32"):
+        assert prefix not in r.rib("ipv4")
+    for prefix in (f"{VIP6}/128", f"{LOCAL6}/128"):
+        assert prefix not in r.rib("ipv6")
+    log = speakers.logs()
+    assert "bgp_session_closed" in log and "bgp_teardown_unconfirmed" not in log
+    print(f"SIGTERM -> routes gone at the router: {gone_s:.3f}s")
+
+
 def test_sigkill_of_silent_node_healed_by_hold_time_then_restart_reannounces(
     lab: BgpLab, speakers: Speakers, make_router: Callable[..., FrrRouter]
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -88,3 +89,66 @@ def test_built_binaries_report_their_version(name: str, expected: str) -> None:
     out = subprocess.run([str(binaries.binary(name)), *args], capture_output=True, text=True,
                          timeout=30, check=True).stdout
     assert expected in out, out
+
+
+# The Gateway API conformance module replaces its parent module with a relative path.
+GATEWAY_CONFORMANCE_GOMOD = """\
+module sigs.k8s.io/gateway-api/conformance
+
+go 1.26.0
+
+replace sigs.k8s.io/gateway-api => ../
+
+require sigs.k8s.io/gateway-api v0.0.0-00010101000000-000000000000
+"""
+
+
+def test_gateway_api_wrapper_pins_the_parent_module_to_the_release() -> None:
+    gw = _product("gateway-api")
+    assert gw.version == binaries.GATEWAY_API_VERSION == "v1.6.3"
+    text = binaries.wrapper_gomod(gw, GATEWAY_CONFORMANCE_GOMOD)
+    assert f"require sigs.k8s.io/gateway-api/conformance {gw.version}" in text
+    assert f"replace sigs.k8s.io/gateway-api => sigs.k8s.io/gateway-api {gw.version}" in text
+
+
+def test_gateway_api_product_builds_the_suite_the_echo_server_and_copies_the_crds() -> None:
+    gw = _product("gateway-api")
+    assert dict(gw.test_packages) == {
+        "gateway-conformance.test": "sigs.k8s.io/gateway-api/conformance"}
+    assert dict(gw.packages) == {"echo-basic": "sigs.k8s.io/gateway-api/conformance/echo-basic"}
+    assert ("sigs.k8s.io/gateway-api", "config/crd/standard", "*.yaml",
+            "crds/standard") in gw.copies
+    assert binaries.product_dir(gw).name == "gateway-api-v1.6.3"
+
+
+def test_copy_files_replaces_the_target_and_refuses_an_empty_match(tmp_path: Path) -> None:
+    src, dest = tmp_path / "src", tmp_path / "out" / "crds"
+    src.mkdir()
+    (src / "a.yaml").write_text("a")
+    (src / "b.txt").write_text("b")
+    dest.mkdir(parents=True)
+    (dest / "stale.yaml").write_text("old")
+    copied = binaries.copy_files(src, "*.yaml", dest)
+    assert [p.name for p in copied] == ["a.yaml"]
+    assert sorted(p.name for p in dest.iterdir()) == ["a.yaml"]
+    with pytest.raises(binaries.BuildError):
+        binaries.copy_files(src, "*.json", dest)
+
+
+def test_built_gateway_api_suite_and_crds() -> None:
+    """The cached build (make binaries): TestConformance is in the test binary, and the CRDs
+    are v1.6.3's Standard channel."""
+    out = subprocess.run([str(binaries.binary("gateway-conformance.test")), "-test.list",
+                          "TestConformance$"], capture_output=True, text=True, timeout=30,
+                         check=True).stdout
+    assert out.split() == ["TestConformance"]
+    assert binaries.binary("echo-basic").exists()
+    crds = binaries.gateway_api_crds()
+    names = {p.name for p in crds}
+    for kind in ("gatewayclasses", "gateways", "httproutes", "grpcroutes", "referencegrants",
+                 "tlsroutes", "tcproutes", "listenersets"):
+        assert f"gateway.networking.k8s.io_{kind}.yaml" in names
+    for p in crds:
+        text = p.read_text()
+        assert "gateway.networking.k8s.io/bundle-version: v1.6.3" in text
+        assert "gateway.networking.k8s.io/channel: standard" in text
