@@ -45,9 +45,11 @@ from common.kube.refusal import (
     report_refusal,
 )
 from common.kube.resources import (
+    CONFIGMAPS,
     ENDPOINTSLICES,
     GATEWAYCLASSES,
     GATEWAYS,
+    GRPCROUTES,
     HTTPROUTES,
     INGRESSCLASSES,
     INGRESSES,
@@ -55,6 +57,8 @@ from common.kube.resources import (
     REFERENCEGRANTS,
     SECRETS,
     SERVICES,
+    TCPROUTES,
+    TLSROUTES,
 )
 from common.kube.status import write_status
 from common.kube.workqueue import Outcome
@@ -84,7 +88,8 @@ class IngressController:
                  publish_service: tuple[str, str] | None = None,
                  namespace: str | None = None, clock: Clock | None = None,
                  debounce_s: float = DEBOUNCE_S, max_delay_s: float = MAX_DELAY_S,
-                 health_s: float = HEALTH_S, gateway: Setup | None = None) -> None:
+                 health_s: float = HEALTH_S, gateway: Setup | None = None,
+                 tcp_services: tuple[str, str] | None = None) -> None:
         self.client = client
         self.gateway = gateway
         self.syncer = syncer
@@ -114,6 +119,11 @@ class IngressController:
             self.informers["publish"] = Informer(
                 client, SERVICES, publish_service[0], self._on_event,
                 field_selector=f"metadata.name={publish_service[1]}", on_refused=self._refused)
+        self.tcp_services = tcp_services
+        if tcp_services is not None:
+            self.informers["tcp-services"] = Informer(
+                client, CONFIGMAPS, tcp_services[0], self._on_event,
+                field_selector=f"metadata.name={tcp_services[1]}", on_refused=self._refused)
         self.writer: GatewayWriter | None = None
         if gateway is not None:
             # Gateway API: the route kinds, grants and namespaces (allowedRoutes selectors)
@@ -121,6 +131,9 @@ class IngressController:
             for key, res, ns in (("gatewayclasses", GATEWAYCLASSES, None),
                                  ("gateways", GATEWAYS, namespace),
                                  ("httproutes", HTTPROUTES, namespace),
+                                 ("grpcroutes", GRPCROUTES, namespace),
+                                 ("tlsroutes", TLSROUTES, namespace),
+                                 ("tcproutes", TCPROUTES, namespace),
                                  ("referencegrants", REFERENCEGRANTS, namespace),
                                  ("namespaces", NAMESPACES, None)):
                 self.informers[key] = Informer(client, res, ns, self._on_event,
@@ -211,6 +224,9 @@ class IngressController:
                 classes=tuple(self.informers["gatewayclasses"].store.list()),
                 gateways=tuple(self.informers["gateways"].store.list()),
                 httproutes=tuple(self.informers["httproutes"].store.list()),
+                grpcroutes=tuple(self.informers["grpcroutes"].store.list()),
+                tlsroutes=tuple(self.informers["tlsroutes"].store.list()),
+                tcproutes=tuple(self.informers["tcproutes"].store.list()),
                 grants=tuple(self.informers["referencegrants"].store.list()),
                 namespaces={str(n["metadata"]["name"]): n
                             for n in self.informers["namespaces"].store.list()},
@@ -220,7 +236,12 @@ class IngressController:
             tuple(self.informers["ingresses"].store.list()),
             tuple(self.informers["classes"].store.list()),
             services, slices_by_service(self.informers["slices"].store.list()), secrets,
-            gateway)
+            gateway, self._tcp_services())
+
+    def _tcp_services(self) -> Obj | None:
+        if self.tcp_services is None:
+            return None
+        return self.informers["tcp-services"].store.get(*self.tcp_services)
 
     def _follow_publish_service(self, services: Mapping[tuple[str, str], Obj]) -> None:
         """Gateway Services select the pods the ingress Service selects, with its policy."""
@@ -290,7 +311,10 @@ class IngressController:
             return snap.secrets.get(key)
         if ref.kind == "Service":
             return snap.services.get(key)
-        informer = {"HTTPRoute": "httproutes", "Gateway": "gateways"}.get(ref.kind)
+        if ref.kind == "ConfigMap":
+            return snap.tcp_services
+        informer = {"HTTPRoute": "httproutes", "GRPCRoute": "grpcroutes", "TLSRoute": "tlsroutes",
+                    "TCPRoute": "tcproutes", "Gateway": "gateways"}.get(ref.kind)
         if informer is not None and informer in self.informers:
             return self.informers[informer].store.get(ref.namespace, ref.name)
         return None
@@ -332,10 +356,12 @@ class IngressController:
             return {(str(o["metadata"].get("namespace") or ""), str(o["metadata"]["name"])): o
                     for o in objs}
 
-        self.writer.submit(
-            result.plan,
-            {str(c["metadata"]["name"]): c for c in snap.gateway.classes},
-            by_key(snap.gateway.gateways), by_key(snap.gateway.httproutes), snap.services)
+        g = snap.gateway
+        routes = {kind: by_key(objs) for kind, objs in (
+            ("HTTPRoute", g.httproutes), ("GRPCRoute", g.grpcroutes), ("TLSRoute", g.tlsroutes),
+            ("TCPRoute", g.tcproutes))}
+        self.writer.submit(result.plan, {str(c["metadata"]["name"]): c for c in g.classes},
+                           by_key(g.gateways), routes, snap.services)
 
     def _write_status(self, snap: Snapshot, result: SyncResult) -> None:
         assert result.model is not None

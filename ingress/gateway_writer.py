@@ -35,8 +35,11 @@ from common.kube.refusal import RefusalMemo, fingerprint, report_refusal
 from common.kube.resources import (
     GATEWAYCLASSES,
     GATEWAYS,
+    GRPCROUTES,
     HTTPROUTES,
     SERVICES,
+    TCPROUTES,
+    TLSROUTES,
     Resource,
 )
 from common.kube.status import write_status
@@ -44,6 +47,8 @@ from common.kube.workqueue import Outcome
 from ingress.gateway.model import FEATURES, SERVICE_LABEL, Cond, GatewayPlan, Setup
 
 log = structlog.get_logger().bind(component="ingress.gateway")
+ROUTE_RESOURCES = {"HTTPRoute": HTTPROUTES, "GRPCRoute": GRPCROUTES, "TLSRoute": TLSROUTES,
+                   "TCPRoute": TCPROUTES}
 WRITERS = 4  # route status writes in flight at once (API Priority and Fairness shares them)
 Obj = Mapping[str, Any]
 
@@ -70,7 +75,7 @@ class GatewayWriter:
         self._pool = ThreadPoolExecutor(WRITERS, thread_name_prefix="gateway-status")
         # Route -> (the object, our entries) last found up to date or written: an unchanged
         # route costs one identity check per plan, not a diff (1,000 routes, every sync).
-        self._done: dict[tuple[str, str], tuple[Obj, Any]] = {}
+        self._done: dict[tuple[str, str, str], tuple[Obj, Any]] = {}
         self.loop: ReconcileLoop[str] = ReconcileLoop("gateway-status", self._handle,
                                                       debounce=0.02, max_delay=0.5)
 
@@ -83,7 +88,7 @@ class GatewayWriter:
 
     def submit(self, plan: GatewayPlan, classes: Mapping[str, Obj],
                gateways: Mapping[tuple[str, str], Obj],
-               routes: Mapping[tuple[str, str], Obj],
+               routes: Mapping[str, Mapping[tuple[str, str], Obj]],
                services: Mapping[tuple[str, str], Obj]) -> None:
         """Write this plan soon, on the writer's loop (the latest plan wins)."""
         with self._lock:
@@ -98,8 +103,10 @@ class GatewayWriter:
         return Outcome.DONE
 
     def write(self, plan: GatewayPlan, classes: Mapping[str, Obj],
-              gateways: Mapping[tuple[str, str], Obj], routes: Mapping[tuple[str, str], Obj],
+              gateways: Mapping[tuple[str, str], Obj],
+              routes: Mapping[str, Mapping[tuple[str, str], Obj]],
               services: Mapping[tuple[str, str], Obj]) -> None:
+        """``routes``: by kind (HTTPRoute, TLSRoute, TCPRoute), then (namespace, name)."""
         now = self.now()
         self._services(plan, services)
         for name, conds in plan.class_status.items():
@@ -116,24 +123,27 @@ class GatewayWriter:
             if gw is None:
                 continue
             self._gateway(gw, st, services.get((self.setup.namespace, st["service"])), now)
-        jobs = []
-        done: dict[tuple[str, str], tuple[Obj, Any]] = {}
-        for (kind, ns, name), parents in plan.route_status.items():
-            route = routes.get((ns, name))
-            if route is None or kind != "HTTPRoute":
+        jobs: list[tuple[tuple[str, str, str], Obj, Any, Any]] = []
+        done: dict[tuple[str, str, str], tuple[Obj, Any]] = {}
+        for rkey, parents in plan.route_status.items():
+            kind, ns, name = rkey
+            route = routes.get(kind, {}).get((ns, name))
+            if route is None or kind not in ROUTE_RESOURCES:
                 continue
-            last = self._done.get((ns, name))
+            last = self._done.get(rkey)
             if last is not None and last[0] is route and last[1] == parents:
-                done[(ns, name)] = last
+                done[rkey] = last
                 continue
-            jobs.append(((ns, name), route, parents,
-                         self._pool.submit(self._route, route, parents, now)))
-        for key, route, parents, job in jobs:
+            jobs.append((rkey, route, parents,
+                         self._pool.submit(self._route, ROUTE_RESOURCES[kind], route, parents,
+                                           now)))
+        for rkey, route, parents, job in jobs:
             if job.result():
-                done[key] = (route, parents)
+                done[rkey] = (route, parents)
         self._done = done
 
-    def _route(self, route: Obj, parents: list[dict[str, Any]], now: datetime) -> bool:
+    def _route(self, res: Resource, route: Obj, parents: list[dict[str, Any]],
+               now: datetime) -> bool:
         gen = (route.get("metadata") or {}).get("generation")
         old = list(((route.get("status") or {}).get("parents")) or [])
         ours = [p for p in old if p.get("controllerName") == self.setup.controller_name]
@@ -145,7 +155,7 @@ class GatewayWriter:
             new.append({"parentRef": p["parentRef"], "controllerName": p["controllerName"],
                         "conditions": _conditions(prior.get("conditions"),
                                                   p["conditions"], gen, now)})
-        return self._status(HTTPROUTES, route, {"parents": others + new}, "status.parents")
+        return self._status(res, route, {"parents": others + new}, "status.parents")
 
     def _gateway(self, gw: Obj, st: Mapping[str, Any], svc: Obj | None, now: datetime) -> None:
         meta = gw.get("metadata") or {}
@@ -153,17 +163,26 @@ class GatewayWriter:
         old = gw.get("status") or {}
         ips = [str(i["ip"]) for i in (((svc or {}).get("status") or {}).get("loadBalancer")
                                       or {}).get("ingress") or [] if i.get("ip")]
-        listeners_ok = all(any(c[0] == "Programmed" and c[1] for c in li["conditions"])
-                           for li in st["listeners"])
+        def has(li: Mapping[str, Any], typ: str) -> bool:
+            return any(c[0] == typ and c[1] for c in li["conditions"])
+
+        accepted = [li for li in st["listeners"] if has(li, "Accepted")]
         conds: list[Cond] = []
         if st.get("addresses_problem"):
             conds.append(("Accepted", False, "UnsupportedAddress", st["addresses_problem"]))
-        elif listeners_ok:
-            conds.append(("Accepted", True, "Accepted", "Gateway accepted"))
-        else:
+        elif not accepted:
+            # The spec's ListenersNotValid: False when no listener can be served at all,
+            # True when some can.
+            conds.append(("Accepted", False, "ListenersNotValid",
+                          "No listener is valid (see status.listeners)"))
+        elif len(accepted) < len(st["listeners"]):
             conds.append(("Accepted", True, "ListenersNotValid",
                           "Some listeners are not valid (see status.listeners)"))
-        if ips:
+        else:
+            conds.append(("Accepted", True, "Accepted", "Gateway accepted"))
+        if not accepted:
+            conds.append(("Programmed", False, "Invalid", "No listener can be served"))
+        elif ips:
             conds.append(("Programmed", True, "Programmed",
                           f"Served at {', '.join(ips)} by the ingress tier"))
         else:

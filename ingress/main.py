@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gateway-service-namespace", default=None, metavar="NAMESPACE",
                    help="where the Gateways' LoadBalancer Services are created (default: "
                         "the namespace of --publish-service)")
+    p.add_argument("--tcp-services-configmap", default=None, metavar="NAMESPACE/NAME",
+                   help="serve TCP ports listed in this ConfigMap (ingress-nginx's tcp-services "
+                        "format: \"PORT\": \"namespace/service:port[:PROXY][:PROXY]\")")
     p.add_argument("--watch-namespace", default=None, metavar="NAMESPACE",
                    help="serve only the Ingresses of this namespace (default: all namespaces)")
     return p
@@ -122,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
                                                   metrics_port}))
     ctl = IngressController(client, Syncer(plane, settings, cfg, gateway), recorder,
                             publish_service=publish,
-                            namespace=args.watch_namespace, gateway=gateway)
+                            namespace=args.watch_namespace, gateway=gateway,
+                            tcp_services=_ns_name(args.tcp_services_configmap))
     health = start_http_server(args.metrics_addr,
                                ready=lambda: ctl.ready.is_set() and plane.running())
     done = threading.Event()
@@ -143,3 +147,13 @@ def main(argv: list[str] | None = None) -> int:
     plane.stop(timeout_s=30.0, graceful=True)
     health.shutdown()
     return 0
+
+
+def _ns_name(text: str | None) -> tuple[str, str] | None:
+    if not text:
+        return None
+    ns, _, name = text.partition("/")
+    if not ns or not name:
+        raise SystemExit(f"expected NAMESPACE/NAME, got {text!r}")
+    return ns, name
+

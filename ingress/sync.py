@@ -26,6 +26,7 @@ import structlog
 from prometheus_client import Counter, Gauge, Histogram
 
 from common.api.model import ObjectRef
+from ingress.core import tcp_services
 from ingress.core.model import (
     MIN_SLOTS,
     Backend,
@@ -79,6 +80,7 @@ class Snapshot:
     slices: Mapping[tuple[str, str], tuple[Obj, ...]]  # (namespace, service) -> slices
     secrets: Mapping[tuple[str, str], Obj]
     gateway: GatewayInputs | None = None  # None: Gateway API not enabled
+    tcp_services: Obj | None = None  # ingress-nginx's tcp-services ConfigMap, if watched
 
 
 @dataclass(slots=True)
@@ -106,7 +108,9 @@ def _quarantinable(snap: Snapshot) -> list[tuple[str, tuple[Obj, ...]]]:
     """Objects haproxy -c can blame, by kind."""
     out = [("Ingress", snap.ingresses)]
     if snap.gateway is not None:
-        out += [("Gateway", snap.gateway.gateways), ("HTTPRoute", snap.gateway.httproutes)]
+        g = snap.gateway
+        out += [("Gateway", g.gateways), ("HTTPRoute", g.httproutes),
+                ("GRPCRoute", g.grpcroutes), ("TLSRoute", g.tlsroutes), ("TCPRoute", g.tcproutes)]
     return out
 
 
@@ -116,6 +120,7 @@ class Syncer:
         self.plane = plane
         self.gateway = gateway  # Gateway API: where its Services live, whom they select
         self.plan = GatewayPlan()
+        self.tcp: list[tcp_services.TcpService] = []
         self.gw_memo: GatewayMemo = {}
         self.settings = settings
         self.cfg = cfg or Config()
@@ -157,7 +162,10 @@ class Syncer:
                         ObjectRef(kind, str((o.get("metadata") or {}).get("name", "")),
                                   str((o.get("metadata") or {}).get("namespace", "")))) != rv(o))
                 gw_in = replace(gw_in, gateways=keep("Gateway", gw_in.gateways),
-                                httproutes=keep("HTTPRoute", gw_in.httproutes))
+                                httproutes=keep("HTTPRoute", gw_in.httproutes),
+                                grpcroutes=keep("GRPCRoute", gw_in.grpcroutes),
+                                tlsroutes=keep("TLSRoute", gw_in.tlsroutes),
+                                tcproutes=keep("TCPRoute", gw_in.tcproutes))
             plan = build(gw_in, self.gateway, self.gw_memo)
             self.plan = plan
             result.plan = plan
@@ -165,6 +173,11 @@ class Syncer:
             model = replace(model, backends={**model.backends, **plan.backends},
                             certs=model.certs + plan.certs,
                             secrets_wanted=model.secrets_wanted | plan.secrets_wanted)
+        self.tcp, tcp_backends, tcp_events = tcp_services.parse(
+            snap.tcp_services, frozenset({self.settings.http_port, self.settings.https_port}))
+        result.events += tcp_events
+        if tcp_backends:
+            model = replace(model, backends={**model.backends, **tcp_backends})
         certs = []
         for c in model.certs:
             problem = certificate_problem(c.pem)
@@ -206,8 +219,9 @@ class Syncer:
 
     def _aliases_for(self, model: Model, slots: dict[str, int]) -> dict[str, str] | None:
         """Spare assignments letting this model run on the applied config, or None."""
-        pinned = {model.default_backend} | {r.backend for r in model.routes
-                                            if r.kind == "Regex"} | gateway_pinned(self.plan)
+        pinned = ({model.default_backend} | {r.backend for r in model.routes
+                                             if r.kind == "Regex"}
+                  | gateway_pinned(self.plan) | {t.backend for t in self.tcp})
         aliases: dict[str, str] = {}
         for name, spare in self.aliases.items():
             be = model.backends.get(name)
@@ -229,13 +243,14 @@ class Syncer:
                 aliases: Mapping[str, str] | None = None) -> Rendered:
         """The Ingress config plus the Gateway frontends (when the Gateway API is on)."""
         base = render(model, slots, assigned, self.settings, aliases)
+        lines = tcp_services.frontend_lines(self.tcp, self.settings.bind_addresses)
         if self.gateway is None:
-            return base
+            return extend(base, lines, {}, {}) if lines else base
         alias = aliases or {}
         proxy = " accept-proxy" if self.settings.accept_proxy else ""
-        lines, maps, files = render_gateway(self.plan, lambda n: alias.get(n, n),
-                                            self.settings.bind_addresses, proxy)
-        return extend(base, lines, maps, files)
+        gw_lines, maps, files = render_gateway(self.plan, lambda n: alias.get(n, n),
+                                               self.settings.bind_addresses, proxy)
+        return extend(base, lines + gw_lines, maps, files)
 
     def _sync(self, snap: Snapshot, result: SyncResult) -> None:
         for _round in range(MAX_QUARANTINE_ROUNDS + 1):
@@ -269,7 +284,9 @@ class Syncer:
                 return
             CONFIG_ERRORS.inc()
             owners = {full.owners[n] for n in check.bad_lines if n in full.owners}
-            owners = {o for o in owners if o.kind in ("Ingress", "HTTPRoute", "Gateway")}
+            owners = {o for o in owners
+                      if o.kind in ("Ingress", "Gateway", "HTTPRoute", "GRPCRoute", "TLSRoute",
+                                    "TCPRoute")}
             log.warning("config_rejected", output=check.output[-500:], owners=len(owners))
             if not owners:
                 result.error = "rendered config failed haproxy -c; last good config kept"

@@ -8,7 +8,10 @@ trial, printed). The prober runs in the client namespace:
   the node by the source MAC of the reply frame (an AF_PACKET socket on the client's NIC);
 * control path: an ARP "who-has VIP" every 10 ms from a made-up sender (so the client's own
   ARP cache is never refreshed by it), recording every MAC that answers: two MACs answering
-  one round is a split brain.
+  one round is an overlap (split brain) — a single round is enough to count.
+
+``NdpProber`` does the same for an IPv6 VIP: ICMPv6 echo through the client kernel (its
+neighbour cache) and a Neighbor Solicitation per round from made-up senders.
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ ICMP_ID = os.getpid() & 0xFFFF
 # Unassigned addresses of segment A (outside the VIP pool .192/27 and every host).
 ARP_SENDERS = [f"192.0.2.{i}" for i in range(240, 248)]
 ARP_SENDER_INDEX = {ipaddress.IPv4Address(a).packed: i for i, a in enumerate(ARP_SENDERS)}
+# The same for NDP: unassigned addresses of segment A's IPv6 prefix (hosts are ::1, ::11-::13,
+# ::64; VIPs live in 2001:db8:a::1:0/112).
+NS_SENDERS = [f"2001:db8:a::f{i:x}" for i in range(8)]
+NS_SENDER_INDEX = {ipaddress.IPv6Address(a).packed: i for i, a in enumerate(NS_SENDERS)}
 
 
 def _checksum(data: bytes) -> int:
@@ -64,9 +71,11 @@ class Record:
 class Prober:
     """100 Hz ICMP + ARP prober; runs in a thread inside the client namespace."""
 
-    def __init__(self, ns: str, iface: str, vip: str) -> None:
+    def __init__(self, ns: str, iface: str, vip: str, realtime: bool = False) -> None:
         self.ns, self.iface, self.vip = ns, iface, vip
-        self.vip_b = ipaddress.IPv4Address(vip).packed
+        self.vip_b = ipaddress.ip_address(vip).packed
+        # SCHED_FIFO for the probe thread: a measurement that CPU hogs cannot delay
+        self.realtime = realtime
         self.rec = Record()
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -85,6 +94,8 @@ class Prober:
     def reset(self) -> Record:
         old, self.rec = self.rec, Record()
         return old
+
+    DATA_ETHERTYPE = 0x0800
 
     # The data path, one probe per tick; subclasses change what a probe is (SynProber).
     def _data_socket(self) -> socket.socket:
@@ -105,9 +116,26 @@ class Prober:
             return int.from_bytes(data[icmp_off + 6:icmp_off + 8], "big")
         return None
 
-    def _run(self) -> None:
+    def _requests(self) -> list[bytes]:
+        """The control-path request of each sender address, in round order."""
         from lab.probe import arp_request
 
+        return [arp_request(PROBE_MAC, ip, self.vip) for ip in ARP_SENDERS]
+
+    def _ctl_reply(self, data: bytes) -> tuple[int, str] | None:
+        """(sender index, answering MAC) if ``data`` answers one of our rounds."""
+        if (int.from_bytes(data[12:14], "big") == 0x0806
+                and int.from_bytes(data[20:22], "big") == 2
+                and data[28:32] == self.vip_b and _mac(data[32:38]) == PROBE_MAC):
+            residue = ARP_SENDER_INDEX.get(bytes(data[38:42]))
+            if residue is not None:
+                return residue, _mac(data[22:28])
+        return None
+
+    def _run(self) -> None:
+        if self.realtime:
+            with contextlib.suppress(OSError):  # pid 0: this thread only
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(20))
         data_sock = self._data_socket()
         pkt = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
         pkt.bind((self.iface, 0x0003))
@@ -115,7 +143,7 @@ class Prober:
         # The sender address cycles through ARP_SENDERS so that each reply names its round
         # (replies are addressed to the asking IP): a late answer is never mistaken for an
         # answer to the next round.
-        arps = [arp_request(PROBE_MAC, ip, self.vip) for ip in ARP_SENDERS]
+        arps = self._requests()
         self._ready.set()
         seq = 0
         next_t = time.monotonic()
@@ -158,20 +186,21 @@ class Prober:
             if addr[2] == socket.PACKET_OUTGOING or len(data) < 42:
                 continue
             etype = int.from_bytes(data[12:14], "big")
-            if etype == 0x0800:
+            if etype == self.DATA_ETHERTYPE:
                 seq = self._data_reply(data)
                 if seq is not None:
                     self.rec.replies.append((t, seq, _mac(data[6:12])))
-            elif (etype == 0x0806 and int.from_bytes(data[20:22], "big") == 2
-                  and data[28:32] == self.vip_b and _mac(data[32:38]) == PROBE_MAC):
+                    continue
+            got = self._ctl_reply(data)
+            if got is not None:
                 # Round: the latest one sent from the address this reply answers.
+                residue, mac = got
                 k = len(ARP_SENDERS)
-                residue = ARP_SENDER_INDEX.get(bytes(data[38:42]))
                 last = len(self.rec.arp_rounds) - 1
-                if residue is not None and last >= 0:
+                if last >= 0:
                     rnd = last - ((last - residue) % k)
                     if rnd >= 0:
-                        self.rec.arp_replies.append((t, rnd, _mac(data[22:28])))
+                        self.rec.arp_replies.append((t, rnd, mac))
 
 
 @dataclass
@@ -186,6 +215,14 @@ class Trial:
     split_rounds: int  # longest run of ARP rounds answered by >1 MAC
     record: Record
     t_fault: float
+    # Overlaps: ARP/NDP rounds answered by more than one MAC (a single round counts).
+    overlap_rounds: int = 0
+    # Moves of the answer: how often the set of answering MACs changed from one single MAC to
+    # another single MAC across rounds (gaps ignored): 1 = one takeover, 2 = there and back.
+    moves: int = 0
+    # Answers from the faulted owner's MAC to rounds sent after the takeover (a frozen speaker
+    # that wakes and answers stale questions shows up here).
+    late_answers: int = 0
 
 
 def analyse(scenario: str, owner: str, owner_mac: str, rec: Record, t_fault: float,
@@ -215,8 +252,32 @@ def analyse(scenario: str, owner: str, owner_mac: str, rec: Record, t_fault: flo
     takeover = next((t - t_fault for t, _, mac in sorted(rec.arp_replies)
                      if t > t_fault and mac != owner_mac), None)
     new_mac = next((mac for t, _, mac in sorted(rec.arp_replies, reverse=True)), None)
+    overlaps, moves, late = count_overlaps(by_round, nrounds, owner_mac, rec, t_fault, takeover)
     return Trial(scenario, owner, lab.node_by_mac(new_mac) if new_mac else None, lost,
-                 longest * INTERVAL, gap_best * INTERVAL, takeover, split_best, rec, t_fault)
+                 longest * INTERVAL, gap_best * INTERVAL, takeover, split_best, rec, t_fault,
+                 overlaps, moves, late)
+
+
+def count_overlaps(by_round: dict[int, set[str]], nrounds: int, owner_mac: str, rec: Record,
+                   t_fault: float, takeover: float | None) -> tuple[int, int, int]:
+    """(rounds answered by two or more MACs, moves of the single answering MAC, answers of
+    ``owner_mac`` to rounds sent after the takeover). Every round counts, even a lone one:
+    two MACs answering one request means a client may have cached either."""
+    overlaps = sum(1 for r in range(nrounds) if len(by_round.get(r, ())) > 1)
+    moves, current = 0, None
+    for r in range(nrounds):
+        macs = by_round.get(r, set())
+        if len(macs) == 1:
+            mac = next(iter(macs))
+            if current is not None and mac != current:
+                moves += 1
+            current = mac
+    late = 0
+    if takeover is not None:
+        t_take = t_fault + takeover
+        late = sum(1 for r in range(nrounds) if rec.arp_rounds[r] > t_take
+                   and owner_mac in by_round.get(r, ()))
+    return overlaps, moves, late
 
 
 def current_owner(lab: Lab, vip: str) -> tuple[str, str]:
@@ -281,4 +342,48 @@ class SynProber(Prober):
             seq = (int.from_bytes(data[off + 8:off + 12], "big") - 1) & 0xFFFFFFFF
             if self._sport(seq) == int.from_bytes(data[off + 2:off + 4], "big"):
                 return seq
+        return None
+
+
+# ---- IPv6: ICMPv6 echo data path and Neighbor Solicitation rounds ----------------------------
+
+
+def _echo6(seq: int) -> bytes:
+    # The kernel fills in the ICMPv6 checksum on raw IPPROTO_ICMPV6 sockets.
+    return struct.pack("!BBHHH", 128, 0, 0, ICMP_ID, seq & 0xFFFF) + b"portico-l2-probe"
+
+
+class NdpProber(Prober):
+    """``Prober`` for an IPv6 VIP: ICMPv6 echo through the client kernel (its neighbour cache
+    decides where packets go) and a Neighbor Solicitation for the VIP every 10 ms from
+    ``NS_SENDERS`` in turn (the NA is addressed to the asking IP, which names its round)."""
+
+    DATA_ETHERTYPE = 0x86DD
+
+    def _data_socket(self) -> socket.socket:
+        icmp = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+        icmp.setblocking(False)
+        return icmp
+
+    def _send_data(self, sock: socket.socket, seq: int) -> None:
+        sock.sendto(_echo6(seq), (self.vip, 0))
+
+    def _data_reply(self, data: bytes) -> int | None:
+        if (len(data) >= 62 and data[20] == 58 and data[54] == 129
+                and data[22:38] == self.vip_b
+                and int.from_bytes(data[58:60], "big") == ICMP_ID):
+            return int.from_bytes(data[60:62], "big")
+        return None
+
+    def _requests(self) -> list[bytes]:
+        from lab.probe import neighbor_solicitation
+
+        return [neighbor_solicitation(PROBE_MAC, ip, self.vip) for ip in NS_SENDERS]
+
+    def _ctl_reply(self, data: bytes) -> tuple[int, str] | None:
+        if (len(data) >= 78 and int.from_bytes(data[12:14], "big") == 0x86DD
+                and data[20] == 58 and data[54] == 136 and data[62:78] == self.vip_b):
+            residue = NS_SENDER_INDEX.get(bytes(data[38:54]))
+            if residue is not None:
+                return residue, _mac(data[6:12])
         return None

@@ -82,6 +82,7 @@ SUITE_TIMEOUT = "60m"  # -test.timeout; the process is killed a minute after it
 PROBE_TIMEOUT_S = 3.0
 PROBE_RETRY_S = 30.0  # EndpointSlice -> kube-proxy lag after the pods turn Ready
 
+_STARTED = re.compile(r"^=== RUN   TestConformance/([^/\s]+)$")
 _RESULT = re.compile(r"^\s*--- (PASS|FAIL|SKIP): (\S+) \(([\d.]+)s\)")
 
 
@@ -519,7 +520,8 @@ def _seconds(go_duration: str) -> float:
 
 def _wait_echoing(proc: subprocess.Popen[bytes], log: Path, limit: float,
                   echo_skipped: bool = True) -> int:
-    """Wait for the suite, echoing its test results (not its chatter) as they come."""
+    """Wait for the suite, echoing which test starts (``go test -v`` prints the suite's
+    results only when TestConformance ends) and any result line as it comes."""
     deadline = time.monotonic() + limit
     seen = 0
     while True:
@@ -530,6 +532,9 @@ def _wait_echoing(proc: subprocess.Popen[bytes], log: Path, limit: float,
             cut = chunk.rfind(b"\n") + 1
             seen += cut
             for line in chunk[:cut].decode("utf-8", "replace").splitlines():
+                started = _STARTED.match(line)
+                if started and echo_skipped:
+                    print(f"  run   {started.group(1)}", flush=True)
                 m = _RESULT.match(line)
                 if m and m.group(2).count("/") == 1 and (echo_skipped or
                                                           m.group(1) != "SKIP"):

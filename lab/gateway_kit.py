@@ -104,7 +104,7 @@ class GatewayWorld:
             key = (o["metadata"].get("namespace", ""), o["metadata"]["name"])
             if o["kind"] == "Gateway":
                 self.gateways[key] = o
-            elif o["kind"] == "HTTPRoute":
+            elif o["kind"] in ("HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute"):
                 self.routes[key] = o
             elif o["kind"] == "ReferenceGrant":
                 self.grants.append(o)
@@ -114,8 +114,13 @@ class GatewayWorld:
                 self.namespaces[o["metadata"]["name"]] = o
 
     def inputs(self, hx: Harness) -> Inputs:
+        def of(kind: str) -> tuple[dict[str, Any], ...]:
+            return tuple(r for r in self.routes.values() if r["kind"] == kind)
+
         return Inputs(classes=tuple(self.classes), gateways=tuple(self.gateways.values()),
-                      httproutes=tuple(self.routes.values()), grants=tuple(self.grants),
+                      httproutes=of("HTTPRoute"), grpcroutes=of("GRPCRoute"),
+                      tlsroutes=of("TLSRoute"),
+                      tcproutes=of("TCPRoute"), grants=tuple(self.grants),
                       namespaces=dict(self.namespaces), services=dict(hx.world.services),
                       secrets=dict(hx.world.secrets))
 

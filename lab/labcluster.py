@@ -89,6 +89,9 @@ class LabCluster:
     namespace: str = NAMESPACE
     values: dict[str, Any] = field(default_factory=lambda: json.loads(json.dumps(VALUES)))
     kube_proxy: bool = True
+    # False: the cluster without Portico (no helm install, no pools), e.g. for MetalLB
+    # (lab.metallb): two load-balancer controllers must not serve the same Services.
+    portico: bool = True
     keep_logs: Callable[[], bool] = lambda: False
     figures: dict[str, float] = field(default_factory=dict)
 
@@ -144,11 +147,12 @@ class LabCluster:
                      f"{CONTROL_PLANE_ROLE}:NoSchedule", "--overwrite")
         if self.kube_proxy:
             self._start_kube_proxy()
-        t1 = time.monotonic()
-        self.helm_install()
-        self.wait_ready()
-        self.figures["helm_install_to_ready_s"] = round(time.monotonic() - t1, 2)
-        self.apply_pools()
+        if self.portico:
+            t1 = time.monotonic()
+            self.helm_install()
+            self.wait_ready()
+            self.figures["helm_install_to_ready_s"] = round(time.monotonic() - t1, 2)
+            self.apply_pools()
         self.figures["start_total_s"] = round(time.monotonic() - t0, 2)
 
     def stop(self, failed: bool = False) -> None:

@@ -41,7 +41,13 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import structlog
 
-from common.api.model import FieldProblem, LBService, Pool, family_of
+from common.api.model import (
+    REASON_CONFLICTING_ANNOTATIONS,
+    FieldProblem,
+    LBService,
+    Pool,
+    family_of,
+)
 from common.api.parse import parse_namespace_labels, parse_pool, parse_service
 from common.api.parse_service import status_ips_of
 from common.errors import Conflict, InvalidObject, KubeError, NotFound, Refused
@@ -59,6 +65,8 @@ from lb import metrics
 from lb.core.allocator import Allocation, Allocator, Pending
 from lb.core.status import (
     Verdict,
+    annotation_conflict_status,
+    new_annotation_conflict,
     pool_status,
     released_service_status,
     service_status,
@@ -357,10 +365,11 @@ class Controller:
             if frees_address(before, result):
                 # The Service gives up (part of) what it shows: written before the turn passes
                 # on, so nobody is handed that address while this status still shows it.
-                return self._write_service(obj, verdict, before, result)
+                return self._write_service(obj, verdict, before, result,
+                                           svc.annotation_conflicts)
         # Only adds (a first address, a Pending verdict, the same allocation again): the
         # decision is committed in the allocator, the write runs in parallel with others'.
-        return self._write_service(obj, verdict, before, result)
+        return self._write_service(obj, verdict, before, result, svc.annotation_conflicts)
 
     def _invalid_service(self, key: str, obj: Obj, e: InvalidObject) -> Outcome:
         held = self.allocator.allocation(key)
@@ -382,10 +391,14 @@ class Controller:
         return Outcome.DONE
 
     def _write_service(self, obj: Obj, verdict: Verdict, before: Allocation | None,
-                       result: Allocation | Pending) -> Outcome:
+                       result: Allocation | Pending, conflicts: tuple[str, ...] = (),
+                       ) -> Outcome:
+        new_status = annotation_conflict_status(
+            service_status(obj.get("status"), verdict, self.clock.now()), conflicts,
+            self.clock.now())
+        announce = new_annotation_conflict(obj.get("status"), new_status)
         try:
-            changed = self._patch_status(SERVICES, obj, service_status(
-                obj.get("status"), verdict, self.clock.now()), optimistic=True)
+            changed = self._patch_status(SERVICES, obj, new_status, optimistic=True)
         except Conflict:
             # Someone wrote the Service since our informer saw it: re-read and decide again.
             return Outcome.RETRY
@@ -395,6 +408,11 @@ class Controller:
             # The allocation stays held in memory (no one else gets the address); the
             # Service's next change writes it again.
             return self._status_refused(SERVICES, obj, e)
+        if announce is not None:
+            # Portico's and MetalLB's spellings of an annotation disagree: served with the
+            # winner, and the user is told once which one (the condition stays meanwhile).
+            self.events.warning(obj, REASON_CONFLICTING_ANNOTATIONS, announce)
+            log.warning("annotation_conflict", object=_svc_key(obj)[4:], message=announce)
         if isinstance(result, Allocation):
             if result != before or changed:
                 self.events.normal(obj, verdict.reason, verdict.message)

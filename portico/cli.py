@@ -32,11 +32,18 @@ def _ingress(argv: list[str]) -> int:
     return main(argv)
 
 
+def _migrate(argv: list[str]) -> int:
+    from lb.migrate_metallb import main
+
+    return main(argv)
+
+
 # name -> (one-line description, entry point)
 COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "controller": ("gives LoadBalancer Services addresses from IPAddressPools", _controller),
     "speaker": ("announces those addresses from every node (ARP/NDP and BGP)", _speaker),
     "ingress": ("HAProxy ingress controller for the Ingresses of its class", _ingress),
+    "migrate": ("converts MetalLB's configuration: 'portico migrate metallb'", _migrate),
 }
 
 USAGE = "usage: portico [-h] [--version] COMMAND [OPTIONS]"

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.api.model import IPAddress
+from speaker.answer_lease import AnswerLease
 from speaker.core.bpf import responder_filter
 from speaker.core.l2_reply import (
     ALL_NODES,
@@ -144,6 +145,7 @@ class Responder:
         self._probe_due: dict[IPAddress, float] = {}
         self._foreign: dict[IPAddress, float] = {}  # last time another MAC claimed the VIP
         self._drops: dict[tuple[str, Drop], int] = {}  # (interface, reason) -> frames
+        self._stale_drops: dict[str, int] = {}  # interface -> requests dropped without a lease
         self._stop = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -151,6 +153,12 @@ class Responder:
         self._thread: threading.Thread | None = None
         self._next_rescan = 0.0
         self.quiet_duplicates = False  # set while handing over on a graceful stop
+        # The answer lease (speaker.answer_lease): answer and announce only while it is valid
+        # for the epoch of the live map the owned set was planned from. None: no heartbeat
+        # process (tests, in-process liveness): always valid.
+        self.lease: AnswerLease | None = None
+        self._desired_epoch = 0
+        self._owned_epoch = 0
 
     # --- API (any thread) ----------------------------------------------------------------
 
@@ -159,10 +167,19 @@ class Responder:
         self._thread = threading.Thread(target=self._run, name="l2-responder", daemon=True)
         self._thread.start()
 
-    def set_owned(self, owned: Mapping[IPAddress, frozenset[str] | None]) -> None:
+    def set_owned(self, owned: Mapping[IPAddress, frozenset[str] | None],
+                  epoch: int = 0) -> None:
+        """``epoch``: of the live map ``owned`` was planned from (the answer lease's)."""
         with self._lock:
             self._desired = dict(owned)
+            self._desired_epoch = epoch
         self._wake()
+
+    def may_answer(self) -> bool:
+        """Whether our view is current (the lease): else we answer and announce nothing. A
+        graceful hand-over keeps answering on purpose until the next owner announced."""
+        return (self.lease is None or self.quiet_duplicates
+                or self.lease.valid(self._owned_epoch, self.now()))
 
     def owned(self) -> frozenset[IPAddress]:
         with self._lock:
@@ -182,6 +199,11 @@ class Responder:
         """Received frames neither answered nor reported, per (interface, reason)."""
         with self._lock:
             return dict(self._drops)
+
+    def stale_drops(self) -> dict[str, int]:
+        """Requests for owned VIPs left unanswered because the answer lease was not valid."""
+        with self._lock:
+            return dict(self._stale_drops)
 
     def stop(self) -> None:
         self._stop.set()
@@ -208,6 +230,8 @@ class Responder:
             timeouts += [d[0] - now for d in self._due.values() if d]
             timeouts += [t - now for t in self._probe_due.values()]
             timeout = max(0.0, min(1.0, *timeouts))
+            if timeout < 0.005 and (self._due or self._probe_due) and not self.may_answer():
+                timeout = 0.005  # announcements wait for the lease: do not spin meanwhile
             fds: list[Any] = [self._wake_r, *(i.sock for i in self._ifaces.values())]
             try:
                 ready, _, _ = select.select(fds, [], [], timeout)
@@ -251,7 +275,14 @@ class Responder:
 
     def _handle(self, iface: _Iface, data: bytes) -> None:
         our_macs = frozenset(i.mac for i in self._ifaces.values())
-        match decide(data, iface.name, self._owned, our_macs):
+        decision = decide(data, iface.name, self._owned, our_macs)
+        if isinstance(decision, ArpReply | NeighborAdvertisement) and not self.may_answer():
+            # A stale view (after a stall, or before our replan of a liveness change): the
+            # request may be seconds old and the VIP someone else's by now. Drop it.
+            with self._lock:
+                self._stale_drops[iface.name] = self._stale_drops.get(iface.name, 0) + 1
+            return
+        match decision:
             case ArpReply(vip, dst_mac, dst_ip):
                 self.metrics.requests.labels("arp", iface.name).inc()
                 self._send(iface, self._arp_reply(iface.mac, vip, dst_mac, dst_ip), "arp")
@@ -349,6 +380,7 @@ class Responder:
     def _apply_desired(self) -> None:
         with self._lock:
             desired = dict(self._desired)
+            self._owned_epoch = self._desired_epoch
         if desired == self._owned:
             return
         now = self.now()
@@ -403,6 +435,8 @@ class Responder:
                              group=str(group), join=join, error=str(exc))
 
     def _send_due(self) -> None:
+        if not self.may_answer():
+            return  # kept pending: sent once the view is current (if the VIP is still ours)
         now = self.now()
         for vip, due in list(self._due.items()):
             if not due or due[0] > now:

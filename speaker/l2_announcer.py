@@ -24,6 +24,7 @@ from speaker.core.l2_plan import L2Plan, plan_l2
 from speaker.core.l2_report import service_conditions
 from speaker.core.liveness import LivenessConfig
 from speaker.core.snapshot import ClusterSnapshot
+from speaker.heartbeat import HeartbeatProcess
 from speaker.l2 import Metrics, Responder
 from speaker.liveness import Liveness
 from speaker.report import Lookup, Reporter, ReportState
@@ -46,6 +47,8 @@ class L2Announcer:
         config: LivenessConfig | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         key_file: str | None = None,
+        heartbeat_process: bool = True,
+        log_level: str = "info",
     ) -> None:
         self.node = node
         self.log = log
@@ -60,10 +63,20 @@ class L2Announcer:
         self.responder = Responder(
             interfaces, Metrics(M.L2_REQUESTS, M.L2_REPLIES, M.L2_GRATUITOUS, M.L2_DUPLICATES,
                                 M.L2_ERRORS), log, self._on_duplicate, monotonic)
-        self.liveness = Liveness(node, liveness_port, config or LivenessConfig(),
-                                 self._on_live, log, M.LivenessMetrics(),
-                                 liveness_interface=liveness_interface, monotonic=monotonic,
-                                 key_file=key_file)
+        # Liveness in its own real-time process (speaker.heartbeat: why), which also hands the
+        # responder its answer lease; in-process only where asked (debugging, tests).
+        self.liveness: Liveness | HeartbeatProcess
+        if heartbeat_process:
+            self.liveness = HeartbeatProcess(node, liveness_port, config or LivenessConfig(),
+                                             self._on_live, log, M.LivenessMetrics(),
+                                             liveness_interface=liveness_interface,
+                                             key_file=key_file, log_level=log_level)
+            self.responder.lease = self.liveness.lease
+        else:
+            self.liveness = Liveness(node, liveness_port, config or LivenessConfig(),
+                                     self._on_live, log, M.LivenessMetrics(),
+                                     liveness_interface=liveness_interface,
+                                     monotonic=monotonic, key_file=key_file)
         self.reporter = Reporter(client, events, lookup, log)
 
     def start(self) -> None:
@@ -80,7 +93,12 @@ class L2Announcer:
         with self._lock:
             self._snapshot = snapshot
         self.liveness.set_synced(True)
-        self._replan(self.liveness.live())
+        self._replan(*self._live_epoch())
+
+    def _live_epoch(self) -> tuple[Mapping[str, frozenset[str] | None], int]:
+        if isinstance(self.liveness, HeartbeatProcess):
+            return self.liveness.live_epoch()
+        return self.liveness.live(), 0
 
     def stop(self, graceful: bool) -> None:
         with self._lock:
@@ -111,16 +129,16 @@ class L2Announcer:
     # --- internals ---------------------------------------------------------------------------
 
     def _on_live(self, live: Mapping[str, frozenset[str] | None]) -> None:
-        self._replan(live)
+        self._replan(*self._live_epoch())
 
-    def _replan(self, live: Mapping[str, frozenset[str] | None]) -> None:
+    def _replan(self, live: Mapping[str, frozenset[str] | None], epoch: int = 0) -> None:
         with self._lock:
             snap = self._snapshot
             if snap is None or self._stopping:
                 return
             plan = plan_l2(snap, live, self.node, self.responder.interfaces())
             old = self._plan.mine if self._plan is not None else {}
-            self.responder.set_owned(plan.mine)
+            self.responder.set_owned(plan.mine, epoch)
             self._plan = plan
         gained = [v for v in plan.mine if v not in old]
         lost = [v for v in old if v not in plan.mine]

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from common.api.model import IPAddress
+from speaker.answer_lease import AnswerLease
 from speaker.core.liveness import MAX_HEARTBEAT_BYTES, LivenessConfig, Membership
 from speaker.core.liveness_auth import (
     FOREIGN_ADDRESS,
@@ -69,6 +70,8 @@ class Liveness:
         monotonic: Callable[[], float] = time.monotonic,
         key_file: str | None = None,
         wall: Callable[[], float] = time.time,
+        lease: AnswerLease | None = None,
+        watch_pid: int | None = None,
     ) -> None:
         self.node = node
         self.port = port
@@ -98,6 +101,14 @@ class Liveness:
         self._stop = threading.Event()
         self._last_live: dict[str, frozenset[str] | None] | None = None
         self._send_failures = 0
+        # The answer lease (speaker.answer_lease): epoch of the live map last handed out, and
+        # the speaker process whose stops (SIGSTOP) we mirror (None: in-process, no lease).
+        self.lease = lease
+        self.lease_for = config.timeout / 2
+        self.epoch = 0
+        self.watch_pid = watch_pid
+        self._frozen_since: float | None = None
+        self.stalls = 0  # stalls of this loop seen (rule S), for logs and tests
         self.rx = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         self.rx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         self.rx.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -191,12 +202,19 @@ class Liveness:
             except (OSError, ValueError):
                 ready = []
             with self._lock:
+                now = self.now()
+                # Rule S: notice our own stall BEFORE reading what queued up meanwhile.
+                gap = self.membership.tick(now)
+                if gap:
+                    self.stalls += 1
+                    self.log.warning("liveness_stall", seconds=round(gap, 3),
+                                     relearning=self.membership.relearning(now))
+                frozen = self._speaker_frozen(now)
                 if self.rx in ready:
                     self._drain()
                 for name, (_, sock) in list(self._peers.items()):
                     if sock in ready:
                         self._peer_error(name, sock)
-                now = self.now()
                 if self.key_file is not None and now >= self._next_key_check:
                     self._next_key_check = now + KEY_CHECK_INTERVAL
                     self._load_keys()
@@ -204,8 +222,32 @@ class Liveness:
                     next_send = now + self.config.interval
                     if self.iface is not None:
                         self.membership.set_isolated(not carrier_up(self.iface), now)
-                    self._send_beats()
+                    if not frozen:  # a stopped speaker cannot answer: stop vouching for it
+                        self._send_beats()
             self._notify()
+
+    def _speaker_frozen(self, now: float) -> bool:
+        """Whether the speaker process we serve (``watch_pid``) is stopped (SIGSTOP, state T).
+        We then fall silent like it, so peers take its VIPs over; when it runs again, its plan
+        is stale: re-learn first (rule S, without extending ages: we kept listening)."""
+        if self.watch_pid is None:
+            return False
+        try:
+            with open(f"/proc/{self.watch_pid}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            self._stop.set()  # the speaker is gone (PR_SET_PDEATHSIG kills us too)
+            return True
+        frozen = state in (b"T", b"t")
+        if frozen and self._frozen_since is None:
+            self._frozen_since = now
+            self.log.warning("speaker_stopped", pid=self.watch_pid)
+        elif not frozen and self._frozen_since is not None:
+            gap = now - self._frozen_since
+            self._frozen_since = None
+            self.membership.stalled(gap, now, extend=False)
+            self.log.warning("speaker_resumed", pid=self.watch_pid, seconds=round(gap, 3))
+        return frozen
 
     def _drain(self) -> None:
         # Read everything queued before judging anyone: after a stall of this process the
@@ -312,11 +354,18 @@ class Liveness:
 
     def _notify(self) -> None:
         with self._lock:
-            live = dict(self.membership.live(self.now()))
-        if live != self._last_live:
-            self._last_live = live
+            now = self.now()
+            live = dict(self.membership.live(now))
+            changed = live != self._last_live
+            if changed:
+                self._last_live = live
+                self.epoch += 1  # before handing it out: the old plan may answer no more
+            if self.lease is not None:
+                ok = self._frozen_since is None and not self.membership.relearning(now)
+                self.lease.write(self.epoch, now + self.lease_for if ok else 0.0)
+        if changed:
             self.metrics.live_nodes.set(len(live))
-            self.log.info("liveness_change", live=sorted(live))
+            self.log.info("liveness_change", live=sorted(live), epoch=self.epoch)
             try:
                 self.on_change(live)
             except Exception as exc:

@@ -37,6 +37,7 @@ from speaker.announcer import Announcer
 from speaker.core.build import build_snapshot
 from speaker.core.l2_report import CONDITION_TYPE
 from speaker.core.liveness import (
+    DEFAULT_HOLDDOWN,
     DEFAULT_INTERVAL,
     DEFAULT_MAX_AGE,
     DEFAULT_TIMEOUT,
@@ -90,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="SECONDS",
                    help="silence after which another speaker counts as dead and its VIPs move; "
                         "keep it above the longest pause a node may have plus the interval")
+    p.add_argument("--liveness-holddown", type=float, default=DEFAULT_HOLDDOWN,
+                   metavar="SECONDS",
+                   help="a speaker seen to die (silence, stall, cut, crash) counts as live again "
+                        "only after it has been heard without a break for this long: one failure "
+                        "moves its VIPs once, and they come back at the earliest this much later")
+    p.add_argument("--liveness-in-process", action="store_true",
+                   help="run the heartbeats in the speaker process instead of a real-time child "
+                        "process (debugging; CPU load then delays heartbeats)")
     p.add_argument("--liveness-key-file", default=None, metavar="PATH",
                    help="file with the heartbeat keys, one per line: heartbeats are signed "
                         "(HMAC-SHA256) with the first and accepted under any, and the file is "
@@ -122,6 +131,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error("--node-name (or env NODE_NAME) is required")
     if args.liveness_max_age <= 0:
         p.error("--liveness-max-age must be positive")
+    if args.liveness_holddown < 0:
+        p.error("--liveness-holddown must not be negative")
     for value in (args.node_name, args.interfaces, args.namespace):
         if any(c in value for c in "\r\n\0"):
             p.error("arguments must not contain CR, LF or NUL")
@@ -154,8 +165,9 @@ class Speaker:
             args.node_name, self.client, self.events, self.lookup, log, ifaces,
             args.liveness_port, args.liveness_interface,
             LivenessConfig(interval=args.heartbeat_interval, timeout=args.liveness_timeout,
-                           max_age=args.liveness_max_age),
-            key_file=args.liveness_key_file)
+                           max_age=args.liveness_max_age, holddown=args.liveness_holddown),
+            key_file=args.liveness_key_file, heartbeat_process=not args.liveness_in_process,
+            log_level=args.log_level)
         self.announcers: list[Announcer] = [self.l2]
         self.bgp: Announcer | None = None
 

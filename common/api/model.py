@@ -31,6 +31,19 @@ ANNOTATION_PREFIX = "lb.portico.dev/"
 ANN_LOADBALANCER_IPS = ANNOTATION_PREFIX + "loadBalancerIPs"
 ANN_ADDRESS_POOL = ANNOTATION_PREFIX + "address-pool"
 ANN_ALLOW_SHARED_IP = ANNOTATION_PREFIX + "allow-shared-ip"
+# MetalLB's spellings of the same three annotations, honoured so that Services move from
+# MetalLB unedited: ``metallb.io/`` (current) and ``metallb.universe.tf/`` (deprecated, still
+# read by MetalLB v0.15). Precedence, highest first: Portico's own, metallb.io,
+# metallb.universe.tf (MetalLB's own order for its two). A key that is present wins even when
+# empty, as in MetalLB; spellings that disagree are reported (ConflictingAnnotations).
+METALLB_ANNOTATION_PREFIXES = ("metallb.io/", "metallb.universe.tf/")
+REASON_CONFLICTING_ANNOTATIONS = "ConflictingAnnotations"
+
+
+def annotation_spellings(key: str) -> tuple[str, ...]:
+    """Every accepted spelling of one of Portico's Service annotations, winner first."""
+    suffix = key.removeprefix(ANNOTATION_PREFIX)
+    return (key, *(prefix + suffix for prefix in METALLB_ANNOTATION_PREFIXES))
 # Well-known label: nodes carrying it never announce load-balancer addresses.
 LABEL_EXCLUDE_LB = "node.kubernetes.io/exclude-from-external-load-balancers"
 
@@ -187,8 +200,8 @@ class LBService:
     namespace: str
     name: str
     labels: Mapping[str, str] = field(default_factory=dict, hash=False)
-    # Requested addresses (annotation lb.portico.dev/loadBalancerIPs or spec.loadBalancerIP),
-    # at most one per family; validated by the parser.
+    # Requested addresses (annotation lb.portico.dev/loadBalancerIPs, or MetalLB's spelling of
+    # it, or spec.loadBalancerIP), at most one per family; validated by the parser.
     requested_ips: tuple[IPAddress, ...] = ()
     requested_pool: str | None = None
     sharing_key: str | None = None
@@ -202,6 +215,11 @@ class LBService:
     # Addresses in status.loadBalancer.ingress: the allocation state is rebuilt from these.
     status_ips: tuple[IPAddress, ...] = ()
     uid: str = ""
+    # The spelling of the address-pool annotation the request came from (messages name it).
+    pool_annotation: str = field(default=ANN_ADDRESS_POOL, compare=False)
+    # Spellings of one annotation that disagree (Portico's and MetalLB's): one message each,
+    # naming the annotations and the value that won. Not an error: the Service is served.
+    annotation_conflicts: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def key(self) -> str:

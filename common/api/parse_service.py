@@ -23,6 +23,7 @@ from common.api.model import (
     LBService,
     ServicePort,
     TrafficPolicy,
+    annotation_spellings,
     family_of,
 )
 from common.api.parse_common import (
@@ -67,16 +68,48 @@ def _annotation(ctx: Ctx, annotations: Mapping[str, object], key: str) -> str | 
     return value
 
 
+def _normalized(key: str, value: object) -> object:
+    """An annotation's value as compared between spellings: address lists ignore spaces."""
+    if not isinstance(value, str):
+        return value
+    if key.endswith("/loadBalancerIPs"):
+        return ",".join(part.strip() for part in value.split(","))
+    return value.strip()
+
+
+def _chosen_annotation(annotations: Mapping[str, object], key: str,
+                       conflicts: list[str]) -> str:
+    """Which spelling of one of our annotations (Portico's or MetalLB's) is in force.
+
+    The first present spelling in ``annotation_spellings`` order wins (even when empty, as in
+    MetalLB, whose ``metallb.io/`` key hides a ``metallb.universe.tf/`` one). Present
+    spellings whose values differ from the winner's are described in ``conflicts``: the
+    Service is still served, and the user is told which annotation was used.
+    """
+    present = [k for k in annotation_spellings(key) if k in annotations]
+    if not present:
+        return key
+    winner = present[0]
+    won = _normalized(winner, annotations[winner])
+    losers = [k for k in present[1:] if _normalized(k, annotations[k]) != won]
+    if losers:
+        others = ", ".join(f"{k}={short(annotations[k])}" for k in losers)
+        conflicts.append(f"annotation {winner}={short(annotations[winner])} disagrees with "
+                         f"{others}; {winner} is used")
+    return winner
+
+
 def _requested_ips(ctx: Ctx, annotations: Mapping[str, object],
-                   spec: Mapping[str, object]) -> tuple[IPAddress, ...]:
-    ann_path = f"metadata.annotations[{ANN_LOADBALANCER_IPS!r}]"
-    text = _annotation(ctx, annotations, ANN_LOADBALANCER_IPS)
+                   spec: Mapping[str, object], key: str = ANN_LOADBALANCER_IPS,
+                   ) -> tuple[IPAddress, ...]:
+    ann_path = f"metadata.annotations[{key!r}]"
+    text = _annotation(ctx, annotations, key)
     legacy = ctx.get_str(spec, "loadBalancerIP", "spec.loadBalancerIP", 64,
                          reason="InvalidAddress")
     ann_set = text is not None and text.strip() != ""
     if ann_set and legacy:
         ctx.add("spec.loadBalancerIP", f"is set together with the annotation "
-                f"{ANN_LOADBALANCER_IPS}; use only the annotation", "ConflictingAddressRequest")
+                f"{key}; use only the annotation", "ConflictingAddressRequest")
         return ()
     ips: list[IPAddress] = []
     if ann_set:
@@ -125,7 +158,8 @@ def _ports(ctx: Ctx, spec: Mapping[str, object]) -> frozenset[ServicePort]:
 
 
 def _families(ctx: Ctx, spec: Mapping[str, object], policy: FamilyPolicy,
-              requested: tuple[IPAddress, ...]) -> tuple[Family, ...]:
+              requested: tuple[IPAddress, ...], ips_key: str = ANN_LOADBALANCER_IPS,
+              ) -> tuple[Family, ...]:
     raw = ctx.get_list(spec, "ipFamilies", "spec.ipFamilies", 2, reason="InvalidIPFamilies")
     fams: list[Family] = []
     for i, item in enumerate(raw or []):
@@ -158,7 +192,7 @@ def _families(ctx: Ctx, spec: Mapping[str, object], policy: FamilyPolicy,
     if explicit:
         for addr in requested:
             if family_of(addr) not in fams:
-                ctx.add(f"metadata.annotations[{ANN_LOADBALANCER_IPS!r}]",
+                ctx.add(f"metadata.annotations[{ips_key!r}]",
                         f"asks for {addr} but the Service's ipFamilies are "
                         f"{', '.join(fams)}", "RequestedFamilyMismatch")
     return tuple(fams)
@@ -215,16 +249,21 @@ def parse_service(obj: object, lb_class: str | None) -> LBService | None:
     ctx = Ctx("Service", obj, namespaced=True)
     name, namespace, meta = metadata(ctx, obj, namespaced=True)
     annotations = ctx.get_map(meta, "annotations", "metadata.annotations") or {}
-    requested = _requested_ips(ctx, annotations, spec)
-    pool = _annotation(ctx, annotations, ANN_ADDRESS_POOL)
+    # Portico's annotations or MetalLB's spellings of them (Services migrate unedited).
+    conflicts: list[str] = []
+    ips_key = _chosen_annotation(annotations, ANN_LOADBALANCER_IPS, conflicts)
+    pool_key = _chosen_annotation(annotations, ANN_ADDRESS_POOL, conflicts)
+    sharing_key = _chosen_annotation(annotations, ANN_ALLOW_SHARED_IP, conflicts)
+    requested = _requested_ips(ctx, annotations, spec, ips_key)
+    pool = _annotation(ctx, annotations, pool_key)
     if pool is not None:
         pool = pool.strip(" ")
         if pool and not valid_subdomain(pool):
-            ctx.add(f"metadata.annotations[{ANN_ADDRESS_POOL!r}]",
+            ctx.add(f"metadata.annotations[{pool_key!r}]",
                     f"{short(pool)} is not a valid IPAddressPool name", "InvalidAnnotation")
-    sharing = _annotation(ctx, annotations, ANN_ALLOW_SHARED_IP)
+    sharing = _annotation(ctx, annotations, sharing_key)
     if sharing and not SHARING_KEY.fullmatch(sharing):
-        ctx.add(f"metadata.annotations[{ANN_ALLOW_SHARED_IP!r}]",
+        ctx.add(f"metadata.annotations[{sharing_key!r}]",
                 f"{short(sharing)} is not a sharing key (letters, digits, '-', '_', '.'; "
                 "at most 253; starting and ending with a letter or digit)", "InvalidAnnotation")
     ports = _ports(ctx, spec)
@@ -247,7 +286,7 @@ def parse_service(obj: object, lb_class: str | None) -> LBService | None:
                     + ", ".join(POLICIES), "InvalidIPFamilies")
         else:
             policy = found_policy
-    families = _families(ctx, spec, policy, requested)
+    families = _families(ctx, spec, policy, requested, ips_key)
     labels = labels_of(ctx, meta)
     uid = ctx.get_str(meta, "uid", "metadata.uid", 128) or ""
     ctx.done()
@@ -256,6 +295,7 @@ def parse_service(obj: object, lb_class: str | None) -> LBService | None:
         requested_pool=pool or None, sharing_key=sharing or None, ports=ports,
         traffic_policy=traffic_policy, selector=tuple(sorted(selector.items())),
         ip_families=families, family_policy=policy, status_ips=status_ips_of(obj), uid=uid,
+        pool_annotation=pool_key, annotation_conflicts=tuple(conflicts),
     )
 
 

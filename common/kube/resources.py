@@ -80,6 +80,12 @@ GATEWAYS = Resource("gateway.networking.k8s.io", "v1", "gateways", "Gateway", Tr
                     status_subresource=True)
 HTTPROUTES = Resource("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute", True,
                       status_subresource=True)
+GRPCROUTES = Resource("gateway.networking.k8s.io", "v1", "grpcroutes", "GRPCRoute", True,
+                      status_subresource=True)
+TLSROUTES = Resource("gateway.networking.k8s.io", "v1", "tlsroutes", "TLSRoute", True,
+                     status_subresource=True)
+TCPROUTES = Resource("gateway.networking.k8s.io", "v1", "tcproutes", "TCPRoute", True,
+                     status_subresource=True)
 REFERENCEGRANTS = Resource("gateway.networking.k8s.io", "v1", "referencegrants",
                            "ReferenceGrant", True)
 

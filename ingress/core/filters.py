@@ -33,3 +33,5 @@ class Filters:
     rewrite_host: str | None = None
     rewrite_path: tuple[str, str] | None = None  # ("Full", v) | ("Prefix", v)
     matched_prefix: str | None = None  # for a Prefix rewrite: the match's PathPrefix
+    mode: str = "http"  # "tcp": a TLSRoute/TCPRoute backend (HAProxy mode tcp, no HTTP rules)
+    send_proxy: bool = False  # PROXY protocol to the pods (tcp-services "::PROXY")

@@ -209,6 +209,8 @@ def _server_lines(be: Backend, slots: int, assigned: tuple[Endpoint | None, ...]
         opts += " ssl verify none"
     elif be.ann.backend_protocol == "GRPC":
         opts += " proto h2"
+    if be.gw is not None and be.gw.send_proxy:
+        opts += " send-proxy"
     lines = []
     for i in range(slots):
         ep = assigned[i] if i < len(assigned) else None
@@ -234,7 +236,9 @@ def _backend_lines(be: Backend, slots: int, assigned: tuple[Endpoint | None, ...
                    "code 301")
     if a.body_limit:
         out += _body_limit_rules(int(a.body_limit))
-    if be.gw is not None:
+    if be.gw is not None and be.gw.mode == "tcp":
+        out.insert(1, "    mode tcp")
+    elif be.gw is not None:
         out += filter_lines(be.gw)
     if be.rewrite:
         out.append(f"    http-request replace-path {cfg_quote(be.rewrite[0])} "
@@ -355,7 +359,7 @@ def _prefix_key(r: Route) -> str:
 def is_plain(be: Backend, slots: int) -> bool:
     """A backend a spare can stand in for: no per-backend options, the minimum slots."""
     return (slots == MIN_SLOTS and be.ann == Annotations() and not be.ssl_redirect
-            and be.rewrite is None)
+            and be.rewrite is None and be.gw is None)
 
 
 def _spare_lines(name: str) -> list[str]:

@@ -56,12 +56,20 @@ CONTROLLER_NAME = "portico.dev/gateway-controller"
 SERVICE_LABEL = "gateway.portico.dev/managed"
 GATEWAY_ANNOTATION = "gateway.portico.dev/gateway"
 PORT_RANGE = (20000, 30000)  # pod ports for Gateway listeners (targetPorts of the Services)
-HTTP_KINDS = ("HTTPRoute", "GRPCRoute")
-FEATURES = (  # status.supportedFeatures of our GatewayClass (what conformance may test)
-    "Gateway", "GatewayPort8080", "HTTPRoute", "HTTPRouteHostRewrite",
-    "HTTPRouteMethodMatching", "HTTPRoutePathRedirect", "HTTPRoutePathRewrite",
-    "HTTPRoutePortRedirect", "HTTPRouteQueryParamMatching", "HTTPRouteResponseHeaderModification",
-    "HTTPRouteSchemeRedirect", "ReferenceGrant",
+ROUTE_KINDS = {  # listener protocol -> route kinds it serves (the first is the default)
+    "HTTP": ("HTTPRoute", "GRPCRoute"), "HTTPS": ("HTTPRoute", "GRPCRoute"),
+    "TLS": ("TLSRoute",), "TCP": ("TCPRoute",),
+}
+FEATURES = (  # status.supportedFeatures of our GatewayClass: what the conformance suite tests
+    "Gateway", "GatewayHTTPListenerIsolation", "GatewayPort8080",
+    "HTTPRoute", "HTTPRoute303RedirectStatusCode", "HTTPRoute307RedirectStatusCode",
+    "HTTPRouteBackendProtocolH2C", "HTTPRouteBackendProtocolWebSocket",
+    "HTTPRoute308RedirectStatusCode", "HTTPRouteBackendRequestHeaderModification",
+    "HTTPRouteHostRewrite", "HTTPRouteMethodMatching", "HTTPRouteNamedRouteRule",
+    "HTTPRouteParentRefPort", "HTTPRoutePathRedirect", "HTTPRoutePathRewrite",
+    "HTTPRoutePortRedirect", "HTTPRouteQueryParamMatching",
+    "HTTPRouteResponseHeaderModification", "HTTPRouteSchemeRedirect",
+    "GRPCRoute", "ReferenceGrant", "TCPRoute", "TLSRoute", "TLSRouteModeTerminate",
 )
 
 Obj = Mapping[str, Any]
@@ -107,7 +115,8 @@ class Listener:
     target_port: int
     protocol: str
     hostname: str | None
-    certs: tuple[str, ...]  # TLSCert names, HTTPS only
+    certs: tuple[str, ...]  # TLSCert names: HTTPS and TLS Terminate
+    passthrough: bool = False  # TLS mode Passthrough: routed by SNI, never decrypted
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +126,9 @@ class Frontend:
     gateway: ObjectRef
     port: int
     target_port: int
-    tls: bool
+    tls: bool  # HAProxy terminates TLS on this port (HTTPS, TLS Terminate)
     listeners: tuple[Listener, ...]
+    mode: str = "http"  # "http" (HTTP/HTTPS) or "tcp" (TCP, TLS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +151,9 @@ class Inputs:
     classes: tuple[Obj, ...] = ()
     gateways: tuple[Obj, ...] = ()
     httproutes: tuple[Obj, ...] = ()
+    grpcroutes: tuple[Obj, ...] = ()
+    tlsroutes: tuple[Obj, ...] = ()
+    tcproutes: tuple[Obj, ...] = ()
     grants: tuple[Obj, ...] = ()
     namespaces: Mapping[str, Obj] = field(default_factory=dict)
     services: Mapping[tuple[str, str], Obj] = field(default_factory=dict)
@@ -308,7 +321,7 @@ class _Build:
             host = spec.get("hostname")
             conds: list[Cond] = []
             accepted, resolved, conflict = True, True, ("NoConflicts", "")
-            default_kinds = HTTP_KINDS if proto in ("HTTP", "HTTPS") else ()
+            default_kinds = ROUTE_KINDS.get(proto, ())
             kinds_spec = ((spec.get("allowedRoutes") or {}).get("kinds"))
             supported: list[dict[str, str]] = []
             bad_kinds = False
@@ -319,9 +332,8 @@ class _Build:
                     else:
                         bad_kinds = True
             else:
-                supported = [{"group": GROUP, "kind": k} for k in default_kinds
-                             if k == "HTTPRoute"]
-            if proto not in ("HTTP", "HTTPS"):
+                supported = [{"group": GROUP, "kind": k} for k in default_kinds]
+            if proto not in ROUTE_KINDS:
                 accepted = False
                 conds.append(("Accepted", False, "UnsupportedProtocol",
                               f"protocol {proto} is not supported"))
@@ -337,7 +349,8 @@ class _Build:
                 conds.append(("ResolvedRefs", False, "InvalidRouteKinds",
                               "allowedRoutes.kinds names kinds this listener cannot serve"))
             certs: list[str] = []
-            if proto == "HTTPS" and accepted:
+            tls_mode = str((spec.get("tls") or {}).get("mode") or "Terminate")
+            if accepted and (proto == "HTTPS" or (proto == "TLS" and tls_mode == "Terminate")):
                 problem = self._listener_tls(ns, spec, certs)
                 if problem:
                     resolved = False
@@ -365,7 +378,8 @@ class _Build:
                     key="L" + _hash(ns, gname, name), gateway=ref, name=name, port=port,
                     target_port=ports[port], protocol=proto,
                     hostname=str(host) if host else None,
-                    certs=tuple(certs) if resolved else ())
+                    certs=tuple(certs) if resolved else (),
+                    passthrough=proto == "TLS" and tls_mode == "Passthrough")
                 if resolved:
                     valid.append(listener)
             pairs.append((spec, listener))
@@ -376,7 +390,7 @@ class _Build:
     def _listener_tls(self, ns: str, spec: Obj, certs: list[str]) -> tuple[str, str] | None:
         tls = spec.get("tls") or {}
         if str(tls.get("mode") or "Terminate") != "Terminate":
-            return ("InvalidCertificateRef", "only TLS mode Terminate is supported on HTTPS")
+            return ("InvalidCertificateRef", "an HTTPS listener terminates TLS (mode Terminate)")
         refs = tls.get("certificateRefs") or []
         if not refs:
             return ("InvalidCertificateRef", "an HTTPS listener needs certificateRefs")
@@ -416,10 +430,12 @@ class _Build:
         return False
 
     def kind_allowed(self, listener_spec: Obj, kind: str) -> bool:
+        served = ROUTE_KINDS.get(str(listener_spec.get("protocol")), ())
         kinds = (listener_spec.get("allowedRoutes") or {}).get("kinds")
         if not kinds:
-            return kind == "HTTPRoute" and listener_spec.get("protocol") in ("HTTP", "HTTPS")
-        return any(str(k.get("group", GROUP)) == GROUP and k.get("kind") == kind for k in kinds)
+            return kind in served
+        return kind in served and any(
+            str(k.get("group", GROUP)) == GROUP and k.get("kind") == kind for k in kinds)
 
 
 def _selector_matches(sel: Obj, labels: Mapping[str, str]) -> bool:
@@ -555,6 +571,59 @@ def _literal_problem(value: str) -> bool:
     return False
 
 
+ANY = Match("Prefix", "/", None, (), ())  # what TLS and TCP rules match within a listener
+HTTP_ROUTES = ("HTTPRoute", "GRPCRoute")
+_GRPC_NAME = re.compile(r"[A-Za-z0-9_.]{1,200}")  # protobuf service / method names
+_GRPC_REGEX = re.compile(r"[A-Za-z0-9_.*+?^$()\[\]{},|\\-]{1,200}")
+
+
+def _grpc_regex_problem(pattern: str) -> str | None:
+    """A service/method regex: the characters of names and of regex syntax, no '/'."""
+    if not _GRPC_REGEX.fullmatch(pattern):
+        return "only name characters and regex syntax (no '/', quotes or spaces)"
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return f"not a regular expression: {exc}"
+    return None
+
+
+def _grpc_matches(rule: Obj) -> list[Match] | str:
+    """GRPCRoute matches as path matches: a gRPC call is ``POST /<service>/<method>``."""
+    out: list[Match] = []
+    for m in rule.get("matches") or [{}]:
+        method = m.get("method") or {}
+        svc, meth = method.get("service"), method.get("method")
+        regex = str(method.get("type") or "Exact") == "RegularExpression"
+        for part in (svc, meth):
+            if part is None:
+                continue
+            problem = _grpc_regex_problem(str(part)) if regex else (
+                None if _GRPC_NAME.fullmatch(str(part)) else "not a gRPC name")
+            if problem:
+                return f"method {str(part)[:60]!r}: {problem}"
+        kind: PathKind
+        if svc is None and meth is None:
+            kind, path = "Prefix", "/"
+        elif regex or svc is None or meth is None:
+            kind = "Regex"
+            path = (f"/{svc if regex and svc else re.escape(svc) if svc else '[^/]+'}"
+                    f"/{meth if regex and meth else re.escape(meth) if meth else '[^/]+'}")
+        else:
+            kind, path = "Exact", f"/{svc}/{meth}"
+        headers = []
+        for h in m.get("headers") or []:
+            hv = str(h.get("value") or "")
+            htype = str(h.get("type") or "Exact")
+            if not _HEADER.fullmatch(str(h.get("name") or "")) or _literal_problem(hv) or (
+                    htype == "RegularExpression" and regex_problem(hv)):
+                return f"header {str(h.get('name'))[:60]!r}: unsupported name or value"
+            headers.append((str(h.get("name")).lower(),
+                            "Regex" if htype == "RegularExpression" else "Exact", hv))
+        out.append(Match(kind, path, None, tuple(sorted(headers)), ()))
+    return out
+
+
 def _matches(rule: Obj) -> list[Match] | str:
     out: list[Match] = []
     for m in rule.get("matches") or [{}]:
@@ -626,13 +695,22 @@ def build(inp: Inputs, setup: Setup, memo: Memo | None = None) -> GatewayPlan:
         for li in valid:
             by_port.setdefault(li.port, []).append(li)
         for port, lis in sorted(by_port.items()):
-            frontends.append(Frontend(lis[0].gateway, port, lis[0].target_port,
-                                      lis[0].protocol == "HTTPS", tuple(lis)))
+            proto = lis[0].protocol
+            terminate = proto == "HTTPS" or (proto == "TLS" and not lis[0].passthrough)
+            frontends.append(Frontend(lis[0].gateway, port, lis[0].target_port, terminate,
+                                      tuple(lis), "http" if proto in ("HTTP", "HTTPS")
+                                      else "tcp"))
         svc = _service(gw, ports[key], setup)
         services[str(svc["metadata"]["name"])] = svc
         gw_status[key] = {"listeners": statuses, "service": svc["metadata"]["name"],
                           "addresses_problem": _address_problem(gw)}
-    rules, route_status = _routes(b, inp.httproutes, gw_listeners, setup)
+    rules: list[Rule] = []
+    route_status: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for kind, objs in (("HTTPRoute", inp.httproutes), ("GRPCRoute", inp.grpcroutes),
+                       ("TLSRoute", inp.tlsroutes), ("TCPRoute", inp.tcproutes)):
+        more_rules, more_status = _routes(b, kind, objs, gw_listeners, setup)
+        rules += more_rules
+        route_status.update(more_status)
     for key, st in gw_status.items():
         del key
         for entry in st["listeners"]:
@@ -700,7 +778,7 @@ def _service_keys(route: Obj) -> tuple[tuple[str, str], ...]:
                  for ref in rule.get("backendRefs") or [])
 
 
-def _routes(b: _Build, routes: Iterable[Obj], gw_listeners: Listeners,
+def _routes(b: _Build, kind: str, routes: Iterable[Obj], gw_listeners: Listeners,
             setup: Setup) -> tuple[list[Rule], dict[tuple[str, str, str], list[dict[str, Any]]]]:
     rules: list[Rule] = []
     status: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
@@ -711,20 +789,21 @@ def _routes(b: _Build, routes: Iterable[Obj], gw_listeners: Listeners,
         # route among a thousand rebuilds that one only.
         deps = (ctx, tuple(id(b.inp.services.get(k)) for k in _service_keys(route)))
         res: _RouteResult = b.cached(route, "route", deps,
-                                     partial(_one_route, b, route, gw_listeners, setup))
+                                     partial(_one_route, b, kind, route, gw_listeners, setup))
         rules.extend(res.rules)
         b.backends.update(res.backends)
         for gkey, idx in res.attach:
             gw_listeners[gkey][idx][2]["attachedRoutes"] += 1
         if res.parents:
             rns, rname = _nsname(route)
-            status[("HTTPRoute", rns, rname)] = res.parents
+            status[(kind, rns, rname)] = res.parents
     return rules, status
 
 
-def _one_route(b: _Build, route: Obj, gw_listeners: Listeners, setup: Setup) -> _RouteResult:
+def _one_route(b: _Build, kind: str, route: Obj, gw_listeners: Listeners,
+               setup: Setup) -> _RouteResult:
     rns, rname = _nsname(route)
-    owner = ObjectRef("HTTPRoute", rname, rns)
+    owner = ObjectRef(kind, rname, rns)
     spec = route.get("spec") or {}
     hosts = b.cached(route, "hosts", None, partial(_route_hostnames, route))
     parents: list[dict[str, Any]] = []
@@ -735,7 +814,11 @@ def _one_route(b: _Build, route: Obj, gw_listeners: Listeners, setup: Setup) -> 
     parsed_rules = []
     problem = hosts if isinstance(hosts, str) else None
     for ri, rule in enumerate(spec.get("rules") or []):
-        ms = b.cached(rule, "matches", None, partial(_matches, rule))
+        if kind in ("TLSRoute", "TCPRoute"):  # match by listener (and SNI) only
+            parsed_rules.append((ri, rule, [ANY]))
+            continue
+        ms = b.cached(rule, "matches", None,
+                      partial(_grpc_matches if kind == "GRPCRoute" else _matches, rule))
         if isinstance(ms, str):
             problem = problem or f"rules[{ri}]: {ms}"
             continue
@@ -761,7 +844,7 @@ def _one_route(b: _Build, route: Obj, gw_listeners: Listeners, setup: Setup) -> 
         else:
             allowed = [(i, s, li) for i, s, li in sel
                        if b.namespace_allowed(s, gkey[0], rns)
-                       and b.kind_allowed(s, "HTTPRoute")]
+                       and b.kind_allowed(s, kind)]
             if not allowed:
                 conds.append(("Accepted", False, "NotAllowedByListeners",
                               "the listeners' allowedRoutes do not admit this route"))
@@ -815,7 +898,8 @@ def _rule_targets(b: _Build, route: Obj, owner: ObjectRef, backends: dict[str, B
             path = m.get("path") or {}
             prefix = str(path.get("value") or "/") if str(
                 path.get("type") or "PathPrefix") == "PathPrefix" else None
-            flt = b.cached(rule, "filters", prefix, partial(_filters, rule, prefix))
+            flt = (b.cached(rule, "filters", prefix, partial(_filters, rule, prefix))
+                   if owner.kind in HTTP_ROUTES else TCP)
             if isinstance(flt, str):
                 problem = problem or ("UnsupportedValue", flt)
                 per_match.append((("", 1),))
@@ -828,7 +912,7 @@ def _rule_targets(b: _Build, route: Obj, owner: ObjectRef, backends: dict[str, B
             targets: list[tuple[str, int]] = []
             for ref in rule.get("backendRefs") or []:
                 weight = int(ref.get("weight", 1))
-                why = _backend_problem(b, ref, rns)
+                why = _backend_problem(b, ref, rns, owner.kind)
                 if why is not None:
                     problem = problem or why
                     if weight:
@@ -837,10 +921,13 @@ def _rule_targets(b: _Build, route: Obj, owner: ObjectRef, backends: dict[str, B
                 sns = str(ref.get("namespace") or rns)
                 sname = str(ref.get("name"))
                 port = int(ref.get("port"))
-                rflt = b.cached(ref, "filters", prefix, partial(_filters, ref, prefix))
+                rflt = (b.cached(ref, "filters", prefix, partial(_filters, ref, prefix))
+                        if owner.kind in HTTP_ROUTES else Filters())
                 merged = flt if isinstance(rflt, str) or rflt == Filters() else _merge(flt, rflt)
-                name = backend_name(sns, sname, port, "gw:" + repr(merged))
-                backends[name] = Backend(name, sns, sname, port, Annotations(), False, None,
+                ann = (_H2C if owner.kind == "GRPCRoute"  # gRPC is HTTP/2 end to end
+                       else _port_protocol(b.inp.services.get((sns, sname)), port))
+                name = backend_name(sns, sname, port, "gw:" + repr(merged) + repr(ann))
+                backends[name] = Backend(name, sns, sname, port, ann, False, None,
                                          gw=merged if merged != Filters() else None)
                 targets.append((name, weight))
             if not targets:
@@ -850,15 +937,29 @@ def _rule_targets(b: _Build, route: Obj, owner: ObjectRef, backends: dict[str, B
     return out, problem
 
 
+TCP = Filters(mode="tcp")
+_PLAIN = Annotations()
+_H2C = Annotations(backend_protocol="GRPC")  # renders "proto h2": HTTP/2 without TLS
+
+
+def _port_protocol(svc: Obj | None, port: int) -> Annotations:
+    """The Service port's appProtocol, as the backend's protocol (h2c: HTTP/2 cleartext;
+    WebSocket needs nothing: HAProxy passes upgrades through on any HTTP backend)."""
+    for p in ((svc or {}).get("spec") or {}).get("ports") or []:
+        if p.get("port") == port and p.get("appProtocol") == "kubernetes.io/h2c":
+            return _H2C
+    return _PLAIN
+
+
 def _merge(a: Filters, b: Filters) -> Filters:
     return Filters(a.req_set + b.req_set, a.req_add + b.req_add, a.req_remove + b.req_remove,
                    a.resp_set + b.resp_set, a.resp_add + b.resp_add,
                    a.resp_remove + b.resp_remove, a.redirect or b.redirect,
                    a.rewrite_host or b.rewrite_host, a.rewrite_path or b.rewrite_path,
-                   a.matched_prefix or b.matched_prefix)
+                   a.matched_prefix or b.matched_prefix, a.mode)
 
 
-def _backend_problem(b: _Build, ref: Obj, rns: str) -> tuple[str, str] | None:
+def _backend_problem(b: _Build, ref: Obj, rns: str, route_kind: str) -> tuple[str, str] | None:
     group, kind = str(ref.get("group") or ""), str(ref.get("kind") or "Service")
     if group != "" or kind != "Service":
         return ("InvalidKind", f"backendRef kind {group}/{kind} is not supported")
@@ -866,7 +967,7 @@ def _backend_problem(b: _Build, ref: Obj, rns: str) -> tuple[str, str] | None:
     sname = str(ref.get("name") or "")
     if name_problem(sname) or name_problem(sns):
         return ("BackendNotFound", f"backendRef name {sname[:60]!r} is invalid")
-    if sns != rns and not grant_allows(b.inp.grants, "HTTPRoute", rns, "Service", "", sns,
+    if sns != rns and not grant_allows(b.inp.grants, route_kind, rns, "Service", "", sns,
                                        sname):
         return ("RefNotPermitted", f"no ReferenceGrant in {sns} allows Service {sname}")
     if (sns, sname) not in b.inp.services:

@@ -24,7 +24,7 @@ cumulative weights of the rule, so each request is counted once.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from common.api.model import ObjectRef
 from ingress.core.model import prefix_regex
@@ -41,6 +41,7 @@ from ingress.core.render import (
 from ingress.gateway.model import Frontend, GatewayPlan, Rule
 
 GW_500 = "be__gw_500"
+GW_REJECT = "be__gw_reject"  # TCP/TLS connections no route takes: closed at once
 RAND_SCALE = 1_000_000
 _TOKEN = re.compile(r"[A-Za-z0-9!#$&*+.^_`|~-]{1,256}")
 
@@ -88,11 +89,11 @@ def _match_conds(r: Rule) -> str:
     return out
 
 
-def _rule_lines(r: Rule, eff: Callable[[str], str]) -> list[str]:
+def _rule_lines(r: Rule, eff: Callable[[str], str], fail: str = GW_500) -> list[str]:
     cond = f"{{ var(txn.l) -m str {cfg_name(r.listener)} }}" + _match_conds(r)
-    targets = [(eff(b) if b else GW_500, w) for b, w in r.targets if w > 0]
+    targets = [(eff(b) if b else fail, w) for b, w in r.targets if w > 0]
     if not targets:
-        return [f"    use_backend {GW_500} if {cond}"]
+        return [f"    use_backend {fail} if {cond}"]
     if len(targets) == 1:
         return [f"    use_backend {cfg_name(targets[0][0])} if {cond}"]
     total = sum(w for _b, w in targets)
@@ -124,10 +125,8 @@ def render_gateway(plan: GatewayPlan, eff: Callable[[str], str],
     lines: list[tuple[str, ObjectRef | None]] = []
     maps: dict[str, dict[str, str]] = {n: {} for n in GW_MAP_FILES}
     lists: dict[str, str] = {}
-    by_listener: dict[str, list[Rule]] = {}
-    for r in plan.rules:
-        by_listener.setdefault(r.listener, []).append(r)
-    rule_listeners = {k for k, rs in by_listener.items() if not all(r.simple for r in rs)}
+    by_listener = _by_listener(plan)
+    rule_listeners = _rule_listeners(plan, by_listener)
     for k, rs in by_listener.items():
         if k in rule_listeners:
             continue
@@ -142,73 +141,152 @@ def render_gateway(plan: GatewayPlan, eff: Callable[[str], str],
                 if prefix:
                     maps[GW_PREFIX_MAP].setdefault(prefix, backend)
     for fe in plan.frontends:
-        name = f"gw_{fe.target_port}"
-        hosts = [li.hostname or "_" for li in fe.listeners]
-        route_hosts = [r.host for li in fe.listeners for r in by_listener.get(li.key, ())]
         for li in fe.listeners:
             maps[GW_LISTENERS_MAP][f"{fe.target_port}~{li.hostname or '_'}"] = li.key
-        tls = ""
-        if fe.tls:
-            certs = [(c, li.hostname) for li in fe.listeners for c in li.certs]
-            # The first line is the default certificate (no SNI or no match): a listener
-            # without hostname if there is one, else the first.
-            certs.sort(key=lambda ch: ch[1] is not None)
-            lists[crt_list_name(fe)] = "".join(
-                f"certs/{cfg_name(c)}.pem" + (f" {h}" if h else "") + "\n" for c, h in certs)
-            tls = f" ssl crt-list {crt_list_name(fe)} alpn h2,http/1.1"
-        owner = fe.gateway
-        lines.append((f"frontend {name}", owner))
-        for addr in bind_addresses:
-            v6 = " v6only" if ":" in addr else ""
-            lines.append((f"    bind {cfg_addr(addr, fe.target_port)}{v6}{tls}{proxy}", owner))
-        scheme = "https" if fe.tls else "http"
-        default_port = 443 if fe.tls else 80
-        lines.append((f"    http-request set-header X-Forwarded-Proto {scheme}", None))
-        lines.append(("    http-request set-var(txn.h) req.hdr(host),field(1,:),lower", None))
-        lines.append(("    http-request set-var(txn.path) path", None))
-        lport = "" if fe.port == default_port else f":{fe.port}"
-        if lport:
-            lines.append((f"    http-request set-var(txn.lport) str({lport})", None))
-        rules = [r for li in fe.listeners if li.key in rule_listeners
-                 for r in by_listener.get(li.key, ())]
-        if any(len(r.targets) > 1 for r in rules):
-            lines.append((f"    http-request set-var(txn.rnd) rand({RAND_SCALE})", None))
-        for m in _depths(hosts + route_hosts):
-            lines.append((f"    http-request set-var(txn.s{m}) var(txn.h),field(-1,.,{m}) "
-                          f"if {{ var(txn.h),field(-{m + 1},.) -m len gt 0 }}", None))
-        lines.append((f"    http-request set-var(txn.l) str({fe.target_port}~),"
-                      f"concat(,txn.h,),map_str({GW_LISTENERS_MAP})", None))
-        for m in _depths(hosts):
-            lines.append((f"    http-request set-var(txn.l) str({fe.target_port}~*.),"
-                          f"concat(,txn.s{m},),map_str({GW_LISTENERS_MAP}) "
-                          f"if !{{ var(txn.l) -m found }} {{ var(txn.s{m}) -m found }}", None))
-        lines.append((f"    http-request set-var(txn.l) str({fe.target_port}~_),"
-                      f"map_str({GW_LISTENERS_MAP}) if !{{ var(txn.l) -m found }}", None))
-        for r in sorted(rules, key=lambda r: r.order):
-            for text in _rule_lines(r, eff):
-                lines.append((text, r.owner))
-        if any(li.key not in rule_listeners for li in fe.listeners):
-            levels = ["concat(~,txn.h,)"] + [f"concat(~*.,txn.s{m},)"
-                                            for m in _depths(route_hosts)] + ["concat(~_)"]
-            for lv in levels:
-                key = f"var(txn.l),{lv},concat(,txn.path,)"
-                for mp, how in ((GW_EXACT_MAP, "map_str"), (GW_PREFIX_MAP, "map_beg")):
-                    lines.append((f"    use_backend %[var(txn.be)] if {{ var(txn.l) -m found }} "
-                                  f"{{ {key},{how}({mp}),set-var(txn.be) -m found }}", None))
-        lines.append((f"    default_backend {NOT_FOUND}", None))
+        if fe.mode == "tcp":
+            lines += _tcp_frontend(fe, by_listener, eff, bind_addresses, proxy, lists)
+        else:
+            lines += _http_frontend(fe, by_listener, rule_listeners, eff, bind_addresses,
+                                    proxy, lists)
     lines.append((f"backend {GW_500}", None))
     lines.append(('    http-request return status 500 content-type text/plain '
                   'string "backend not available"', None))
+    lines.append((f"backend {GW_REJECT}", None))
+    lines.append(("    mode tcp", None))
+    lines.append(("    tcp-request content reject", None))
     return lines, maps, lists
+
+
+def _by_listener(plan: GatewayPlan) -> dict[str, list[Rule]]:
+    out: dict[str, list[Rule]] = {}
+    for r in plan.rules:
+        out.setdefault(r.listener, []).append(r)
+    return out
+
+
+def _rule_listeners(plan: GatewayPlan, by_listener: Mapping[str, list[Rule]]) -> set[str]:
+    """Listeners routed by config rules, not maps: some rule needs more than host + path,
+    or the port is TCP/TLS (no maps there)."""
+    out = {k for k, rs in by_listener.items() if not all(r.simple for r in rs)}
+    out.update(li.key for fe in plan.frontends if fe.mode == "tcp" for li in fe.listeners)
+    return out
 
 
 def pinned(plan: GatewayPlan) -> set[str]:
     """Backends named in rules (config text): they cannot be stood in for by a spare."""
-    by_listener: dict[str, list[Rule]] = {}
-    for r in plan.rules:
-        by_listener.setdefault(r.listener, []).append(r)
+    by_listener = _by_listener(plan)
     out: set[str] = set()
-    for rs in by_listener.values():
-        if not all(r.simple for r in rs):
-            out.update(b for r in rs for b, _w in r.targets if b)
+    for k in _rule_listeners(plan, by_listener):
+        out.update(b for r in by_listener.get(k, ()) for b, _w in r.targets if b)
     return out
+
+
+def _http_frontend(fe: Frontend, by_listener: Mapping[str, list[Rule]], rule_listeners: set[str],
+                   eff: Callable[[str], str], bind_addresses: Iterable[str], proxy: str,
+                   lists: dict[str, str]) -> list[tuple[str, ObjectRef | None]]:
+    lines: list[tuple[str, ObjectRef | None]] = []
+    name = f"gw_{fe.target_port}"
+    hosts = [li.hostname or "_" for li in fe.listeners]
+    route_hosts = [r.host for li in fe.listeners for r in by_listener.get(li.key, ())]
+    tls = _crt_list(fe, lists, " alpn h2,http/1.1")
+    owner = fe.gateway
+    lines.append((f"frontend {name}", owner))
+    for addr in bind_addresses:
+        v6 = " v6only" if ":" in addr else ""
+        lines.append((f"    bind {cfg_addr(addr, fe.target_port)}{v6}{tls}{proxy}", owner))
+    scheme = "https" if fe.tls else "http"
+    default_port = 443 if fe.tls else 80
+    lines.append((f"    http-request set-header X-Forwarded-Proto {scheme}", None))
+    lines.append(("    http-request set-var(txn.h) req.hdr(host),field(1,:),lower", None))
+    lines.append(("    http-request set-var(txn.path) path", None))
+    lport = "" if fe.port == default_port else f":{fe.port}"
+    if lport:
+        lines.append((f"    http-request set-var(txn.lport) str({lport})", None))
+    rules = [r for li in fe.listeners if li.key in rule_listeners
+             for r in by_listener.get(li.key, ())]
+    if any(len(r.targets) > 1 for r in rules):
+        lines.append((f"    http-request set-var(txn.rnd) rand({RAND_SCALE})", None))
+    lines += [(f"    http-request {text}", None)
+              for text in _listener_lookup(fe, hosts, hosts + route_hosts)]
+    for r in sorted(rules, key=lambda r: r.order):
+        for text in _rule_lines(r, eff):
+            lines.append((text, r.owner))
+    if any(li.key not in rule_listeners for li in fe.listeners):
+        levels = ["concat(~,txn.h,)"] + [f"concat(~*.,txn.s{m},)"
+                                        for m in _depths(route_hosts)] + ["concat(~_)"]
+        for lv in levels:
+            key = f"var(txn.l),{lv},concat(,txn.path,)"
+            for mp, how in ((GW_EXACT_MAP, "map_str"), (GW_PREFIX_MAP, "map_beg")):
+                lines.append((f"    use_backend %[var(txn.be)] if {{ var(txn.l) -m found }} "
+                              f"{{ {key},{how}({mp}),set-var(txn.be) -m found }}", None))
+    lines.append((f"    default_backend {NOT_FOUND}", None))
+    return lines
+
+
+def _crt_list(fe: Frontend, lists: dict[str, str], alpn: str) -> str:
+    """The bind options of a port where HAProxy terminates TLS ("" when it does not)."""
+    if not fe.tls:
+        return ""
+    certs = [(c, li.hostname) for li in fe.listeners for c in li.certs]
+    # The first line is the default certificate (no SNI or no match): a listener without
+    # hostname if there is one, else the first.
+    certs.sort(key=lambda ch: ch[1] is not None)
+    lists[crt_list_name(fe)] = "".join(
+        f"certs/{cfg_name(c)}.pem" + (f" {h}" if h else "") + "\n" for c, h in certs)
+    return f" ssl crt-list {crt_list_name(fe)}{alpn}"
+
+
+def _listener_lookup(fe: Frontend, hosts: list[str], all_hosts: list[str],
+                     cond: str = "") -> list[str]:
+    """Actions (without their rule keyword) that set ``txn.l`` from ``txn.h``."""
+    out = []
+    for m in _depths(all_hosts):
+        out.append(f"set-var(txn.s{m}) var(txn.h),field(-1,.,{m}) "
+                   f"if {cond}{{ var(txn.h),field(-{m + 1},.) -m len gt 0 }}")
+    out.append(f"set-var(txn.l) str({fe.target_port}~),concat(,txn.h,),"
+               f"map_str({GW_LISTENERS_MAP}){' if ' + cond.strip() if cond else ''}")
+    for m in _depths(hosts):
+        out.append(f"set-var(txn.l) str({fe.target_port}~*.),concat(,txn.s{m},),"
+                   f"map_str({GW_LISTENERS_MAP}) "
+                   f"if {cond}!{{ var(txn.l) -m found }} {{ var(txn.s{m}) -m found }}")
+    out.append(f"set-var(txn.l) str({fe.target_port}~_),map_str({GW_LISTENERS_MAP}) "
+               f"if {cond}!{{ var(txn.l) -m found }}")
+    return out
+
+
+def _tcp_frontend(fe: Frontend, by_listener: Mapping[str, list[Rule]],
+                  eff: Callable[[str], str], bind_addresses: Iterable[str], proxy: str,
+                  lists: dict[str, str]) -> list[tuple[str, ObjectRef | None]]:
+    """TCP and TLS listeners: mode tcp, routed by listener and SNI (passthrough: read from
+    the ClientHello, never decrypted; terminate: the handshake's SNI)."""
+    lines: list[tuple[str, ObjectRef | None]] = [(f"frontend gw_{fe.target_port}", fe.gateway),
+                                                 ("    mode tcp", None)]
+    tls = _crt_list(fe, lists, "")
+    for addr in bind_addresses:
+        v6 = " v6only" if ":" in addr else ""
+        lines.append((f"    bind {cfg_addr(addr, fe.target_port)}{v6}{tls}{proxy}", fe.gateway))
+    rules = sorted((r for li in fe.listeners for r in by_listener.get(li.key, ())),
+                   key=lambda r: r.order)
+    hosts = [li.hostname or "_" for li in fe.listeners]
+    cond = ""
+    passthrough = any(li.passthrough for li in fe.listeners)
+    if passthrough:
+        # A condition on the ClientHello makes HAProxy wait (up to inspect-delay) until
+        # it has arrived, so the SNI below is read from a complete hello.
+        lines.append(("    tcp-request inspect-delay 5s", None))
+        cond = "{ req_ssl_hello_type 1 } "
+        lines.append((f"    tcp-request content set-var(txn.h) req_ssl_sni,lower if {cond}",
+                      None))
+    elif fe.tls:
+        lines.append(("    tcp-request content set-var(txn.h) ssl_fc_sni,lower", None))
+    if any(len(r.targets) > 1 for r in rules):
+        lines.append((f"    tcp-request content set-var(txn.rnd) rand({RAND_SCALE})", None))
+    lines += [(f"    tcp-request content {text}", None)
+              for text in _listener_lookup(fe, hosts, hosts + [r.host for r in rules], cond)]
+    if passthrough:
+        lines.append(("    tcp-request content accept if { req_ssl_hello_type 1 }", None))
+    for r in rules:
+        for text in _rule_lines(r, eff, GW_REJECT):
+            lines.append((text, r.owner))
+    lines.append((f"    default_backend {GW_REJECT}", None))
+    return lines

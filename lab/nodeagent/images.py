@@ -23,6 +23,9 @@ CMD, and the first word of the result must be one of the image's ``commands``.
 | coredns/coredns``       | file capabilities here)    | (``lab.dnsstub``) that answers its    |
 |                         |                            | Corefile's ``whoami`` zones and never |
 |                         |                            | forwards (the lab sends nothing out)  |
+| ``quay.io/metallb/      | ``/controller``, ``/speaker`` | MetalLB's controller and speaker,   |
+| controller``, ``speaker``|                            | the real ones: built from            |
+|                         |                            | ``go.universe.tf/metallb``            |
 
 The tag and the digest are ignored (``portico:0.1.0``, ``portico@sha256:…`` are the same
 image here); the chart's ``image.repository`` default (``charts/portico/values.yaml``) is
@@ -51,7 +54,13 @@ AGNHOST_REPOSITORY = "registry.k8s.io/e2e-test-images/agnhost"
 # whose program is not built fails with ErrImageNotMapped and says `make binaries`.
 ECHO_BASIC = "echo-basic"
 ECHO_BASIC_REPOSITORY = "registry.k8s.io/gateway-api/echo-basic"
-BUILT = (ECHO_BASIC,)
+# MetalLB (the peer of the failover benchmark and of `portico migrate metallb`): its two
+# programs, built from go.universe.tf/metallb at the pinned release.
+METALLB_CONTROLLER = "metallb-controller"
+METALLB_SPEAKER = "metallb-speaker"
+METALLB_CONTROLLER_REPOSITORY = "quay.io/metallb/controller"
+METALLB_SPEAKER_REPOSITORY = "quay.io/metallb/speaker"
+BUILT = (ECHO_BASIC, METALLB_CONTROLLER, METALLB_SPEAKER)
 DNSSTUB = "dnsstub"  # lab.dnsstub, run by the system's interpreter
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's python3 (3.11 on bookworm)
 COREDNS_REPOSITORY = "registry.k8s.io/coredns/coredns"
@@ -143,6 +152,13 @@ IMAGES: dict[str, Image] = {i.repository: i for i in (
     Image(COREDNS_REPOSITORY, entrypoint=("/coredns",),
           env=(("PYTHONUNBUFFERED", "1"),),
           commands={"/coredns": DNSSTUB, "coredns": DNSSTUB}, lab=True),
+    # MetalLB's controller/Dockerfile and speaker/Dockerfile: FROM distroless/static:latest
+    # (USER root; the controller's pod sets runAsUser 65534), ENTRYPOINT ["/controller"] and
+    # ["/speaker"]. The real programs, built from the module (`make binaries`).
+    Image(METALLB_CONTROLLER_REPOSITORY, entrypoint=("/controller",),
+          commands={"/controller": METALLB_CONTROLLER, "controller": METALLB_CONTROLLER}),
+    Image(METALLB_SPEAKER_REPOSITORY, entrypoint=("/speaker",),
+          commands={"/speaker": METALLB_SPEAKER, "speaker": METALLB_SPEAKER}),
 )}
 
 

@@ -677,7 +677,7 @@ class Allocator:
             if st is None:
                 return Pending(
                     R_UNKNOWN_POOL,
-                    f"pool {name!r} (annotation {ANN_ADDRESS_POOL}) does not exist",
+                    f"pool {name!r} (annotation {svc.pool_annotation}) does not exist",
                 )
             if not st.selects(svc, nsl):
                 return Pending(

@@ -14,14 +14,23 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from common.api.model import IPV4, IPV6, FieldProblem, IPAddress
-from common.api.statusdiff import remove_condition, set_condition
+from common.api.model import (
+    IPV4,
+    IPV6,
+    REASON_CONFLICTING_ANNOTATIONS,
+    FieldProblem,
+    IPAddress,
+)
+from common.api.statusdiff import find_condition, remove_condition, set_condition
 from lb.core.allocator import Allocation, Pending, PoolStats
 
 # Service condition: True with reason IPAllocated, or False with the allocator's reason
 # (PoolExhausted, AddressInUse, ...) or the parser's (InvalidAnnotation, ...).
 SERVICE_CONDITION = "lb.portico.dev/AddressAllocated"
 REASON_ALLOCATED = "IPAllocated"
+# Present (True) only while spellings of one annotation disagree (Portico's and MetalLB's,
+# see common.api.model.annotation_spellings); removed once they agree or only one is left.
+ANNOTATION_CONFLICT_CONDITION = "lb.portico.dev/AnnotationConflict"
 
 # Pool conditions.
 POOL_READY = "Ready"
@@ -88,6 +97,33 @@ def service_status(status: Mapping[str, Any] | None, verdict: Verdict,
     return new
 
 
+def annotation_conflict_status(status: Mapping[str, Any], conflicts: Sequence[str],
+                               now: datetime | str) -> dict[str, Any]:
+    """``status`` with the annotation-conflict condition set (conflicts) or removed (none)."""
+    new: dict[str, Any] = dict(status)
+    if conflicts:
+        new["conditions"] = set_condition(
+            new.get("conditions"), ANNOTATION_CONFLICT_CONDITION, True,
+            REASON_CONFLICTING_ANNOTATIONS, clip("; ".join(conflicts)), now)
+    elif find_condition(new.get("conditions"), ANNOTATION_CONFLICT_CONDITION) is not None:
+        new["conditions"] = remove_condition(new.get("conditions"),
+                                             ANNOTATION_CONFLICT_CONDITION)
+    return new
+
+
+def new_annotation_conflict(old: Mapping[str, Any] | None,
+                            new: Mapping[str, Any]) -> str | None:
+    """The conflict message to announce (Warning Event) when ``new`` shows a conflict that
+    ``old`` did not show in the same words; None otherwise (no Event on every resync)."""
+    after = find_condition(new.get("conditions"), ANNOTATION_CONFLICT_CONDITION)
+    if after is None:
+        return None
+    before = find_condition((old or {}).get("conditions"), ANNOTATION_CONFLICT_CONDITION)
+    if before is not None and before.get("message") == after.get("message"):
+        return None
+    return str(after.get("message"))
+
+
 def released_service_status(status: Mapping[str, Any] | None,
                             ours: Sequence[IPAddress]) -> dict[str, Any]:
     """A Service that stopped being ours: drop the addresses we gave it and our condition,
@@ -101,7 +137,9 @@ def released_service_status(status: Mapping[str, Any] | None,
     else:
         lb.pop("ingress", None)
     new["loadBalancer"] = lb
-    conditions = remove_condition(new.get("conditions"), SERVICE_CONDITION)
+    conditions = remove_condition(
+        remove_condition(new.get("conditions"), SERVICE_CONDITION),
+        ANNOTATION_CONFLICT_CONDITION)
     if conditions:
         new["conditions"] = conditions
     else:

@@ -98,12 +98,25 @@ from typing import Literal
 # a version-1 datagram fails the MAC check and is counted as ``unauthenticated``.
 PROTOCOL_VERSION = 2
 # Heartbeats are tiny; anything larger than this is not ours (and is dropped unparsed).
-MAX_HEARTBEAT_BYTES = 4096
+MAX_HEARTBEAT_BYTES = 16384  # the "down" list of a large cluster fits
 
 
-DEFAULT_INTERVAL = 0.1  # seconds between heartbeats (see module docstring)
-DEFAULT_TIMEOUT = 0.6  # silence that makes a peer dead: > worst stall (350 ms) + interval
-DEFAULT_JOIN_DELAY = 0.25  # > 2 intervals: every peer has heard our first ready beat
+DEFAULT_INTERVAL = 0.025  # s between heartbeats: 8 beats per timeout (one lost beat is noise)
+# Silence that makes a peer dead. Not "> worst stall" any more: the sender runs at real-time
+# priority and mlocked (speaker.heartbeat), so CPU hogs and memory pressure do not delay it, and a
+# stall of the whole machine is seen by every receiver as its own stall (rule S below). 200 ms
+# + one interval of phase + a few ms for the gratuitous ARP keeps a link cut under 300 ms.
+DEFAULT_TIMEOUT = 0.2
+DEFAULT_JOIN_DELAY = 0.25  # > 2 intervals and > a replan of the previous owner's main process
+# A loop that has not run for this long was stalled (its select() wakes every 10 ms; at
+# real-time priority only the machine itself, or SIGSTOP, keeps it from running that long).
+DEFAULT_STALL = 0.05
+# Hysteresis: a node we saw die (silence or port-unreachable) counts as live again only after it
+# has been heard ready without a break for this long. One stall, cut or crash then moves its VIPs
+# once; they come back (without loss: the join hand-over) at the earliest this much later, and a
+# node failing again within that time never gets them back in between (no flapping).
+DEFAULT_HOLDDOWN = 5.0
+RELEARN_BEATS = 2  # post-wake beats from every live peer before trusting our view again
 # Freshness window (rule 2 in the module docstring): NTP keeps nodes within milliseconds;
 # a receiver stall (<= 350 ms) plus transit stays far below; replays are bounded by it.
 DEFAULT_MAX_AGE = 2.0
@@ -120,6 +133,8 @@ class LivenessConfig:
     timeout: float = DEFAULT_TIMEOUT
     join_delay: float = DEFAULT_JOIN_DELAY
     max_age: float = DEFAULT_MAX_AGE
+    stall: float = DEFAULT_STALL
+    holddown: float = DEFAULT_HOLDDOWN
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,14 +146,20 @@ class Heartbeat:
     leaving: bool = False
     interfaces: tuple[str, ...] = ()
     sent_at: float = 0.0  # sender's wall clock, seconds since the epoch (freshness, rule 2)
+    # Members the sender does NOT count as live (itself excluded): how a node learns that its
+    # peers declared it dead (rule C). Short in steady state (usually empty).
+    down: tuple[str, ...] = ()
 
     def encode(self) -> bytes:
         """The body (``liveness_auth.seal`` appends the MAC)."""
-        return json.dumps({
+        body: dict[str, object] = {
             "v": PROTOCOL_VERSION, "node": self.node, "boot": self.boot, "seq": self.seq,
             "t": round(self.sent_at, 3), "ready": self.ready, "leaving": self.leaving,
             "ifs": list(self.interfaces),
-        }, separators=(",", ":")).encode()
+        }
+        if self.down:
+            body["down"] = list(self.down)
+        return json.dumps(body, separators=(",", ":")).encode()
 
     @staticmethod
     def decode(data: bytes) -> Heartbeat | None:
@@ -153,6 +174,9 @@ class Heartbeat:
             return None
         node, boot, seq, t = obj.get("node"), obj.get("boot"), obj.get("seq"), obj.get("t")
         ready, leaving, ifs = obj.get("ready"), obj.get("leaving"), obj.get("ifs", [])
+        down = obj.get("down", [])
+        if not (isinstance(down, list) and all(isinstance(d, str) for d in down)):
+            return None
         if not (isinstance(node, str) and node and isinstance(boot, str)
                 and isinstance(seq, int) and not isinstance(seq, bool)
                 and isinstance(t, int | float) and not isinstance(t, bool)
@@ -160,7 +184,7 @@ class Heartbeat:
                 and isinstance(ready, bool) and isinstance(leaving, bool)
                 and isinstance(ifs, list) and all(isinstance(i, str) for i in ifs)):
             return None
-        return Heartbeat(node, boot, seq, ready, leaving, tuple(ifs), float(t))
+        return Heartbeat(node, boot, seq, ready, leaving, tuple(ifs), float(t), tuple(down))
 
 
 @dataclass(slots=True)
@@ -173,6 +197,7 @@ class _Peer:
     leaving: bool
     interfaces: frozenset[str]
     refused_at: float | None = None
+    down: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -193,6 +218,19 @@ class Membership:
     _listening_since: float = 0.0
     _ready_since: float | None = None
     _seq: int = 0
+    # rule S (stalls): when the loop last ran; peers we must hear again after a long stall
+    _last_tick: float | None = None
+    _relearn: dict[str, int] | None = None
+    _relearn_until: float = 0.0
+    # rule H (hold-down): peers we reported live, peers we saw die, when they came back
+    _reported: frozenset[str] = frozenset()
+    _self_reported: bool = False
+    _dead: dict[str, float] = field(default_factory=dict)
+    _back: dict[str, float] = field(default_factory=dict)
+    # rule C (consent): peers whose latest beat says we are not live; when the last such
+    # dissent ended
+    _dissent: set[str] = field(default_factory=set)
+    _consent_at: float = -math.inf
 
     def __post_init__(self) -> None:
         self._listening_since = self.started
@@ -238,8 +276,19 @@ class Membership:
                     return "ignored"  # leaving is final for a process
             elif hb.sent_at <= peer.sent_at:
                 return "replayed"  # an earlier process of that node (rule 3)
+        # A silence that ended just now is still a death (rule H), even if no one asked.
+        self._note_deaths(now)
         self._peers[hb.node] = _Peer(hb.boot, hb.seq, hb.sent_at, now, hb.ready, hb.leaving,
-                                     frozenset(hb.interfaces))
+                                     frozenset(hb.interfaces), None, frozenset(hb.down))
+        if hb.node in self._dead and hb.ready and not hb.leaving:
+            self._back.setdefault(hb.node, now)
+        if self.me in hb.down:
+            self._dissent.add(hb.node)
+        elif hb.node in self._dissent:
+            self._dissent.discard(hb.node)
+            self._consent_at = now
+        if self._relearn is not None and hb.node in self._relearn:
+            self._relearn[hb.node] += 1
         return "accepted"
 
     def refused(self, node: str, now: float) -> None:
@@ -248,7 +297,74 @@ class Membership:
         if peer is not None:
             peer.refused_at = now
 
+    def tick(self, now: float) -> float:
+        """Called by the loop every time it runs, BEFORE it reads queued heartbeats. Returns
+        the stall it detected (0.0: none): a gap since the previous call longer than
+        ``config.stall`` is a stall of this process (rule S)."""
+        last, self._last_tick = self._last_tick, now
+        if last is None or now - last <= self.config.stall:
+            return 0.0
+        gap = now - last
+        self.stalled(gap, now)
+        return gap
+
+    def stalled(self, gap: float, now: float, extend: bool = True) -> None:
+        """We could not run (or not answer: ``extend=False``, the loop itself kept running)
+        for ``gap`` seconds up to ``now`` (rule S).
+
+        ``extend``: nothing was observed meanwhile, so the silence of the peers during the gap
+        proves nothing: their ages do not grow by it (nor our own warm-up). If the gap was long
+        enough for a peer to have declared *us* dead (gap + one interval of phase >= timeout),
+        our view is not to be trusted until every peer live before the stall has been heard
+        ``RELEARN_BEATS`` times (or ``timeout`` passed): ``relearning`` is True meanwhile and
+        the shell lets nobody answer for a VIP (the lease)."""
+        if extend:
+            for p in self._peers.values():
+                p.last_seen = min(p.last_seen + gap, now)
+            if self._ready_since is None:
+                self._listening_since = min(self._listening_since + gap, now)
+        if gap + self.config.interval >= self.config.timeout:
+            self._relearn = {n: 0 for n, p in self._peers.items()
+                             if n in self.members and self._alive(p, now)}
+            self._relearn_until = now + self.config.timeout
+
     # --- outputs -----------------------------------------------------------------------------
+
+    def relearning(self, now: float) -> bool:
+        """True after a long stall until our view is fresh again (rule S)."""
+        if self._relearn is None:
+            return False
+        if now >= self._relearn_until or all(
+                c >= RELEARN_BEATS or n not in self._peers
+                or not self._alive(self._peers[n], now)
+                for n, c in self._relearn.items()):
+            self._relearn = None
+            return False
+        return True
+
+    def _alive(self, peer: _Peer, now: float) -> bool:
+        """Heard recently, ready, not leaving, not refused since (no hold-down)."""
+        if peer.refused_at is not None and peer.refused_at >= peer.last_seen:
+            return False
+        return peer.ready and not peer.leaving and now - peer.last_seen < self.config.timeout
+
+    def _note_deaths(self, now: float) -> None:
+        """Rule H bookkeeping: a peer we reported live that fell silent (or was refused) died;
+        a dead peer that is heard ready again serves its hold-down without a break."""
+        for name in self._reported:
+            peer = self._peers.get(name)
+            if peer is None or peer.leaving or not peer.ready or name in self._dead:
+                continue
+            if not self._alive(peer, now):
+                self._dead[name] = now
+                self._back.pop(name, None)
+        for name in list(self._dead):
+            peer = self._peers.get(name)
+            if peer is None or not self._alive(peer, now):
+                self._back.pop(name, None)
+            elif (back := self._back.get(name)) is not None and now >= back + self.config.holddown:
+                del self._dead[name]
+                del self._back[name]
 
     def _update_ready(self, now: float) -> None:
         ok = (self._synced and not self._leaving and not self._isolated
@@ -262,40 +378,57 @@ class Membership:
         """The next heartbeat to send (also advances the warm-up state)."""
         self._update_ready(now)
         self._seq += 1
+        down = tuple(sorted(m for m in self.members
+                            if m != self.me and not self.peer_live(m, now)))
         return Heartbeat(self.me, self.boot, self._seq, self._ready_since is not None,
-                         self._leaving, tuple(sorted(self.interfaces)), wall)
+                         self._leaving, tuple(sorted(self.interfaces)), wall, down)
 
     def self_live(self, now: float) -> bool:
         self._update_ready(now)
-        return self._ready_since is not None and now >= self._ready_since + self.config.join_delay
+        if self._ready_since is None or now < self._ready_since + self.config.join_delay:
+            return False
+        if self.relearning(now):
+            return self._self_reported  # no churn while our view is being refreshed
+        if any(n in self._dissent and n in self.members and self._alive(p, now)
+               for n, p in self._peers.items()):
+            return False  # rule C: a live peer says we are dead: it (or another) has our VIPs
+        return now >= self._consent_at + self.config.join_delay
 
     def peer_live(self, name: str, now: float) -> bool:
         peer = self._peers.get(name)
-        if peer is None or name not in self.members:
+        if peer is None or name not in self.members or not self._alive(peer, now):
             return False
-        if peer.refused_at is not None and peer.refused_at >= peer.last_seen:
-            return False
-        return peer.ready and not peer.leaving and now - peer.last_seen < self.config.timeout
+        if name in self._dead:  # rule H
+            back = self._back.get(name)
+            return back is not None and now >= back + self.config.holddown
+        return True
 
     def live(self, now: float) -> Mapping[str, frozenset[str] | None]:
         """Live nodes (this one included when it is live) -> their reported interfaces."""
+        self._note_deaths(now)
         out: dict[str, frozenset[str] | None] = {
             name: peer.interfaces for name, peer in self._peers.items()
             if self.peer_live(name, now)
         }
-        if self.me in self.members and self.self_live(now):
+        self._reported = frozenset(out)
+        self._self_reported = self.me in self.members and self.self_live(now)
+        if self._self_reported:
             out[self.me] = self.interfaces
         return out
 
     def next_change(self, now: float) -> float | None:
         """Earliest future time at which ``live()`` may change without any new input."""
         times = [p.last_seen + self.config.timeout for n, p in self._peers.items()
-                 if self.peer_live(n, now)]
+                 if self._alive(p, now)]
+        times += [b + self.config.holddown for b in self._back.values()]
+        if self._relearn is not None:
+            times.append(self._relearn_until)
         if not self._isolated and not self._leaving and self._synced:
             if self._ready_since is None:
                 times.append(self._listening_since + self.config.timeout)
-            elif now < self._ready_since + self.config.join_delay:
+            else:
                 times.append(self._ready_since + self.config.join_delay)
+                times.append(self._consent_at + self.config.join_delay)
         future = [t for t in times if t > now]
         return min(future) if future else None
 
@@ -303,3 +436,6 @@ class Membership:
         """Drop state of peers that are no longer members (Node deleted)."""
         for name in [n for n in self._peers if n not in self.members]:
             del self._peers[name]
+            self._dead.pop(name, None)
+            self._back.pop(name, None)
+            self._dissent.discard(name)

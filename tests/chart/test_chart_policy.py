@@ -253,9 +253,13 @@ def test_ingress_service_maps_80_443_onto_high_container_ports() -> None:
         (container,) = containers(workload)
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         by_port = {p["port"]: p["targetPort"] for p in service["spec"]["ports"]}
-        assert set(by_port) == {80, 443}
-        for target in by_port.values():
-            assert ports[target] >= 1024, "HAProxy listens on unprivileged ports (non-root)"
+        # ingress.tcp (all-options: 53 and 5432) adds its ports; 53 listens on 10053.
+        tcp = {53: 10053, 5432: 5432} if case == "all-options" else {}
+        assert set(by_port) == {80, 443, *tcp}
+        for port, target in by_port.items():
+            number = tcp[port] if port in tcp else ports[target]
+            assert number >= 1024, "HAProxy listens on unprivileged ports (non-root)"
+            assert target == tcp.get(port, target)
         labels = workload["spec"]["template"]["metadata"]["labels"]
         assert service["spec"]["selector"].items() <= labels.items()
         args = container["args"]

@@ -178,6 +178,20 @@ class Client:
         result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
         return result
 
+    def udp_request(self, vip: str, port: int, payload: str = "hostname",
+                    timeout: float = 2.0) -> str | None:
+        """One datagram to vip:port from the client; the answer's text, None if none came."""
+        prog = ("import socket, sys\n"
+                "s = socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET,"
+                " socket.SOCK_DGRAM)\n"
+                "s.settimeout(float(sys.argv[4]))\n"
+                "s.sendto(sys.argv[3].encode(), (sys.argv[1], int(sys.argv[2])))\n"
+                "try:\n    print(s.recv(2048).decode('utf-8', 'replace'))\n"
+                "except OSError:\n    print('')\n")
+        out = self.exec("python3", "-c", prog, vip, str(port), payload, str(timeout),
+                        check=False).strip()
+        return out or None
+
     def neighbour_mac(self, vip: str) -> str | None:
         """MAC address the client resolved the VIP to (its ARP cache), if any."""
         out = self.exec("ip", "neigh", "show", vip, check=False)

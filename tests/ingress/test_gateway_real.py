@@ -160,3 +160,97 @@ def test_gateway_service_selects_ingress_pods(hx: Harness) -> None:
     assert {(p["port"], p["targetPort"]) for p in svc["spec"]["ports"]} == {
         (80, port_of(res)), (8080, port_of(res, port=8080))}
     assert svc["spec"]["selector"] == {"app.kubernetes.io/component": "ingress"}
+
+
+class _TLSEcho:
+    """A TLS server thread answering each connection with its name (a passthrough backend)."""
+
+    def __init__(self, name: str, crt: Path, key: Path) -> None:
+        import socket
+        import ssl
+        import threading
+
+        self.name = name.encode()
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(str(crt), str(key))
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.sock.settimeout(0.2)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        import ssl
+
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            try:
+                conn.settimeout(5)
+                with self.ctx.wrap_socket(conn, server_side=True) as tls:
+                    tls.sendall(self.name)
+            except (OSError, ssl.SSLError):
+                conn.close()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+def _tls_read(port: int, sni: str) -> bytes:
+    import socket
+    import ssl
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+            ctx.wrap_socket(raw, server_hostname=sni) as tls:
+        return tls.recv(100)
+
+
+def test_tcp_and_tls_passthrough_listeners(hx: Harness, tmp_path: Path,
+                                           backends: dict[str, Backend]) -> None:
+    hx.world.backend_service("svc-a", [backends["A"]])
+    crt, key, _ = make_cert(tmp_path, "pass.example", ["pass.example", "other.example"])
+    (tmp_path / "c.pem").write_bytes(crt)
+    (tmp_path / "k.pem").write_bytes(key)
+    echoes = {n: _TLSEcho(n, tmp_path / "c.pem", tmp_path / "k.pem") for n in ("T1", "T2")}
+    try:
+        for n, e in echoes.items():
+            hx.world.add(service(f"tls-{n.lower()}"))
+            hx.world.set_endpoints(f"tls-{n.lower()}", [("127.0.0.1", e.port)])
+        gw = GatewayWorld()
+        gw.add(gateway("gw", listener("tcp", 5432, "TCP"),
+                       listener("tls", 8443, "TLS", tls={"mode": "Passthrough"})))
+        tcp = httproute("db", {"backendRefs": [backend_ref("svc-a")]},
+                        parents=[{"name": "gw", "sectionName": "tcp"}])
+        tcp["kind"] = "TCPRoute"
+        tls1 = httproute("t1", {"backendRefs": [backend_ref("tls-t1")]},
+                         hostnames=["pass.example"],
+                         parents=[{"name": "gw", "sectionName": "tls"}])
+        tls2 = httproute("t2", {"backendRefs": [backend_ref("tls-t2")]},
+                         parents=[{"name": "gw", "sectionName": "tls"}])
+        for r in (tls1, tls2):
+            r["kind"] = "TLSRoute"
+        bad = httproute("wrong-kind", http_rule(backend_ref("svc-a")),
+                        parents=[{"name": "gw", "sectionName": "tcp"}])
+        gw.add(tcp, tls1, tls2, bad)
+        res = gw.sync(hx)
+        st = res.plan.route_status
+        assert st[("HTTPRoute", "default", "wrong-kind")][0]["conditions"][0][:3] == (
+            "Accepted", False, "NotAllowedByListeners")
+        assert st[("TCPRoute", "default", "db")][0]["conditions"][0][1] is True
+        # TCP: bytes pass through untouched (here, an HTTP exchange with the backend).
+        assert get(port_of(res, port=5432), "any", "/x").name == "A"
+        # TLS passthrough: chosen by SNI, decrypted only by the backend.
+        tls_port = port_of(res, port=8443)
+        assert _tls_read(tls_port, "pass.example") == b"T1"
+        assert _tls_read(tls_port, "other.example") == b"T2"
+    finally:
+        for e in echoes.values():
+            e.stop()

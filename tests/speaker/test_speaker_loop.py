@@ -64,6 +64,7 @@ def world() -> Iterator[tuple[Emulator, Speaker, FakeL2, FakeClock]]:
     emu = Emulator(bookmark_interval=0.5).start()
     clock = FakeClock()
     args = parse_args(["--node-name", "n1", "--server", emu.url, "--liveness-port", "0",
+                       "--liveness-in-process",
                        "--no-bgp", "--metrics-addr", "127.0.0.1:0", "--interfaces", "lo"])
     sp = Speaker(args, structlog.get_logger(), clock=clock)
     _close_real_l2(sp)

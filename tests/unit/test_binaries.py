@@ -152,3 +152,35 @@ def test_built_gateway_api_suite_and_crds() -> None:
         text = p.read_text()
         assert "gateway.networking.k8s.io/bundle-version: v1.6.3" in text
         assert "gateway.networking.k8s.io/channel: standard" in text
+
+
+def test_metallb_product_builds_controller_and_speaker_and_copies_crds_and_manifest() -> None:
+    ml = _product("metallb")
+    assert ml.module == "go.universe.tf/metallb" and ml.version == binaries.METALLB_VERSION
+    assert dict(ml.packages) == {"metallb-controller": "go.universe.tf/metallb/controller",
+                                 "metallb-speaker": "go.universe.tf/metallb/speaker"}
+    assert not ml.staging_replaces  # its go.mod has no relative replaces
+    assert ("go.universe.tf/metallb", "config/crd/bases", "*.yaml", "crds") in ml.copies
+    assert ("go.universe.tf/metallb", "config/manifests", "metallb-native.yaml",
+            "manifests") in ml.copies
+    assert any("internal/version.gitBranch=v0.15.2" in f for f in ml.ldflags)
+    assert binaries.product_dir(ml).name == "metallb-v0.15.2"
+    text = binaries.wrapper_gomod(ml, "module go.universe.tf/metallb\n\ngo 1.24.0\n")
+    assert "require go.universe.tf/metallb v0.15.2" in text and "replace" not in text
+
+
+def test_built_metallb() -> None:
+    """The cached build (make binaries): both programs run, and the CRDs and the native
+    manifest are the release's."""
+    for name in ("metallb-controller", "metallb-speaker"):
+        proc = subprocess.run([str(binaries.binary(name)), "--help"], capture_output=True,
+                              text=True, timeout=30, check=False)
+        assert "-ml-bindport" in proc.stderr or name == "metallb-controller", proc.stderr
+        assert "-namespace" in proc.stderr, proc.stderr
+    names = {p.name for p in binaries.metallb_crds()}
+    for kind in ("ipaddresspools", "l2advertisements", "bgpadvertisements", "bgppeers",
+                 "communities"):
+        assert f"metallb.io_{kind}.yaml" in names
+    manifest = binaries.metallb_manifest().read_text()
+    assert "image: quay.io/metallb/speaker:v0.15.2" in manifest
+    assert "image: quay.io/metallb/controller:v0.15.2" in manifest

@@ -39,6 +39,7 @@ def plan(*objs: dict[str, Any], services: dict[tuple[str, str], Any] | None = No
     inp = Inputs(classes=tuple(kinds.get("GatewayClass", [gateway_class()])),
                  gateways=tuple(kinds.get("Gateway", [])),
                  httproutes=tuple(kinds.get("HTTPRoute", [])),
+                 grpcroutes=tuple(kinds.get("GRPCRoute", [])),
                  grants=tuple(kinds.get("ReferenceGrant", [])),
                  namespaces=namespaces or {},
                  services=services if services is not None else {
@@ -82,7 +83,8 @@ def test_class_and_gateway_accepted_and_listeners_programmed() -> None:
     li = st["listeners"][0]
     assert conds(li)["Programmed"] == (True, "Programmed")
     assert li["attachedRoutes"] == 1
-    assert li["supportedKinds"] == [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}]
+    assert li["supportedKinds"] == [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"},
+                                    {"group": "gateway.networking.k8s.io", "kind": "GRPCRoute"}]
     parent = p.route_status[("HTTPRoute", "default", "r")][0]
     assert conds(parent) == {"Accepted": (True, "Accepted"),
                              "ResolvedRefs": (True, "ResolvedRefs")}
@@ -212,3 +214,22 @@ def test_unsafe_filter_values_are_refused_not_rendered() -> None:
     p = plan(gateway("gw", listener("http")), httproute("r", rule))
     parent = p.route_status[("HTTPRoute", "default", "r")][0]
     assert conds(parent)["ResolvedRefs"] == (False, "UnsupportedValue")
+
+
+def test_grpc_matches_are_path_matches_on_service_and_method() -> None:
+    rule = {"matches": [
+        {"method": {"service": "echo.Echo", "method": "Say"}},
+        {"method": {"service": "echo.Echo"}},
+        {"method": {"method": "Say"}},
+        {"method": {"type": "RegularExpression", "service": "echo\\..*", "method": "S.*"}},
+        {"headers": [{"name": "x-v", "value": "1"}]},
+    ], "backendRefs": [backend_ref("svc")]}
+    route = httproute("g", rule)
+    route["kind"] = "GRPCRoute"
+    p = plan(gateway("gw", listener("http")), route)
+    got = {(r.match.path_kind, r.match.path, len(r.match.headers)) for r in p.rules}
+    assert got == {("Exact", "/echo.Echo/Say", 0), ("Regex", "/echo\\.Echo/[^/]+", 0),
+                   ("Regex", "/[^/]+/Say", 0), ("Regex", "/echo\\..*/S.*", 0),
+                   ("Prefix", "/", 1)}
+    # gRPC backends speak HTTP/2 (cleartext) whatever the Service says.
+    assert all(b.ann.backend_protocol == "GRPC" for b in p.backends.values())
