@@ -1,15 +1,23 @@
 """Ingress tier benchmark: proxy overhead, endpoint-change latency, 10,000-Ingress scale, RSS.
 
-Run:  .venv/bin/python bench/ingress.py [--ingresses 10000] [--seconds 5]
+Run:  .venv/bin/python bench/ingress.py [--ingresses 10000] [--seconds 5] [--rounds 5]
+      .venv/bin/python bench/ingress.py --skip 2,3,4          (throughput vs nginx only)
 
 Prints, in one run:
-1. req/s and p50/p99 latency (wrk -t1 -c32, keep-alive) directly to a backend, through a
-   minimal hand-written HAProxy config (also: the same plus the X-Forwarded-For/-Proto
-   headers every ingress must send), and through Portico's rendered config (same HAProxy,
-   one thread each), in interleaved rounds; the ratio is the median of per-round ratios,
-   with each proxy's CPU time per request beside it. Target: Portico >= 0.95 x hand-written.
-   The backend is a second HAProxy answering with ``http-request return``: a Python backend
-   tops out far below the proxy and would hide its cost.
+1. req/s, p50/p99 latency and each proxy's CPU time per request (utime + stime of all its
+   processes from /proc, divided by the requests wrk completed) for: direct to the backend;
+   a minimal hand-written HAProxy config (also with the X-Forwarded-For/-Proto headers every
+   ingress must send); Portico's rendered config; and nginx (Debian's) configured as
+   ingress-nginx renders one host: keep-alive upstream pool, HTTP/1.1 upstream,
+   ``Connection ""``, Host + X-Forwarded-For/-Host/-Proto ("nginx minimal"), and the same
+   with ingress-nginx's full header set. 1 HAProxy thread vs 1 nginx worker, wrk -t1 -c32
+   keep-alive, interleaved rounds in rotating order; ratios against nginx minimal are
+   medians of per-round ratios. Target: Portico's CPU per request <= nginx minimal's.
+   Neither side logs requests (Portico renders no access log; ingress-nginx's default access
+   log is turned off here). No Lua in nginx (ingress-nginx runs its balancer in Lua: the
+   hand-written upstream is the cheaper, stricter peer). The backend is a second HAProxy
+   answering with ``http-request return``: a Python backend tops out far below the proxy
+   and would hide its cost. Writes ``bench/results/ingress-throughput-<time>.json``.
 2. Time from an endpoint change (Syncer.sync with the new EndpointSlice) to the first
    response from the new endpoint, seen by a client polling in a tight loop. Target < 100 ms.
 3. With N Ingress objects (each its own host and Service): full render + haproxy -c + start,
@@ -45,7 +53,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.procstat import cpu_seconds, memory_mb, process_tree
+from bench.procstat import cpu_seconds, machine_cpu_seconds, memory_mb, process_tree
 from ingress.core.render import Settings
 from ingress.haproxy import DataPlane
 from ingress.sync import Syncer
@@ -334,18 +342,25 @@ def section_throughput(tmp: Path, seconds: int, rounds: int, keys: list[str]) ->
     # Interleaved rounds in rotating order: the machine is shared and its load drifts, so
     # each ratio compares runs of the same round and the figure is the median over rounds;
     # each proxy's own CPU time per request (all its processes) is a steadier view.
+    load0, busy0, t0 = os.getloadavg()[0], machine_cpu_seconds(), time.monotonic()
     for i in range(rounds):
         order = order0[i % len(order0):] + order0[:i % len(order0)]
         for key in order:
             port, pids = targets[key]
             runs[key].append(wrk(port, seconds, pids))
+    busy = (machine_cpu_seconds() - busy0) / (time.monotonic() - t0)
+    load1 = os.getloadavg()[0]
+    # Others' work on the machine shifts every row: say how busy it was.
+    print(f"  machine during the rounds: {busy:.2f} of {os.cpu_count()} CPUs busy, "
+          f"load average {load0:.1f} -> {load1:.1f}")
     base = runs.get(BASE)
     print(f"  {'path':<30}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'CPU us/req':>11}"
           f"{'req/s vs':>10}{'CPU vs':>8}   (medians over rounds;")
     print(f"  {'':<30}{'':>9}{'':>8}{'':>8}{'':>11}{'nginx-min':>10}{'n-min':>8}"
           "    ratios: median of per-round ratios)")
     result: dict[str, Any] = {"rounds": rounds, "seconds": seconds, "wrk": "-t1 -c32",
-                              "base": BASE, "paths": {}}
+                              "base": BASE, "machine_busy_cpus": round(busy, 2),
+                              "loadavg_before_after": [load0, load1], "paths": {}}
     for key, label, what in PATHS:
         if key not in runs:
             continue

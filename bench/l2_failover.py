@@ -66,6 +66,12 @@ agent restarts a killed speaker pod: a different story). The data path is a TCP 
 to VIP:80, answered (SYN-ACK) through kube-proxy by a backend pod: kube-proxy forwards the
 Service's ports only, so an ICMP echo to a VIP gets no answer on a real cluster.
 
+``--metallb`` (with ``--lab-cluster``): MetalLB on the same lab cluster as a second mode
+(``metallb-lab-cluster``): the release's manifest with ``lab.metallb.LAB_CHANGES``, its own
+``loadBalancerClass``, pool and VIP (``METALLB_VIP``, asked for with MetalLB's annotation),
+memberlist on ``METALLB_ML_PORT``; the same backend pods, prober, faults (cut, cutall) and
+trials, interleaved with Portico's; the table ends with MetalLB/Portico ratios.
+
 ``--compare``: both labs at once (they share nothing but the machine) and the trials
 interleaved, one trial of each mode in turn, so both see the same machine load.
 
@@ -78,7 +84,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -99,7 +104,10 @@ from lab.failover import (
     analyse,
     count_overlaps,
     current_owner,
+    log_events,
+    speaker_group_signal,
 )
+from lab.hogs import start_hogs, stop_hogs
 from lab.topology import CLIENT_HOST, SEG_A4, Lab
 from lab.wait import wait_until
 
@@ -121,6 +129,17 @@ CLUSTER_APP = "steady"
 AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.53"
 CLUSTER_SCENARIOS = ("cut", "cutall")
 RESTORE_TIMEOUT_S = 30.0
+# --metallb: MetalLB (lab.metallb, built from its Go module) on the same lab cluster, serving
+# only Services of its own loadBalancerClass from its own range of segment A (outside
+# Portico's e2e pool), memberlist moved off Portico's heartbeat port 7946.
+METALLB_CLASS = "bench.portico.dev/metallb"
+METALLB_POOL, METALLB_RANGE = "bench-metallb", "192.0.2.220-192.0.2.223"
+METALLB_VIP = "192.0.2.220"
+METALLB_APP = "steady-metallb"
+METALLB_ML_PORT = 7947
+# MetalLB learns of a dead node from memberlist (suspicion, then dead): seconds, not
+# milliseconds, so its trials watch longer than OBSERVE, or the outage would be the window.
+METALLB_OBSERVE_S = 15.0
 
 
 @dataclass
@@ -172,14 +191,6 @@ def lab_setup(lab: Lab) -> None:
     wait_until(lambda: lab.service_ips("bench6") == [VIP6], 20, what="VIP6 assigned")
     current_owner(lab, VIP)
     current_owner(lab, VIP6)
-
-
-def speaker_group_signal(lab: Lab, node: str, sig: int) -> None:
-    """``sig`` to the speaker's process group: the speaker and its heartbeat process (the lab
-    starts each speaker in a session of its own, so its PID is the group's id)."""
-    proc = lab.procs[f"speaker-{node}"]
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.popen.pid, sig)
 
 
 def lab_mode(lab: Lab, probe: str = "icmp", family: int = 4, freeze_s: float = FREEZE_S,
@@ -287,72 +298,81 @@ def cluster_mode(lc: Any) -> Mode:
                 CLUSTER_SCENARIOS, info={"figures": dict(lc.figures)})
 
 
+def metallb_mode(lc: Any, stack: contextlib.ExitStack) -> Mode:
+    """MetalLB on the lab cluster (``cluster_mode``'s first): its release manifest with the
+    lab's changes, L2 mode with memberlist, a pool of its own, and a Service of its class
+    (MetalLB's own annotation asks for ``METALLB_VIP``) in front of the same backend pods. The
+    faults are the lab cluster's (the owner's cables); same prober, same trials, interleaved."""
+    from lab import metallb
+    from lab.labcluster import CONTROL_PLANE_ROLE
+
+    lab = lc.lab
+    assert lab is not None
+    mlb = metallb.MetalLBInLab(lc, lb_class=METALLB_CLASS, ml_port=METALLB_ML_PORT)
+    stack.callback(mlb.uninstall)
+    mlb.install()
+    mlb.apply_pools({METALLB_POOL: METALLB_RANGE}, {"matchExpressions": [
+        {"key": CONTROL_PLANE_ROLE, "operator": "DoesNotExist"}]})
+    svc = {"apiVersion": "v1", "kind": "Service",
+           "metadata": {"name": METALLB_APP, "namespace": CLUSTER_NS,
+                        "annotations": {"metallb.io/loadBalancerIPs": METALLB_VIP}},
+           "spec": {"type": "LoadBalancer", "loadBalancerClass": METALLB_CLASS,
+                    "externalTrafficPolicy": "Cluster", "selector": {"app": CLUSTER_APP},
+                    "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}
+    lc.kubectl("apply", "-f", "-", input_text=json.dumps(svc))
+    wait_until(lambda: lab.service_ips(METALLB_APP, CLUSTER_NS) == [METALLB_VIP], 60,
+               what="MetalLB: VIP assigned")
+    wait_until(lambda: lab.http_get(METALLB_VIP, timeout=1.0) is not None, 60,
+               interval=0.5, what="MetalLB: VIP answers HTTP from the client")
+    current_owner(lab, METALLB_VIP)
+
+    def fault(scenario: str, owner: str) -> None:
+        lab.cut_link(owner, up=False, mgmt=scenario == "cutall")
+
+    def restore(scenario: str, owner: str) -> None:
+        lab.cut_link(owner, up=True, mgmt=scenario == "cutall")
+
+    prober = SynProber(lab.client, "pl-eth0", METALLB_VIP, f"{SEG_A4}.{CLIENT_HOST}", 80)
+    return Mode("metallb-lab-cluster", lab, METALLB_VIP, prober, "tcp-syn", fault, restore,
+                ("cut", "cutall"),
+                observe={"cut": METALLB_OBSERVE_S, "cutall": METALLB_OBSERVE_S},
+                info={"peer": f"MetalLB {_metallb_version()} (L2, memberlist)",
+                      "metallb_lab_changes": list(metallb.LAB_CHANGES),
+                      "figures": dict(mlb.figures)})
+
+
+def _metallb_version() -> str:
+    from lab.controlplane import binaries
+
+    return binaries.METALLB_VERSION
+
+
+def print_ratios(portico: Mode, peer: Mode) -> dict[str, Any]:
+    """Per scenario both modes ran: outage and takeover p50/p99 of each, and peer/Portico."""
+    rows: dict[str, Any] = {}
+    print(f"\n== {peer.name} / {portico.name} (same prober, trials interleaved)")
+    print(f"{'scenario':10} {'metric':9} {'Portico p50/p99 (ms)':>22} "
+          f"{'peer p50/p99 (ms)':>19} {'ratio p50/p99':>15}")
+    for sc in portico.results:
+        a, b = portico.results.get(sc) or [], peer.results.get(sc) or []
+        if not a or not b:
+            continue
+        for metric in ("outage", "takeover"):
+            xa = [v * 1000 for t in a if (v := getattr(t, metric)) is not None]
+            xb = [v * 1000 for t in b if (v := getattr(t, metric)) is not None]
+            if not xa or not xb:
+                print(f"{sc:10} {metric:9} {'(none)':>22}")
+                continue
+            pa, pb = (pct(xa, 50), pct(xa, 99)), (pct(xb, 50), pct(xb, 99))
+            ratio = tuple(round(y / x, 2) if x else None for x, y in zip(pa, pb, strict=True))
+            rows.setdefault(sc, {})[metric] = {"portico_ms": pa, "peer_ms": pb,
+                                               "ratio": ratio}
+            print(f"{sc:10} {metric:9} {pa[0]:10.0f}/{pa[1]:6.0f}      "
+                  f"{pb[0]:8.0f}/{pb[1]:6.0f}    {ratio[0]!s:>6}/{ratio[1]!s:<6}")
+    return rows
+
+
 # ---- soak: no fault, CPU hogs and memory churn at a higher priority than the speakers -------
-
-CPU_HOG = """import time
-end = time.monotonic() + {seconds}
-while time.monotonic() < end:
-    pass
-"""
-# Allocates 64 MiB chunks, touches every page (bytearray is calloc'd: untouched pages cost
-# nothing), frees them all at the cap and starts again: page faults, zeroing and freeing.
-MEM_HOG = """import time
-end = time.monotonic() + {seconds}
-chunk = 64 << 20
-ones = b"\\x01" * (chunk // 4096)
-held = []
-while time.monotonic() < end:
-    b = bytearray(chunk)
-    b[::4096] = ones
-    held.append(b)
-    if len(held) * 64 >= {mb}:
-        held.clear()
-"""
-
-
-def start_hogs(seconds: float, mem_mb: int, nice: int = -10) -> list[subprocess.Popen[bytes]]:
-    """One busy loop per core and one memory churner, at ``nice``; each stops by itself after
-    ``seconds`` (bounded even if the bench dies), the caller kills them by PID."""
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def renice() -> None:
-        os.nice(nice)
-
-    try:
-        for _ in range(os.cpu_count() or 1):
-            procs.append(subprocess.Popen(
-                [sys.executable, "-c", CPU_HOG.format(seconds=seconds)], preexec_fn=renice))
-        if mem_mb > 0:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-c", MEM_HOG.format(seconds=seconds, mb=mem_mb)],
-                preexec_fn=renice))
-    except BaseException:
-        stop_hogs(procs)
-        raise
-    return procs
-
-
-def stop_hogs(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        with contextlib.suppress(ProcessLookupError):
-            p.kill()
-    for p in procs:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            p.wait(5)
-
-
-def log_events(lab: Lab, event: str, skip_empty_gain: bool = False) -> int:
-    """How many ``event`` lines all speakers' logs hold (``l2_ownership`` lines that gain no
-    VIP are not takeovers and are skipped with ``skip_empty_gain``)."""
-    n = 0
-    for node in lab.nodes:
-        path = lab.dir / f"speaker-{node.name}.log"
-        with contextlib.suppress(OSError), open(path, errors="replace") as f:
-            for line in f:
-                if f"event='{event}'" in line and not (skip_empty_gain and "gained=[]" in line):
-                    n += 1
-    return n
-
 
 def soak(modes: list[Mode], seconds: float, hogs: bool, mem_mb: int) -> dict[str, Any]:
     """No fault for ``seconds``; what moved meanwhile (see the module docstring)."""
@@ -425,6 +445,9 @@ def print_soak(result: dict[str, Any]) -> bool:
 
 
 def cluster_cleanup(lc: Any) -> None:
+    with contextlib.suppress(Exception):
+        lc.kubectl("delete", "service", METALLB_APP, "-n", CLUSTER_NS, "--ignore-not-found",
+                   check=False)
     with contextlib.suppress(Exception):
         lc.kubectl("delete", "service", CLUSTER_APP, "-n", CLUSTER_NS, "--ignore-not-found",
                    check=False)
@@ -566,6 +589,10 @@ def main(argv: list[str] | None = None) -> int:
                          "knows cut and cutall (segment A and management cables)")
     ap.add_argument("--lab-cluster", action="store_true",
                     help="run on the lab cluster (chart-installed speakers) instead")
+    ap.add_argument("--metallb", action="store_true",
+                    help="lab cluster: also MetalLB (built from its Go module) on the same "
+                         "cluster, with its own class, pool and VIP; its trials interleaved "
+                         "with Portico's, and the ratio printed")
     ap.add_argument("--compare", action="store_true",
                     help="both labs, trials interleaved (lab, lab cluster, lab, ...)")
     ap.add_argument("--lab-probe", choices=("icmp", "syn"), default="icmp",
@@ -586,6 +613,9 @@ def main(argv: list[str] | None = None) -> int:
                          "counting takeovers (must be 0)")
     ap.add_argument("--hogs", action="store_true",
                     help="soak: CPU hogs (one per core) and a memory churner at nice -10")
+    ap.add_argument("--liveness-in-process", action="store_true",
+                    help="control run: speakers keep their heartbeats in-process (no real-time "
+                         "heartbeat process), to see what the hogs do to them")
     ap.add_argument("--hog-mem-mb", type=int, default=1024,
                     help="soak --hogs: memory the churner holds at most (MiB; 0: none)")
     args = ap.parse_args(argv)
@@ -602,6 +632,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--soak-seconds runs on today's lab only")
     if args.lab_cluster and args.compare:
         ap.error("--compare already runs the lab cluster")
+    if args.metallb and not (args.lab_cluster or args.compare):
+        ap.error("--metallb runs on the lab cluster: add --lab-cluster")
     want = ((["lab"] if not args.lab_cluster else []) +
             (["lab-cluster"] if args.lab_cluster or args.compare else []))
     scenarios = [s for s in (args.scenarios or (
@@ -619,7 +651,8 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         modes: list[Mode] = []
         if "lab" in want:
-            lab = stack.enter_context(Lab(nodes_count=3))
+            lab = stack.enter_context(Lab(nodes_count=3, speaker_args=tuple(
+                ["--liveness-in-process"] if args.liveness_in_process else [])))
             lab_setup(lab)
             for fam in families:
                 modes.append(lab_mode(lab, args.lab_probe, fam, args.freeze_seconds,
@@ -633,6 +666,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"lab cluster up in {time.monotonic() - t0:.0f} s: {lc.figures}",
                   file=sys.stderr, flush=True)
             modes.append(cluster_mode(lc))
+            if args.metallb:
+                modes.append(metallb_mode(lc, stack))
         for mode in modes:
             mode.results = {s: [] for s in scenarios if s in mode.scenarios}
             mode.prober.start()
@@ -682,6 +717,14 @@ def main(argv: list[str] | None = None) -> int:
                              "TCP SYN-ACK" if mode.probe == "tcp-syn" else "ICMP echo reply",
                              mode.name)
                 print(f"timeline of one {worst.scenario} trial (worst outage): {png}")
+        by_name = {m.name: m for m in modes}
+        if "lab-cluster" in by_name and "metallb-lab-cluster" in by_name:
+            ratios = print_ratios(by_name["lab-cluster"], by_name["metallb-lab-cluster"])
+            path = args.out / f"l2_failover-ratio-metallb-{stamp}.json"
+            path.write_text(json.dumps({"bench": "l2_failover", "started": stamp,
+                                        "argv": sys.argv[1:], "ratios": ratios},
+                                       indent=1) + "\n")
+            print(f"results: {path}")
         print("targets met" if ok else "TARGETS MISSED")
     return 0 if ok else 1
 

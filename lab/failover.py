@@ -280,6 +280,28 @@ def count_overlaps(by_round: dict[int, set[str]], nrounds: int, owner_mac: str, 
     return overlaps, moves, late
 
 
+def speaker_group_signal(lab: Lab, node: str, sig: int) -> None:
+    """``sig`` to the speaker's process group: the speaker and its heartbeat process (the lab
+    starts each speaker in a session of its own, so its PID is the group's id) — how a frozen
+    container or a stalled machine stops both."""
+    proc = lab.procs[f"speaker-{node}"]
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.popen.pid, sig)
+
+
+def log_events(lab: Lab, event: str, skip_empty_gain: bool = False) -> int:
+    """How many ``event`` lines all speakers' logs hold (``l2_ownership`` lines that gain no
+    VIP are not takeovers and are skipped with ``skip_empty_gain``)."""
+    n = 0
+    for node in lab.nodes:
+        path = lab.dir / f"speaker-{node.name}.log"
+        with contextlib.suppress(OSError), open(path, errors="replace") as f:
+            for line in f:
+                if f"event='{event}'" in line and not (skip_empty_gain and "gained=[]" in line):
+                    n += 1
+    return n
+
+
 def current_owner(lab: Lab, vip: str) -> tuple[str, str]:
     macs = wait_until(lambda: (m := lab.who_has(vip, timeout=0.2)) and len(m) == 1 and m, 20,
                       what="a single owner")

@@ -65,6 +65,7 @@ class RouterNeighbor:
     asn: int
     password: str | None = None
     hold_time: int = 3  # LAB: the "SIGKILL healed by the hold time" test configures 3 s
+    bfd: bool = False  # `neighbor X bfd profile portico` (needs FrrRouter(bfd=True))
 
 
 @dataclass
@@ -77,6 +78,8 @@ class FrrRouter:
     neighbors: Sequence[RouterNeighbor] = ()
     workdir: Path = Path("/tmp")
     bfd: bool = False
+    # BFD profile "portico" for neighbors with bfd=True: (receive ms, transmit ms, multiplier)
+    bfd_timers: tuple[int, int, int] = (300, 300, 3)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -105,6 +108,8 @@ class FrrRouter:
             lines.append(f" neighbor {n.address} timers connect 1")
             if n.password:
                 lines.append(f" neighbor {n.address} password {n.password}")
+            if n.bfd:
+                lines.append(f" neighbor {n.address} bfd profile portico")
         for fam in ("ipv4", "ipv6"):
             lines.append(f" address-family {fam} unicast")
             lines.append("  maximum-paths 16")
@@ -119,7 +124,11 @@ class FrrRouter:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.rundir.mkdir(parents=True, exist_ok=True)
         shutil.chown(self.rundir, "frr", "frr")
-        confs = {"zebra": "hostname z\n", "bgpd": self._bgpd_conf(), "bfdd": "hostname b\n"}
+        rx, tx, mult = self.bfd_timers
+        bfdd_conf = ("hostname b\nbfd\n profile portico\n"
+                     f"  receive-interval {rx}\n  transmit-interval {tx}\n"
+                     f"  detect-multiplier {mult}\n exit\nexit\n")
+        confs = {"zebra": "hostname z\n", "bgpd": self._bgpd_conf(), "bfdd": bfdd_conf}
         daemons = ["zebra", *(["bfdd"] if self.bfd else []), "bgpd"]
         for d in daemons:
             # FRR drops to user frr: the config must be readable by it (pytest's tmp dirs are
@@ -180,6 +189,12 @@ class FrrRouter:
         fam = "ipv6" if ":" in prefix else "ipv4"
         detail: dict[str, Any] = self.show_json(f"show bgp {fam} unicast {prefix}")
         return detail
+
+    def bfd_peers(self) -> dict[str, str]:
+        """``show bfd peers``: peer address -> status (up / down / init)."""
+        out = self.show_json("show bfd peers")
+        return {str(p.get("peer")): str(p.get("status")) for p in out
+                if isinstance(p, dict)} if isinstance(out, list) else {}
 
     def neighbor_states(self) -> dict[str, str]:
         out = self.show_json("show bgp neighbors")

@@ -507,6 +507,8 @@ def run_suite(lc: LabCluster, options: SuiteOptions, workdir: Path, log: Path) -
                     proc.kill()
                 proc.wait(5)
         relay.stop()
+    if options.report is not None and options.report.exists():
+        options.report.chmod(0o644)  # the suite writes it 0600; it is a document
     print(f"suite: exit {rc} after {time.monotonic() - t0:.0f} s", flush=True)
     return rc
 
@@ -592,8 +594,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM (and SIGINT, which a shell's background job inherits ignored) tear the lab
+    # down like Ctrl-C: the suite by its PID, then the cluster (context managers).
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     if os.geteuid() != 0:
         print("gateway-conformance: needs root (network namespaces)", file=sys.stderr)
         return 2

@@ -91,18 +91,34 @@ LAB_CHANGES = (
 )
 
 
-def lab_manifest(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """metallb-native.yaml's objects as the lab installs them (``LAB_CHANGES``)."""
+def lab_manifest(docs: list[dict[str, Any]], lb_class: str | None = None,
+                 ml_port: int | None = None) -> list[dict[str, Any]]:
+    """metallb-native.yaml's objects as the lab installs them (``LAB_CHANGES``).
+
+    Beside Portico on one cluster (the failover benchmark): ``lb_class`` makes MetalLB serve
+    only Services of that ``loadBalancerClass`` (Portico serves those without one), and
+    ``ml_port`` moves memberlist off 7946, the port of Portico's speaker heartbeats (both
+    run on the node's network)."""
     out = []
+    extra = {"controller": ["--webhook-mode=disabled", "--disable-cert-rotation"],
+             "speaker": []}
+    if lb_class:
+        for name in extra:
+            extra[name].append(f"--lb-class={lb_class}")
+    if ml_port:
+        extra["speaker"].append(f"--ml-bindport={ml_port}")
     for doc in docs:
         if doc.get("kind") in ("CustomResourceDefinition", "ValidatingWebhookConfiguration"):
             continue
         doc = copy.deepcopy(doc)
-        if doc.get("kind") == "Deployment" and doc["metadata"]["name"] == "controller":
+        if doc.get("kind") in ("Deployment", "DaemonSet"):
             for c in doc["spec"]["template"]["spec"]["containers"]:
-                if c["name"] == "controller":
-                    c["args"] = [*c.get("args", []), "--webhook-mode=disabled",
-                                 "--disable-cert-rotation"]
+                if c["name"] in extra and extra[c["name"]]:
+                    c["args"] = [*c.get("args", []), *extra[c["name"]]]
+                if c["name"] == "speaker" and ml_port:
+                    for port in c.get("ports", []):
+                        if str(port.get("name", "")).startswith("memberlist"):
+                            port["containerPort"] = ml_port
         out.append(doc)
     return out
 
@@ -127,11 +143,14 @@ def _list(objs: list[dict[str, Any]]) -> str:
 
 
 class MetalLBInLab:
-    """MetalLB's release manifests (L2 mode, memberlist) in a ``LabCluster`` started with
-    ``portico=False`` (two load-balancer controllers must never serve the same Services)."""
+    """MetalLB's release manifests (L2 mode, memberlist) in a ``LabCluster``: started with
+    ``portico=False`` (two load-balancer controllers must never serve the same Services), or
+    beside Portico with a ``lb_class`` of its own and memberlist on ``ml_port``."""
 
-    def __init__(self, lc: LabCluster) -> None:
+    def __init__(self, lc: LabCluster, lb_class: str | None = None,
+                 ml_port: int | None = None) -> None:
         self.lc = lc
+        self.lb_class, self.ml_port = lb_class, ml_port
         self.manifest = ""
         self.pools = ""
         self.crds_before: set[str] = set()
@@ -142,7 +161,7 @@ class MetalLBInLab:
         self.crds_before = set(self._crd_names())
         install_crds(self.lc.cp)
         docs = [d for d in yaml.safe_load_all(binaries.metallb_manifest().read_text()) if d]
-        self.manifest = _list(lab_manifest(docs))
+        self.manifest = _list(lab_manifest(docs, self.lb_class, self.ml_port))
         self.lc.kubectl("apply", "-f", "-", input_text=self.manifest)
         self.wait_ready(timeout)
         self.figures["metallb_install_to_ready_s"] = round(time.monotonic() - t0, 2)

@@ -103,7 +103,12 @@ def apply(kube: KubeClient, objects: Sequence[dict[str, Any]], out: TextIO) -> i
             try:
                 current = kube.get(res, name)
             except NotFound:
-                kube.create(res, obj)
+                try:
+                    kube.create(res, obj)
+                except NotFound as e:  # the kind itself is unknown to the server
+                    raise KubeError(f"{res.plural}.{res.group} is not served: install "
+                                    "Portico's CRDs first (the Helm chart, or kubectl apply "
+                                    "-f charts/portico/crds/)") from e
                 print(f"{what} created", file=out)
                 written += 1
                 break

@@ -285,12 +285,13 @@ class Responder:
         match decision:
             case ArpReply(vip, dst_mac, dst_ip):
                 self.metrics.requests.labels("arp", iface.name).inc()
-                self._send(iface, self._arp_reply(iface.mac, vip, dst_mac, dst_ip), "arp")
-                self.metrics.replies.labels("arp", iface.name).inc()
+                if self._send(iface, self._arp_reply(iface.mac, vip, dst_mac, dst_ip), "arp"):
+                    self.metrics.replies.labels("arp", iface.name).inc()
             case NeighborAdvertisement(vip, dst_mac, dst_ip, solicited):
                 self.metrics.requests.labels("ndp", iface.name).inc()
-                self._send(iface, self._na(iface.mac, vip, dst_ip, dst_mac, solicited), "ndp")
-                self.metrics.replies.labels("ndp", iface.name).inc()
+                if self._send(iface, self._na(iface.mac, vip, dst_ip, dst_mac, solicited),
+                              "ndp"):
+                    self.metrics.replies.labels("ndp", iface.name).inc()
             case Duplicate(vip, mac, name):
                 self._duplicate(vip, mac, name)
             case Drop() as reason:
@@ -316,6 +317,13 @@ class Responder:
             self.on_duplicate(vip, mac, iface)
 
     def _send(self, iface: _Iface, frame: bytes, proto: str) -> bool:
+        # Check the lease again right before the system call: building a frame with scapy
+        # takes milliseconds, and a freeze in between must not put a stale answer on the wire
+        # when we wake (what is left is the microseconds between this check and send()).
+        if not self.may_answer():
+            with self._lock:
+                self._stale_drops[iface.name] = self._stale_drops.get(iface.name, 0) + 1
+            return False
         try:
             iface.sock.send(frame)
             return True

@@ -20,6 +20,7 @@ from typing import Any
 
 from common.api.model import IPAddress
 from speaker import metrics as M
+from speaker.core import health as H
 from speaker.core.l2_plan import L2Plan, plan_l2
 from speaker.core.l2_report import service_conditions
 from speaker.core.liveness import LivenessConfig
@@ -31,6 +32,10 @@ from speaker.report import Lookup, Reporter, ReportState
 
 HANDOVER_TIMEOUT = 1.0  # s: upper bound on waiting for the next owner's announcement
 DUPLICATE_REPORT_EVERY = 10.0  # s: per VIP, bounds Events/log lines from a flapping claimant
+
+
+def _where(interfaces: frozenset[str] | None) -> str:
+    return "all interfaces" if interfaces is None else ", ".join(sorted(interfaces))
 
 
 class L2Announcer:
@@ -60,6 +65,8 @@ class L2Announcer:
         self._dup_last: dict[IPAddress, float] = {}
         self._build_problems: list[tuple[str, str, Any]] = []
         self._stale: list[tuple[str, str]] = []
+        self._health = H.HEALTHY  # this node's own faults (speaker.health), published below
+        self._withheld: dict[IPAddress, str] = {}
         self.responder = Responder(
             interfaces, Metrics(M.L2_REQUESTS, M.L2_REPLIES, M.L2_GRATUITOUS, M.L2_DUPLICATES,
                                 M.L2_ERRORS), log, self._on_duplicate, monotonic)
@@ -81,7 +88,7 @@ class L2Announcer:
 
     def start(self) -> None:
         self.responder.start()
-        self.liveness.set_interfaces(self.responder.interfaces())
+        self.liveness.set_interfaces(self._published_interfaces())
         self.liveness.start()
         self.reporter.start()
 
@@ -89,11 +96,27 @@ class L2Announcer:
 
     def sync(self, snapshot: ClusterSnapshot) -> None:
         self.liveness.set_nodes({n: i.addresses for n, i in snapshot.nodes.items()})
-        self.liveness.set_interfaces(self.responder.interfaces())
+        self.liveness.set_interfaces(self._published_interfaces())
         with self._lock:
             self._snapshot = snapshot
         self.liveness.set_synced(True)
         self._replan(*self._live_epoch())
+
+    def set_health(self, health: H.NodeHealth) -> None:
+        """This node's faults changed (speaker.health thread): publish them in the heartbeats
+        (how the other speakers leave this node out) and replan at once (how this node lets
+        go before they have heard)."""
+        with self._lock:
+            self._health = health
+        self.liveness.set_interfaces(self._published_interfaces())
+        self._replan(*self._live_epoch())
+
+    def _published_interfaces(self) -> list[str]:
+        """The heartbeat's interface list: interfaces with carrier, then health entries."""
+        with self._lock:
+            health = self._health
+        names = [i for i in self.responder.interfaces() if i not in health.down_interfaces]
+        return sorted(names) + H.encode(health)
 
     def _live_epoch(self) -> tuple[Mapping[str, frozenset[str] | None], int]:
         if isinstance(self.liveness, HeartbeatProcess):
@@ -136,6 +159,11 @@ class L2Announcer:
             snap = self._snapshot
             if snap is None or self._stopping:
                 return
+            if self.node in live:
+                # Our own entry as we publish it now, not as the heartbeat process last
+                # echoed it: a fault takes effect here without waiting for the round trip.
+                live = dict(live)
+                live[self.node] = frozenset(self._published_interfaces())
             plan = plan_l2(snap, live, self.node, self.responder.interfaces())
             old = self._plan.mine if self._plan is not None else {}
             self.responder.set_owned(plan.mine, epoch)
@@ -147,13 +175,15 @@ class L2Announcer:
         if lost:
             M.L2_OWNERSHIP_CHANGES.labels("released").inc(len(lost))
         M.L2_VIPS_OWNED.set(len(plan.mine))
+        with self._lock:
+            self._count_withheld(plan)
         live_names = sorted(live)
         state = ReportState(
             conditions=service_conditions(snap, plan, live_names, self.node),
             problems=[(p.ref.kind, p.ref.name, p) for p in plan.local_problems],
             gained=[(v, plan.vips[v].services,
                      f"node {self.node} announces {v} by {'ARP' if v.version == 4 else 'NDP'}"
-                     f" ({plan.vips[v].message.split('(', 1)[-1].rstrip(')')})")
+                     f" ({_where(plan.vips[v].owner_interfaces)})")
                     for v in gained],
         )
         # Cluster-wide problems are reported by one node only: the first live one by name.
@@ -163,6 +193,17 @@ class L2Announcer:
             state.problems += self._build_problems
             state.clear = list(self._stale)
         self.reporter.submit(state)
+
+    def _count_withheld(self, plan: L2Plan) -> None:
+        withheld = {v: r for v, p in plan.vips.items() for n, r in p.skipped if n == self.node}
+        for reason in H.REASONS:
+            M.VIPS_WITHHELD.labels("l2", reason).set(
+                sum(1 for r in withheld.values() if r == reason))
+        for v, r in withheld.items():
+            if self._withheld.get(v) != r:
+                M.HEALTH_WITHDRAWALS.labels("l2", r).inc()
+                self.log.info("l2_vip_withheld", vip=str(v), reason=r)
+        self._withheld = withheld
 
     def set_stale_conditions(self, services: list[tuple[str, str]]) -> None:
         """Services carrying our condition but holding no address any more."""

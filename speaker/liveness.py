@@ -235,9 +235,12 @@ class Liveness:
         try:
             with open(f"/proc/{self.watch_pid}/stat", "rb") as f:
                 state = f.read().rsplit(b")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            self._stop.set()  # the speaker is gone (PR_SET_PDEATHSIG kills us too)
-            return True
+        except (OSError, IndexError) as exc:
+            # Gone (then PR_SET_PDEATHSIG and the closed control socket end us too) or /proc
+            # hidden from us: stop watching rather than stop heartbeating.
+            self.log.warning("speaker_state_unreadable", pid=self.watch_pid, error=str(exc))
+            self.watch_pid = None
+            return False
         frozen = state in (b"T", b"t")
         if frozen and self._frozen_since is None:
             self._frozen_since = now

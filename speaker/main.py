@@ -35,6 +35,7 @@ from common.kube.status import find_condition
 from common.kube.workqueue import Outcome
 from speaker.announcer import Announcer
 from speaker.core.build import build_snapshot
+from speaker.core.health import NodeHealth
 from speaker.core.l2_report import CONDITION_TYPE
 from speaker.core.liveness import (
     DEFAULT_HOLDDOWN,
@@ -44,6 +45,7 @@ from speaker.core.liveness import (
     LivenessConfig,
 )
 from speaker.errors import LivenessKeyError
+from speaker.health import HealthMonitor
 from speaker.l2_announcer import L2Announcer
 from speaker.secrets import PasswordSecrets
 
@@ -170,6 +172,8 @@ class Speaker:
             log_level=args.log_level)
         self.announcers: list[Announcer] = [self.l2]
         self.bgp: Announcer | None = None
+        # Carrier of the speaker's interfaces and the opt-in VIP probes (speaker.health).
+        self.health = HealthMonitor(ifaces, self._on_health, log)
 
     def _on_event(self, _type: str, _obj: dict[str, Any]) -> None:
         # Informer threads only enqueue: the snapshot is rebuilt whole, so one key will do.
@@ -180,6 +184,13 @@ class Speaker:
         if inf is None:
             return None
         return inf.store.get(namespace, name)
+
+    def _on_health(self, health: NodeHealth) -> None:
+        """A local fault appeared or cleared: both announcers act on it at once."""
+        for a in self.announcers:
+            set_health = getattr(a, "set_health", None)
+            if set_health is not None:
+                set_health(health)
 
     def synced(self) -> bool:
         return all(i.has_synced() for i in self.informers.values())
@@ -222,6 +233,8 @@ class Speaker:
             secrets=secrets, secret_errors=secret_errors, namespace=self.args.namespace,
             lb_class=self.args.lb_class)
         self.l2.set_build_problems(result.problems)
+        self.health.set_targets((vip, port) for s in result.snapshot.services
+                                for vip in s.status_ips for port in s.health_probe)
         announced = {s.key for s in result.snapshot.services}
         self.l2.set_stale_conditions([
             (o["metadata"].get("namespace", ""), o["metadata"].get("name", ""))
@@ -245,6 +258,10 @@ class Speaker:
 
     def run(self) -> int:
         self.l2.start()
+        responder = getattr(self.l2, "responder", None)  # tests may stand in for layer 2
+        if responder is not None:
+            self.health.set_interfaces(responder.interfaces())
+        self.health.start()
         for inf in self.informers.values():
             inf.start()
         server = start_http_server(self.args.metrics_addr, self.synced)
@@ -265,6 +282,7 @@ class Speaker:
             except Exception as exc:
                 self.log.error("announcer_stop_failed", announcer=type(a).__name__,
                                error=repr(exc))
+        self.health.stop()
         for inf in self.informers.values():
             inf.stop()
         server.shutdown()

@@ -29,6 +29,19 @@ HEARTBEATS_REJECTED = Counter(
     "foreign_address, stale (outside the freshness window) or replayed", ["reason"])
 LIVENESS_KEYS = Gauge("portico_speaker_liveness_keys",
                       "Heartbeat keys loaded (0: no key file, heartbeats are not authenticated)")
+# Health-aware announcement (speaker.core.health): faults this node sees, VIPs it withholds.
+HEALTH_FAULTS = Gauge("portico_speaker_health_faults",
+                      "Local faults this node publishes: interfaces without carrier "
+                      "(InterfaceDown), VIPs whose probe fails (HealthProbeFailed)", ["reason"])
+HEALTH_PROBES = Counter("portico_speaker_health_probes_total",
+                        "TCP probes of VIP paths (lb.portico.dev/health-probe)", ["result"])
+VIPS_WITHHELD = Gauge("portico_speaker_vips_withheld",
+                      "VIPs this node would be eligible for but does not announce, by reason "
+                      "(InterfaceDown, NoLocalEndpoint, HealthProbeFailed)",
+                      ["mode", "reason"])
+HEALTH_WITHDRAWALS = Counter("portico_speaker_health_withdrawals_total",
+                             "Times a VIP stopped being announced by this node for its health",
+                             ["mode", "reason"])
 
 
 class LivenessMetrics:

@@ -31,6 +31,9 @@ ANNOTATION_PREFIX = "lb.portico.dev/"
 ANN_LOADBALANCER_IPS = ANNOTATION_PREFIX + "loadBalancerIPs"
 ANN_ADDRESS_POOL = ANNOTATION_PREFIX + "address-pool"
 ANN_ALLOW_SHARED_IP = ANNOTATION_PREFIX + "allow-shared-ip"
+# Opt-in node-local health probe of a Service's VIP path (speaker/core/health.py): "true"
+# probes every TCP port of the Service, "80,443" those ports; absent/"false": no probe.
+ANN_HEALTH_PROBE = ANNOTATION_PREFIX + "health-probe"
 # MetalLB's spellings of the same three annotations, honoured so that Services move from
 # MetalLB unedited: ``metallb.io/`` (current) and ``metallb.universe.tf/`` (deprecated, still
 # read by MetalLB v0.15). Precedence, highest first: Portico's own, metallb.io,
@@ -220,6 +223,11 @@ class LBService:
     # Spellings of one annotation that disagree (Portico's and MetalLB's): one message each,
     # naming the annotations and the value that won. Not an error: the Service is served.
     annotation_conflicts: tuple[str, ...] = field(default=(), compare=False)
+    # TCP ports the speakers probe through the VIP (annotation lb.portico.dev/health-probe);
+    # empty: no probe. An unusable annotation value turns the probe off and is described in
+    # ``health_probe_problem`` (it never makes the Service invalid: allocation is unaffected).
+    health_probe: tuple[int, ...] = ()
+    health_probe_problem: str | None = field(default=None, compare=False)
 
     @property
     def key(self) -> str:
@@ -307,6 +315,17 @@ class SecretKeyRef:
 
 
 @dataclass(frozen=True, slots=True)
+class BFDSettings:
+    """``spec.bfd`` of a BGPPeer: the fields of MetalLB's BFDProfile, inline. Milliseconds."""
+
+    receive_interval: int = 300
+    transmit_interval: int = 300
+    detect_multiplier: int = 3
+    passive_mode: bool = False
+    minimum_ttl: int = 254
+
+
+@dataclass(frozen=True, slots=True)
 class BGPPeer:
     name: str
     my_asn: int
@@ -320,3 +339,5 @@ class BGPPeer:
     password_secret: SecretKeyRef | None = None
     ebgp_multihop: bool = False
     node_selectors: tuple[LabelSelector, ...] = ()
+    # BFD (RFC 5880) for this session, run by FRR bfdd beside exabgp; None: off.
+    bfd: BFDSettings | None = None

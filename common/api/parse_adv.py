@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 
 from common.api.model import (
+    BFDSettings,
     BGPAdvertisement,
     BGPPeer,
     Community,
@@ -242,6 +243,7 @@ def parse_bgp_peer(obj: object) -> BGPPeer:
     secret = _secret_ref(ctx, spec)
     multihop = ctx.get_bool(spec, "ebgpMultiHop", "spec.ebgpMultiHop", False)
     selectors = selector_list(ctx, spec, "nodeSelectors", "spec.nodeSelectors")
+    bfd = _bfd(ctx, spec)
     ctx.done()
     assert my_asn is not None and peer_asn is not None and peer is not None  # else done() raised
     return BGPPeer(
@@ -250,5 +252,31 @@ def parse_bgp_peer(obj: object) -> BGPPeer:
         hold_time=effective_hold,
         keepalive_time=keepalive if keepalive is not None and keepalive >= 0 else None,
         router_id=router_id, password_secret=secret, ebgp_multihop=multihop,
-        node_selectors=selectors,
+        node_selectors=selectors, bfd=bfd,
     )
+
+
+# BFD timer bounds: MetalLB's BFDProfile (and FRR bfdd's own limits) — 10 ms .. 60 s, a
+# detect multiplier of 2..255; minimumTtl 1..254 (only for multi-hop sessions).
+BFD_MIN_INTERVAL_MS, BFD_MAX_INTERVAL_MS = 10, 60000
+
+
+def _bfd(ctx: Ctx, spec: Mapping[str, object]) -> BFDSettings | None:
+    """``spec.bfd``: absent = off; ``{}`` = on with the defaults (300 ms x 3, as MetalLB)."""
+    m = ctx.get_map(spec, "bfd", "spec.bfd")
+    if m is None:
+        return None
+    d = BFDSettings()
+    rx = ctx.get_int(m, "receiveInterval", "spec.bfd.receiveInterval", BFD_MIN_INTERVAL_MS,
+                     BFD_MAX_INTERVAL_MS, reason="InvalidBFD")
+    tx = ctx.get_int(m, "transmitInterval", "spec.bfd.transmitInterval", BFD_MIN_INTERVAL_MS,
+                     BFD_MAX_INTERVAL_MS, reason="InvalidBFD")
+    mult = ctx.get_int(m, "detectMultiplier", "spec.bfd.detectMultiplier", 2, 255,
+                       reason="InvalidBFD")
+    ttl = ctx.get_int(m, "minimumTtl", "spec.bfd.minimumTtl", 1, 254, reason="InvalidBFD")
+    passive = ctx.get_bool(m, "passiveMode", "spec.bfd.passiveMode", False)
+    return BFDSettings(
+        receive_interval=d.receive_interval if rx is None else rx,
+        transmit_interval=d.transmit_interval if tx is None else tx,
+        detect_multiplier=d.detect_multiplier if mult is None else mult,
+        passive_mode=passive, minimum_ttl=d.minimum_ttl if ttl is None else ttl)

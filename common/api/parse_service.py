@@ -8,11 +8,12 @@ because an emulator or a future API version may hand us anything.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from common.api.model import (
     ANN_ADDRESS_POOL,
     ANN_ALLOW_SHARED_IP,
+    ANN_HEALTH_PROBE,
     ANN_LOADBALANCER_IPS,
     FAMILIES,
     IPV4,
@@ -289,6 +290,7 @@ def parse_service(obj: object, lb_class: str | None) -> LBService | None:
     families = _families(ctx, spec, policy, requested, ips_key)
     labels = labels_of(ctx, meta)
     uid = ctx.get_str(meta, "uid", "metadata.uid", 128) or ""
+    probe, probe_problem = health_probe_ports(annotations.get(ANN_HEALTH_PROBE), ports)
     ctx.done()
     return LBService(
         namespace=namespace, name=name, labels=labels, requested_ips=requested,
@@ -296,7 +298,44 @@ def parse_service(obj: object, lb_class: str | None) -> LBService | None:
         traffic_policy=traffic_policy, selector=tuple(sorted(selector.items())),
         ip_families=families, family_policy=policy, status_ips=status_ips_of(obj), uid=uid,
         pool_annotation=pool_key, annotation_conflicts=tuple(conflicts),
+        health_probe=probe, health_probe_problem=probe_problem,
     )
+
+
+MAX_PROBE_PORTS = 8  # each port is one TCP connect per probe interval on every node
+
+
+def health_probe_ports(
+    value: object, ports: Iterable[ServicePort]
+) -> tuple[tuple[int, ...], str | None]:
+    """(ports, problem) of the ``lb.portico.dev/health-probe`` annotation.
+
+    Lenient on purpose: an unusable value turns the probe off and is described, it never
+    makes the Service invalid (the probe is an extra; allocation and announcement stand).
+    """
+    if value is None:
+        return (), None
+    where = f"annotation {ANN_HEALTH_PROBE}"
+    if not isinstance(value, str):
+        return (), f"{where} must be a string"
+    text = value.strip().lower()
+    if text in ("", "false"):
+        return (), None
+    if text == "true":
+        tcp = sorted({p.port for p in ports if p.protocol == "TCP"})
+        if not tcp:
+            return (), f"{where}=true but the Service has no TCP port to probe"
+        return tuple(tcp[:MAX_PROBE_PORTS]), None
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit() or not 1 <= int(part) <= 65535:
+            return (), (f"{where}={short(value)}: expected true, false or comma-separated "
+                        "TCP ports 1..65535")
+        out.append(int(part))
+    if len(out) > MAX_PROBE_PORTS:
+        return (), f"{where}: at most {MAX_PROBE_PORTS} ports"
+    return tuple(sorted(set(out))), None
 
 
 def parse_namespace_labels(obj: object) -> tuple[str, dict[str, str]]:

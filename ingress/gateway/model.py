@@ -338,9 +338,14 @@ class _Build:
                 conds.append(("Accepted", False, "UnsupportedProtocol",
                               f"protocol {proto} is not supported"))
             siblings = by_port.get(port, [])
-            if any(str(s.get("protocol")) != proto for s in siblings):
+            if any(_wire_protocol(s) != _wire_protocol(spec) for s in siblings):
+                # One port, one way to read its bytes: HTTP vs HTTPS vs TCP, and TLS
+                # Passthrough vs Terminate (mixed termination is not supported) conflict.
                 conflict = ("ProtocolConflict", f"another listener on port {port} uses a "
-                            "different protocol")
+                            "different protocol or TLS mode")
+                if accepted:
+                    accepted = False
+                    conds.append(("Accepted", False, "ProtocolConflict", conflict[1]))
             elif sum(1 for s in siblings if s.get("hostname") == host) > 1:
                 conflict = ("HostnameConflict", f"another listener on port {port} has the "
                             "same hostname")
@@ -436,6 +441,13 @@ class _Build:
             return kind in served
         return kind in served and any(
             str(k.get("group", GROUP)) == GROUP and k.get("kind") == kind for k in kinds)
+
+
+def _wire_protocol(spec: Obj) -> str:
+    proto = str(spec.get("protocol") or "")
+    if proto == "TLS":
+        return "TLS/" + str((spec.get("tls") or {}).get("mode") or "Terminate")
+    return proto
 
 
 def _selector_matches(sel: Obj, labels: Mapping[str, str]) -> bool:

@@ -15,6 +15,9 @@ manifests run (``echo-basic``), and beside them the release's Standard-channel C
 from the ``sigs.k8s.io/gateway-api`` module (``crds/standard/``) and the suite's base
 manifests (``base/manifests.yaml``).
 
+MetalLB (``go.universe.tf/metallb``, no relative replaces) builds from a plain wrapper: its
+controller and speaker, with its CRDs and release manifest copied beside them.
+
 Binaries are cached outside the checkout, keyed by product and version
 (``$PORTICO_CACHE`` or ``~/.cache/portico``; ``bin/<product>-<version>/``); a build is
 skipped when the stamp file of that key exists. Standard library only: this runs before

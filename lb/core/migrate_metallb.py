@@ -2,18 +2,19 @@
 
 Input: MetalLB's objects as read from the API (dicts): ``metallb.io/v1beta1`` IPAddressPool,
 L2Advertisement, BGPAdvertisement, Community and ``metallb.io/v1beta2`` BGPPeer (the storage
-versions of MetalLB v0.15 and v0.16; v0.16's new fields are handled too). Output: ``lb.portico.dev/v1alpha1`` objects, in the order they
-should be applied (pools first), and a list of what could not be carried over, each naming
-the MetalLB object and field.
+versions of MetalLB v0.15 and v0.16; v0.16's new fields are handled too). Output:
+``lb.portico.dev/v1alpha1`` objects, in the order they should be applied (pools first), and a
+list of what could not be carried over, each naming the MetalLB object and field.
 
 What carries over unchanged: names (Services' ``metallb.io/address-pool`` annotations keep
 naming the same pools, and Portico reads that annotation), labels (pool selectors keep
 matching), every field that has a Portico twin. What changes shape: Community aliases are
 inlined into BGPAdvertisements, ``large:A:B:C`` becomes ``A:B:C``, ranges lose their spaces,
 CIDRs with host bits become their network (what MetalLB used), Go durations become whole
-seconds, a BGPPeer's ``localASN`` (v0.16: the ASN shown to that peer) becomes its ``myASN``, ``passwordSecret`` gains the key MetalLB implies (``password``) and moves to
-Portico's namespace. Every converted object is checked with Portico's own parsers; one they
-refuse is left out and listed.
+seconds, a BGPPeer's ``localASN`` (v0.16: the ASN shown to that peer) becomes its ``myASN``,
+``passwordSecret`` gains the key MetalLB implies (``password``) and moves to Portico's
+namespace. Every converted object is checked with Portico's own parsers; one they refuse is
+left out and listed.
 
 MetalLB objects outside its namespace are ignored by MetalLB itself; the shell reads only
 that namespace. Portico's objects are cluster-scoped.

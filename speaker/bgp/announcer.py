@@ -10,6 +10,14 @@ exabgp session events arrive on the API reader thread and are queued for the wor
 resets the session's announced set so the full route set is re-sent; "down" too, so that
 nothing is assumed about what a router kept.
 
+BFD: when a BGPPeer has ``spec.bfd``, the worker also runs FRR ``bfdd`` (``speaker.bgp.bfdd``)
+with the configuration ``speaker.core.bgp_bfd`` renders, restarting it when it died or the
+configuration changed (same backoff as exabgp) and stopping it after the sessions closed.
+
+Health (``speaker.core.health``): VIPs this node withholds (probe failed, no local endpoint
+under ETP Local) are withdrawn; each change gives the Service an Event (``BGPWithdrawn`` with
+the reason, ``BGPAnnouncing`` when it is back) and ``portico_speaker_vips_withheld``.
+
 Graceful stop (SIGTERM), and the last BGPPeer of this node going away: withdraw everything on
 every established session, then close each with NOTIFICATION Cease/Administrative Shutdown
 (``teardown_command``; ``exabgp_run`` makes exabgp send it although graceful restart was
@@ -35,9 +43,13 @@ import structlog
 from common.api.model import GROUP, VERSION, BGPPeer, FieldProblem, ObjectRef
 from common.errors import Refused
 from common.kube.refusal import RefusalMemo, report_refusal
+from speaker import metrics as speaker_metrics
 from speaker.bgp import metrics
+from speaker.bgp.bfdd import BfddProcess
 from speaker.bgp.process import ExaBgpProcess, Redactor
 from speaker.core import bgp as core
+from speaker.core import health as H
+from speaker.core.bgp_bfd import render_bfdd_config
 from speaker.core.bgp_exabgp import (
     ApiMessage,
     Shutdown,
@@ -124,6 +136,12 @@ class BgpAnnouncer:
         self._status_refused: RefusalMemo[str] = RefusalMemo()
         self._peer_specs: dict[str, BGPPeer] = {}
         self.updates_sent = 0
+        self.bfd = BfddProcess(state_dir)
+        self._bfd_next_start = 0.0
+        self._bfd_backoff = BACKOFF_MIN_S
+        self._health = H.HEALTHY
+        self._withheld: dict[Any, str] = {}
+        self._planned_vips: frozenset[Any] = frozenset()
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"bgp-{node_name}")
         self._thread.start()
 
@@ -132,6 +150,12 @@ class BgpAnnouncer:
     def sync(self, snapshot: ClusterSnapshot) -> None:
         with self._lock:
             self._latest = snapshot
+        self._wake.set()
+
+    def set_health(self, health: H.NodeHealth) -> None:
+        """This node's faults changed (speaker.health): replan now, not at the next tick."""
+        with self._lock:
+            self._health = health
         self._wake.set()
 
     def stop(self, graceful: bool = True) -> None:
@@ -208,14 +232,16 @@ class BgpAnnouncer:
 
     def _reconcile(self) -> None:
         with self._lock:
-            snap = self._latest
+            snap, health = self._latest, self._health
         if snap is None:
             return
-        plan = core.plan(self.node, snap)
+        plan = core.plan(self.node, snap, health)
         self._plan = plan
         self._peer_specs = {p.name: p for p in snap.bgp_peers}
         self.redact.set(s.password for s in plan.sessions if s.password)
         self._report(plan)
+        self._report_withheld(plan)
+        self._sync_bfd(plan)
         if not plan.sessions:
             if self.proc.alive():
                 self._withdraw_all()
@@ -352,7 +378,71 @@ class BgpAnnouncer:
         except ExaBgpError as e:
             log.warning("bgp_shutdown_error", node=self.node, error=self.redact(str(e)))
             self.proc.kill()
+        self.bfd.stop()  # after the Cease: BFD going down first would reset the sessions
         log.info("bgp_stopped", node=self.node, graceful=self._graceful)
+
+    def _sync_bfd(self, plan: core.BgpPlan) -> None:
+        config = render_bfdd_config(plan.sessions)
+        if config is None:
+            if self.bfd.alive():
+                log.info("bfdd_stop", node=self.node)
+            self.bfd.stop()
+            return
+        if config == self.bfd.config and self.bfd.alive():
+            return
+        if self.bfd.config is not None and not self.bfd.alive():
+            log.warning("bfdd_died", node=self.node, retry_in=self._bfd_backoff)
+            self.bfd.stop()
+            self._bfd_next_start = time.monotonic() + self._bfd_backoff
+            self._bfd_backoff = min(self._bfd_backoff * 2, BACKOFF_MAX_S)
+        if time.monotonic() < self._bfd_next_start:
+            return
+        try:
+            self.bfd.start(config)
+            self._bfd_backoff = BACKOFF_MIN_S
+        except (OSError, RuntimeError) as e:
+            log.warning("bfdd_start_failed", node=self.node, error=str(e),
+                        retry_in=self._bfd_backoff)
+            self._bfd_next_start = time.monotonic() + self._bfd_backoff
+            self._bfd_backoff = min(self._bfd_backoff * 2, BACKOFF_MAX_S)
+
+    def _report_withheld(self, plan: core.BgpPlan) -> None:
+        now = {v: r for v, (r, _svcs) in plan.withheld.items()}
+        for reason in H.REASONS:
+            speaker_metrics.VIPS_WITHHELD.labels("bgp", reason).set(
+                sum(1 for r in now.values() if r == reason))
+        # Events only for a VIP this node announced before (a node that never had a local
+        # endpoint is not news), or whose reason changed.
+        gone = [(v, r, plan.withheld[v][1]) for v, r in now.items()
+                if (v in self._planned_vips or v in self._withheld)
+                and self._withheld.get(v) != r]
+        back = [v for v in self._withheld if v not in now and v in plan.vips]
+        for vip, reason, services in gone:
+            speaker_metrics.HEALTH_WITHDRAWALS.labels("bgp", reason).inc()
+            log.info("bgp_vip_withheld", node=self.node, vip=str(vip), reason=reason)
+            why = ("no ready endpoint on this node (externalTrafficPolicy Local)"
+                   if reason == H.NO_LOCAL_ENDPOINT else
+                   "its health probe through the node failed")
+            for key in services:
+                self._service_event(key, "Warning", "BGPWithdrawn",
+                                    f"node {self.node} does not announce {vip}: {reason} ({why})")
+        old = self._withheld
+        for vip in back:
+            for key in self._services_of(vip):
+                self._service_event(key, "Normal", "BGPAnnouncing",
+                                    f"node {self.node} announces {vip} again "
+                                    f"({old[vip]} cleared)")
+        self._withheld = now
+        self._planned_vips = plan.vips
+
+    def _services_of(self, vip: Any) -> list[str]:
+        snap = self._latest
+        return [s.key for s in (snap.services if snap else ()) if vip in s.status_ips]
+
+    def _service_event(self, key: str, type_: str, reason: str, message: str) -> None:
+        ns, name = key.split("/", 1)
+        self.events.record({"apiVersion": "v1", "kind": "Service",
+                            "metadata": {"namespace": ns, "name": name}}, type_, reason, message)
 
     # --- user-visible outcome -----------------------------------------------------------------
 

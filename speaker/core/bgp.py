@@ -19,6 +19,10 @@ Rules (MetalLB-compatible where it has one):
 - ``localPref`` is an iBGP attribute: sent only on sessions with ``myASN == peerASN``.
 - Two advertisements producing the same prefix for the same session merge: communities are
   united, the highest localPref wins (deterministic whatever the order of objects).
+- Health (``speaker.core.health``): a VIP whose node-local probe fails (``HealthProbeFailed``)
+  is not announced by this node; neither is a Local Service's VIP without a ready local
+  endpoint (``NoLocalEndpoint``). ``BgpPlan.withheld`` names them (Events, metrics); the other
+  nodes keep announcing, so the router moves the traffic to them.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from dataclasses import dataclass, field
 from common.api.model import (
     IPV4,
     LABEL_EXCLUDE_LB,
+    BFDSettings,
     BGPAdvertisement,
     BGPPeer,
     Community,
@@ -43,6 +48,7 @@ from common.api.model import (
     family_of,
 )
 from common.api.pools import PoolLayout
+from speaker.core.health import HEALTHY, NO_LOCAL_ENDPOINT, PROBE_FAILED, NodeHealth
 from speaker.core.snapshot import ClusterSnapshot, NodeInfo
 
 MAX_ASN = 2**32 - 1  # 4-octet ASNs (RFC 6793)
@@ -76,6 +82,8 @@ class Session:
     multihop: bool = False
     # Never in repr: a Session may end up in a log line or an assertion message.
     password: bytes | None = field(default=None, repr=False)
+    # BFD settings (spec.bfd; speaker.core.bgp_bfd); None: no BFD for this session.
+    bfd: BFDSettings | None = field(default=None, compare=False)
 
     @property
     def ibgp(self) -> bool:
@@ -114,6 +122,10 @@ class BgpPlan:
     peer_problems: Mapping[str, PeerProblem] = field(default_factory=dict)
     # Every BGPPeer name that applies to this node (for status), sorted
     peers: tuple[str, ...] = ()
+    # VIPs this node would announce but withholds for its health: vip -> (reason, services)
+    withheld: Mapping[IPAddress, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    # VIPs announced on at least one session
+    vips: frozenset[IPAddress] = frozenset()
 
 
 # --- validation (defence in depth: common.api.parse validates single objects first) --------------
@@ -322,7 +334,7 @@ def plan_sessions(
             neighbor=neighbor, peer=peer.name, family=fam, local_address=str(local),
             router_id=str(rid), local_as=peer.my_asn, peer_as=peer.peer_asn,
             hold_time=peer.hold_time, port=peer.peer_port, multihop=peer.ebgp_multihop,
-            password=password,
+            password=password, bfd=peer.bfd,
         ))
     return sessions, peer_problems, problems, applicable
 
@@ -338,10 +350,18 @@ def has_ready_local_endpoint(svc: LBService, node_name: str, snapshot: ClusterSn
     return any(e.node == node_name and e.ready for e in snapshot.endpoints.get(svc.key, ()))
 
 
-def plan(node_name: str, snapshot: ClusterSnapshot) -> BgpPlan:
+def plan(node_name: str, snapshot: ClusterSnapshot, health: NodeHealth = HEALTHY) -> BgpPlan:
     sessions, peer_problems, problems, applicable = plan_sessions(node_name, snapshot)
     node = snapshot.nodes.get(node_name)
     routes: dict[str, dict[str, Route]] = {s.neighbor: {} for s in sessions}
+    withheld: dict[IPAddress, tuple[str, tuple[str, ...]]] = {}
+    announced_vips: set[IPAddress] = set()
+
+    def withhold(vip: IPAddress, reason: str, svc: LBService) -> None:
+        old = withheld.get(vip)
+        keys = tuple(sorted({*(old[1] if old else ()), svc.key}))
+        # A probe failure outranks a missing endpoint: it is the one the node chose to act on.
+        withheld[vip] = (PROBE_FAILED if old and old[0] == PROBE_FAILED else reason, keys)
 
     valid_advs: list[BGPAdvertisement] = []
     for adv in sorted(snapshot.bgp_advertisements, key=lambda a: a.name):
@@ -367,15 +387,21 @@ def plan(node_name: str, snapshot: ClusterSnapshot) -> BgpPlan:
         advs_for_node = [a for a in valid_advs if any_selector_matches(a.node_selectors,
                                                                        node.labels)]
         for svc in sorted(snapshot.services, key=lambda s: s.key):
-            if svc.traffic_policy == "Local" and not has_ready_local_endpoint(
-                svc, node_name, snapshot
-            ):
-                continue
+            no_local = svc.traffic_policy == "Local" and not has_ready_local_endpoint(
+                svc, node_name, snapshot)
             for vip in svc.status_ips:
                 pool = layout.holding(vip)
                 if pool is None:
                     continue
                 fam = family_of(vip)
+                if not any(adv.selects_pool(pool) for adv in advs_for_node):
+                    continue
+                if no_local:
+                    withhold(vip, NO_LOCAL_ENDPOINT, svc)
+                    continue
+                if vip in health.failed_vips:
+                    withhold(vip, PROBE_FAILED, svc)
+                    continue
                 for adv in advs_for_node:
                     if not agg_ok.get((adv.name, pool.name, fam), False):
                         continue
@@ -386,12 +412,16 @@ def plan(node_name: str, snapshot: ClusterSnapshot) -> BgpPlan:
                         if s.family != fam or (adv.peers and s.peer not in adv.peers):
                             continue
                         _merge(routes[s.neighbor], prefix, s, adv)
+                        announced_vips.add(vip)
     return BgpPlan(
         sessions=tuple(sessions),
         routes={n: frozenset(r.values()) for n, r in routes.items()},
         problems=tuple(problems),
         peer_problems=peer_problems,
         peers=tuple(applicable),
+        # A shared VIP another (healthy, Cluster) Service still announces is not withheld.
+        withheld={v: w for v, w in withheld.items() if v not in announced_vips},
+        vips=frozenset(announced_vips),
     )
 
 

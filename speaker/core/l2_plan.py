@@ -31,6 +31,13 @@ Election: the eligible nodes that are live are ordered by sha256(node NUL vip) (
 processes and Python versions; ``hash()`` is salted per process) with the node name as the tie
 break, and the first one owns the VIP. A hash per (node, VIP) spreads VIPs over nodes and moves
 only the VIPs of a node that comes or goes.
+
+Health (``speaker.core.health``): a live node that published, in its heartbeats, that it cannot
+deliver a VIP — the advertisement's interfaces without carrier (``InterfaceDown``) or the
+VIP's health probe failing (``HealthProbeFailed``) — is not a candidate for that VIP; with
+``externalTrafficPolicy: Local`` a node without a ready endpoint is not either
+(``NoLocalEndpoint``). Live nodes left out for such a reason are listed in the plan
+(``VipPlan.skipped``) so the Service condition names why the VIP is not on them.
 """
 
 from __future__ import annotations
@@ -48,6 +55,14 @@ from common.api.model import (
     ObjectRef,
 )
 from common.api.pools import PoolLayout
+from speaker.core.health import (
+    HEALTHY,
+    INTERFACE_DOWN,
+    NO_LOCAL_ENDPOINT,
+    PROBE_FAILED,
+    NodeHealth,
+    split_live,
+)
 from speaker.core.snapshot import ClusterSnapshot
 
 # Reasons (CamelCase, used in the Service condition and Events).
@@ -76,6 +91,8 @@ class VipPlan:
     message: str
     # Interfaces of the owner to answer on (None: all of the owner's speaker interfaces).
     owner_interfaces: Interfaces = None
+    # Live nodes otherwise eligible but left out for their health: (node, reason), by name.
+    skipped: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +126,9 @@ def _node_interfaces(
     names: set[str] = set()
     for adv in advs:
         if not adv.interfaces:
-            return True, None
+            # Every interface: usable while the node has one with carrier (a node reports
+            # only those; unknown = assume any).
+            return have is None or bool(have), None
         ok = set(adv.interfaces) if have is None else set(adv.interfaces) & have
         if ok:
             usable = True
@@ -156,8 +175,9 @@ def plan_l2(
     layout = PoolLayout(snapshot.pools)
     vips: dict[IPAddress, VipPlan] = {}
     mine: dict[IPAddress, Interfaces] = {}
+    ifaces, health = split_live(live)
     for vip in sorted(by_vip, key=lambda a: (a.version, int(a))):
-        plan = _plan_vip(snapshot, layout, vip, by_vip[vip], live)
+        plan = _plan_vip(snapshot, layout, vip, by_vip[vip], ifaces, health)
         vips[vip] = plan
         if plan.owner == me:
             mine[vip] = plan.owner_interfaces
@@ -175,6 +195,7 @@ def _plan_vip(
     vip: IPAddress,
     services: list[LBService],
     live: Mapping[str, frozenset[str] | None],
+    health: Mapping[str, NodeHealth] | None = None,
 ) -> VipPlan:
     keys = tuple(sorted(s.key for s in services))
     pool = layout.holding(vip)
@@ -197,35 +218,65 @@ def _plan_vip(
         inter = set.intersection(*per_service)
         endpoint_nodes = inter or set.union(*per_service)
 
+    health = health or {}
     candidates: list[str] = []
+    skipped: list[tuple[str, str]] = []
     ifaces: dict[str, Interfaces] = {}
     for name, info in snapshot.nodes.items():
         if LABEL_EXCLUDE_LB in info.labels or not info.ready:
             continue
-        if endpoint_nodes is not None and name not in endpoint_nodes:
-            continue
         selecting = [a for a in advs if _selects_node(a, info.labels)]
         if not selecting:
+            continue
+        h = health.get(name, HEALTHY)
+        if endpoint_nodes is not None and name not in endpoint_nodes:
+            if name in live and endpoint_nodes:
+                skipped.append((name, NO_LOCAL_ENDPOINT))
+            continue
+        if vip in h.failed_vips:
+            if name in live:
+                skipped.append((name, PROBE_FAILED))
             continue
         usable, names = _node_interfaces(selecting, live.get(name))
         if usable:
             candidates.append(name)
             ifaces[name] = names
+        elif name in live and h.down_interfaces:
+            skipped.append((name, INTERFACE_DOWN))
     ordered = tuple(election_order(candidates, vip))
     owner = next((n for n in ordered if n in live), None)
+    skip = tuple(sorted(skipped))
+    note = _skipped_note(skip)
     if owner is not None:
         where = "all interfaces" if ifaces[owner] is None else ", ".join(
             sorted(ifaces[owner] or ()))
         return VipPlan(vip, keys, pool_names, True, ordered, owner, ANNOUNCED,
-                       f"{vip} announced by node {owner} ({where})", ifaces[owner])
+                       f"{vip} announced by node {owner} ({where}){note}", ifaces[owner],
+                       skip)
     if endpoint_nodes is not None and not endpoint_nodes:
         return VipPlan(vip, keys, pool_names, True, ordered, None, NO_READY_ENDPOINT,
-                       f"{vip}: externalTrafficPolicy Local and no ready endpoint")
+                       f"{vip}: externalTrafficPolicy Local and no ready endpoint", None, skip)
+    health_skips = [r for _n, r in skip if r != NO_LOCAL_ENDPOINT]
+    if not ordered and health_skips:
+        return VipPlan(vip, keys, pool_names, True, (), None, health_skips[0],
+                       f"{vip}: no healthy node can announce it{note}", None, skip)
     if not ordered:
         return VipPlan(vip, keys, pool_names, True, (), None, NO_ELIGIBLE_NODE,
-                       f"{vip}: no node is eligible to announce it")
+                       f"{vip}: no node is eligible to announce it{note}", None, skip)
     return VipPlan(vip, keys, pool_names, True, ordered, None, NO_LIVE_NODE,
-                   f"{vip}: none of the eligible nodes ({', '.join(ordered)}) is live")
+                   f"{vip}: none of the eligible nodes ({', '.join(ordered)}) is live{note}",
+                   None, skip)
+
+
+SKIPPED_LISTED = 5  # nodes named in a message (a Local Service may skip hundreds)
+
+
+def _skipped_note(skipped: tuple[tuple[str, str], ...]) -> str:
+    if not skipped:
+        return ""
+    shown = ", ".join(f"{n} {r}" for n, r in skipped[:SKIPPED_LISTED])
+    more = f" and {len(skipped) - SKIPPED_LISTED} more" if len(skipped) > SKIPPED_LISTED else ""
+    return f"; not on {shown}{more}"
 
 
 def reporter(plan: VipPlan, live: Iterable[str]) -> str | None:

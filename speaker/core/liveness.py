@@ -1,47 +1,88 @@
-"""Speaker-to-speaker liveness: who is alive, decided in well under a second.
+"""Speaker-to-speaker liveness: who is alive, decided in a fifth of a second.
 
 Kubernetes Node conditions take 40 s or more to turn NotReady, and Lease-based schemes
 (kube-vip, Cilium) fail over in 5-20 s. Here every speaker sends a small UDP heartbeat to every
-other member every ``interval`` (100 ms) on the node network — the network the VIPs are
+other member every ``interval`` (25 ms) on the node network — the network the VIPs are
 answered on, so a cut there is seen as death — and declares a peer dead when it has heard
-nothing from it for ``timeout``. This module is the pure state machine; the socket loop is
-``speaker.liveness``.
+nothing from it for ``timeout`` (200 ms). This module is the pure state machine; the socket
+loop is ``speaker.liveness``, run in a process of its own (``speaker.heartbeat``).
 
 Members are the Nodes of the cluster (their InternalIP is where heartbeats go). A peer counts
-as live when (1) a heartbeat arrived within ``timeout``, (2) that heartbeat said ``ready`` and
-(3) not ``leaving``.
+as live when (1) a heartbeat arrived within ``timeout``, (2) that heartbeat said ``ready``, (3)
+not ``leaving``, and (4) it is not held down (rule H).
 
-Why the numbers. ``interval`` = 100 ms and ``timeout`` = 600 ms. The machines this runs on
-stall for 150-350 ms every few tens of seconds (LAB-NOTES); a stalled *sender* leaves a gap of
-at most stall + interval = 450 ms, below the timeout, so a stall never looks like a death. A
-stalled *receiver* drains its socket before judging (the loop reads every queued heartbeat,
-then expires), so its own stall never makes others look dead either. Failover after a real
-death is timeout + one check tick (10 ms) + a few ms for the gratuitous ARP: about 0.6-0.7 s.
-A speaker that dies while its host stays up (SIGKILL, crash) is detected faster: its host's
-kernel answers our next heartbeat with ICMP port-unreachable (``refused``), about one
-interval after the death.
+Why a 200 ms timeout is safe. A timeout only works if a live node is never silent for that
+long, and on these machines a nice-0 process is: CPU hogs at a higher priority delay it by
+hundreds of milliseconds, memory pressure stalls its page faults, and the machine itself
+stalls 150-350 ms now and then. Three things close that gap:
 
-Why it is safe:
+* P (priority). The loop runs in a small process at real-time priority (SCHED_FIFO) with its
+  memory locked (``speaker.heartbeat``): no normal task, however niced, delays it, and it
+  takes no page faults. It shares no GIL with the speaker's busy threads.
+* S (own stall). The loop runs at least every 10 ms; a gap of more than ``stall`` (50 ms)
+  between two passes (``tick``) means *we* did not run — a frozen machine, SIGSTOP. We then
+  (a) read what queued up before judging anyone, and (b) stretch every peer's age by the gap:
+  silence we could not have heard is no evidence. A stall of the whole machine therefore kills
+  nobody: every receiver sees its own gap. (c) If the gap plus one interval reaches the
+  timeout, peers that did run may have declared *us* dead; until every peer that was live has
+  been heard ``RELEARN_BEATS`` times again (at most one timeout) we are ``relearning``: the
+  shell lets nobody answer ARP/NDP for our VIPs meanwhile (the answer lease, below).
+* C (consent). Each heartbeat lists the members its sender does not count live (``down``). We
+  count ourselves live only while no peer that is heard and ready lists us, and only
+  ``join_delay`` after the last one stopped doing so (its plan must first let our VIPs go). A
+  node that comes back from a freeze, a cut or an asymmetric link thus learns from its peers'
+  own words that they moved its VIPs, and owns nothing until they take it back.
+
+What remains is a node that is silent while it runs — a frozen VM or a stall of one node only:
+that *is* a failure as far as its clients can tell (it answers no ARP either), and its VIPs
+move. Failover after a real death is timeout - (0..interval) + one check tick (10 ms) + a few
+ms for the gratuitous ARP: about 0.2 s. A speaker that dies while its host stays up (SIGKILL,
+crash) is detected faster: its host's kernel answers our next heartbeat with ICMP
+port-unreachable (``refused``), at most one interval after the death.
+
+H (hold-down, the hysteresis). A peer that we reported live and then saw die (silence or
+refused, not ``leaving``) counts as live again only after ``holddown`` (5 s) of being heard
+ready without a break; the peer learns this from our ``down`` list (rule C) and does not claim
+meanwhile. So one freeze, cut or crash moves its VIPs exactly once; they come back at the
+earliest a hold-down after the node is healthy again — one planned move, through the join
+hand-over (no packet lost), instead of straight back — and a node that fails again within the
+hold-down never gets them back in between: no flapping however often it stalls. Every peer
+starts the hold-down when it first hears the node again (within one interval of each other),
+so they agree on when it ends. The price: after a partition heals, both sides hold each other
+down and see the other's dissent, so both let go of the other side's VIPs until the hold-down
+ends (no answers for new clients for 5 s; cached clients keep working) instead of answering
+twice for 5 s.
+
+The answer lease (``speaker.answer_lease``), written by the heartbeat process and read by the
+responder: answering is allowed only (1) while the heartbeat loop runs (renewed every pass,
+valid for timeout/2 — so a frozen node falls silent before any peer can take over), (2) not
+while relearning, (3) not while the speaker process is stopped, and (4) only with an owned set
+planned from the live map the heartbeat process has last handed out (its epoch). The requests
+a frozen speaker finds queued on its socket when it wakes are therefore dropped, not answered.
+
+Why it is safe otherwise:
 
 * Restarting speaker. A new process has a new ``boot`` id and sends ``ready=False`` until its
   informers have synced AND it has listened for one full ``timeout`` (before that it does not
   know who else is live and would wrongly claim every VIP). Peers ignore it until ``ready``.
-  It then counts itself live only ``join_delay`` after it first said ``ready``, so the previous
-  owner has released a VIP (on hearing ``ready``) before the joiner claims it; in that short
-  window nobody answers new ARP requests but clients keep their cached MAC, and the previous
-  owner's host still delivers the traffic.
+  It then counts itself live only ``join_delay`` after it first said ``ready`` (and after its
+  peers consent, rule C), so the previous owner has released a VIP (on hearing ``ready``)
+  before the joiner claims it; in that short window nobody answers new ARP requests but
+  clients keep their cached MAC, and the previous owner's host still delivers the traffic. A
+  process that follows a *crashed* one is held down (rule H); one that follows a graceful stop
+  is not.
 * Graceful stop. The speaker sends ``leaving`` (several times, UDP may drop one); peers drop
   it at once and the next owner sends gratuitous ARP while the leaving node still answers —
   zero lost packets (bench/l2_failover.py scenario c).
 * Isolation. A node whose own heartbeat link is down (no carrier, or every send fails) is not
   live to itself: it owns nothing, so it cannot poison caches when the link comes back; after
-  isolation it re-runs the warm-up like a restarting speaker.
+  isolation it re-runs the warm-up like a restarting speaker, and its peers hold it down.
 * Partition of the heartbeat path while layer 2 still connects the sides: both sides may own a
-  VIP. This is bounded — as soon as heartbeats pass again, all agree within one interval — and
-  visible: each owner watches for ARP replies / NAs for its VIPs from other MACs (the
-  duplicate-announcement detector) and reports them as Warning Events and a metric.
-* Asymmetric views (A hears B, B does not hear A) converge within ``timeout``: both sides use
-  the same rule on what they hear, and heartbeats flow both ways every interval.
+  VIP while it lasts. This is bounded (see rule H for the healing) and visible: each owner
+  watches for ARP replies / NAs for its VIPs from other MACs (the duplicate-announcement
+  detector) and reports them as Warning Events and a metric.
+* Asymmetric views (A hears B, B does not hear A): B lists A as down, so A stops counting
+  itself (rule C) and only B's view decides: one owner, not two.
 
 Authenticity and freshness (``speaker.core.liveness_auth`` seals and opens the datagrams).
 Anyone on the node network can send UDP to the liveness port with a node's source address, so

@@ -50,10 +50,11 @@ def lab_cluster(control_plane: ControlPlane, request: pytest.FixtureRequest,
         yield lc
 
 
-def _service(name: str, annotations: dict[str, str]) -> dict[str, Any]:
+def _service(name: str, annotations: dict[str, str], family: str = "IPv4") -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": name, "namespace": NS, "annotations": annotations},
             "spec": {"type": "LoadBalancer", "selector": {"app": "hello"},
+                     "ipFamilyPolicy": "SingleStack", "ipFamilies": [family],
                      "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}
 
 
@@ -86,7 +87,7 @@ def _until_http(lc: LabCluster, vip: str, timeout: float = 60.0) -> str:
     assert lc.lab is not None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        body = lc.lab.http_get(vip)
+        body = lc.lab.http_get(f"[{vip}]" if ":" in vip else vip)  # http.client's syntax
         if body and body.startswith("hello-"):
             return body
         time.sleep(0.5)
@@ -110,15 +111,24 @@ def test_metallb_serves_then_portico_takes_over(lab_cluster: LabCluster) -> None
         # A Service written for MetalLB, with its (deprecated-prefix) annotation.
         lc.kubectl("apply", "-f", "-", input_text=json.dumps(
             _service("hello", {"metallb.universe.tf/address-pool": "lab-v4"})))
+        # And IPv6 (NDP), with the current annotation prefix.
+        lc.kubectl("apply", "-f", "-", input_text=json.dumps(
+            _service("hello6", {"metallb.io/address-pool": "lab-v6"}, "IPv6")))
         vip = _vip(lc, "hello")
         assert in_range(vip, L2_RANGE), vip
         mac = _arp_owner(lc, vip)
         workers = {n.name: n.mac_a for n in lab.nodes if n.name != "node1"}
         assert mac in workers.values(), (mac, workers)
         body = _until_http(lc, vip)
+        vip6 = _vip(lc, "hello6")
+        assert in_range(vip6, L2_RANGE6), vip6
+        mac6 = _arp_owner(lc, vip6)
+        assert mac6 in workers.values(), (mac6, workers)
+        body6 = _until_http(lc, vip6)
         print(f"MetalLB: {vip} answered by ARP from {mac} "
               f"({next(n for n, m in workers.items() if m == mac)}), HTTP {body!r}; "
-              f"figures {mlb.figures}", file=sys.stderr)
+              f"{vip6} by NDP from {mac6}, HTTP {body6!r}; figures {mlb.figures}",
+              file=sys.stderr)
 
         # ---- the switch: Portico's pools, MetalLB stopped, Portico installed ----
         prober = SynProber(lab.client, "pl-eth0", vip, f"{SEG_A4}.{CLIENT_HOST}", 80)
@@ -153,9 +163,12 @@ def test_metallb_serves_then_portico_takes_over(lab_cluster: LabCluster) -> None
             prober.stop()
         outage = _outage(rec)
         assert _vip(lc, "hello") == vip, "the Service lost its address"
+        assert _vip(lc, "hello6") == vip6, "the IPv6 Service lost its address"
         new_mac = _arp_owner(lc, vip)
         assert new_mac in workers.values()
+        assert _arp_owner(lc, vip6) in workers.values()
         assert _until_http(lc, vip, 30).startswith("hello-")
+        assert _until_http(lc, vip6, 30).startswith("hello-")
         svc = lc.get(f"/api/v1/namespaces/{NS}/services/hello")
         cond = next(c for c in svc["status"]["conditions"]
                     if c["type"] == "lb.portico.dev/AddressAllocated")
@@ -168,7 +181,8 @@ def test_metallb_serves_then_portico_takes_over(lab_cluster: LabCluster) -> None
             "probes": len(rec.sent), "lost": outage["lost"],
             "client_outage_s": outage["outage_s"], "arp_gap_s": outage["arp_gap_s"],
         }
-        print(f"switch MetalLB -> Portico: {vip} kept (MAC {mac} -> {new_mac}); {figures}",
+        print(f"switch MetalLB -> Portico: {vip} and {vip6} kept (MAC {mac} -> {new_mac}); "
+              f"{figures}",
               file=sys.stderr)
     finally:
         lc.kubectl("delete", "namespace", NS, "--wait=false", check=False)

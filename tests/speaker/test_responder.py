@@ -175,3 +175,53 @@ def test_handing_over_goes_silent_when_the_next_owner_announces() -> None:
     sock.sent.clear()
     r._handle(r._ifaces["eth0"], arp_req(str(V4)))
     assert sock.sent == []
+
+
+def test_without_a_valid_lease_nothing_is_answered_or_announced() -> None:
+    """The answer lease (speaker.answer_lease): a stale view — the heartbeat process froze,
+    is re-learning after a stall, or has a newer live map than our plan — answers nothing;
+    requests queued meanwhile are dropped, and announcements wait for a current plan."""
+    from speaker.answer_lease import AnswerLease
+
+    lease = AnswerLease()
+    try:
+        r, sock, _, clock, _ = responder({})
+        r.lease = lease
+        lease.write(1, clock.t + 0.1)
+        r.set_owned({V4: None}, epoch=1)
+        r._apply_desired()
+        assert len(sock.sent) == 1  # the takeover's gratuitous ARP: the lease is valid
+        sock.sent.clear()
+        clock.t += 3.0  # frozen: the lease ran out meanwhile
+        for _ in range(5):
+            r._handle(r._ifaces["eth0"], arp_req(str(V4)))
+        r._send_due()
+        assert sock.sent == [] and r.stale_drops() == {"eth0": 5}
+        lease.write(2, clock.t + 0.1)  # renewed, but for a newer live map than our plan
+        r._handle(r._ifaces["eth0"], arp_req(str(V4)))
+        assert sock.sent == []
+        r.set_owned({V4: None}, epoch=2)  # replanned (same VIPs): answers again
+        r._apply_desired()
+        r._handle(r._ifaces["eth0"], arp_req(str(V4)))
+        assert [Ether(f)[ARP].op for f in sock.sent] == [2]
+        r.quiet_duplicates = True  # a graceful hand-over answers until the next owner spoke
+        lease.write(3, 0.0)
+        r._handle(r._ifaces["eth0"], arp_req(str(V4)))
+        assert len(sock.sent) == 2
+    finally:
+        lease.close()
+
+
+def test_answer_lease_is_shared_through_its_fd() -> None:
+    from speaker.answer_lease import AnswerLease
+
+    writer = AnswerLease()
+    reader = AnswerLease(writer.fd)
+    try:
+        assert reader.read() == (0, 0.0) and not reader.valid(0, 1.0)
+        writer.write(7, 10.0)
+        assert reader.read() == (7, 10.0)
+        assert reader.valid(7, 9.99) and not reader.valid(7, 10.0) and not reader.valid(6, 5.0)
+    finally:
+        reader.close()
+        writer.close()

@@ -90,3 +90,19 @@ def test_pool_manifest() -> None:
     assert [o["kind"] for o in objs] == ["IPAddressPool", "L2Advertisement"]
     assert objs[1]["spec"] == {"ipAddressPools": ["a"], "interfaces": ["pl-eth0", "pl-eth1"],
                                "nodeSelectors": [{"matchLabels": {"role": "worker"}}]}
+
+
+def test_lab_manifest_beside_portico_takes_a_class_and_another_memberlist_port() -> None:
+    import yaml
+
+    from lab.controlplane import binaries
+
+    docs = [d for d in yaml.safe_load_all(binaries.metallb_manifest().read_text()) if d]
+    out = metallb.lab_manifest(docs, lb_class="bench.portico.dev/metallb", ml_port=7947)
+    ctrl = next(d for d in out if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    spk = next(d for d in out if d["kind"] == "DaemonSet")["spec"]["template"]["spec"]
+    assert "--lb-class=bench.portico.dev/metallb" in ctrl["containers"][0]["args"]
+    args = spk["containers"][0]["args"]
+    assert args[-2:] == ["--lb-class=bench.portico.dev/metallb", "--ml-bindport=7947"]
+    assert {p["containerPort"] for p in spk["containers"][0]["ports"]
+            if p["name"].startswith("memberlist")} == {7947}

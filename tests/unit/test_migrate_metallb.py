@@ -145,3 +145,20 @@ def test_run_clean_config_strict_passes() -> None:
                out, err) == 0
     assert err.getvalue() == ""
     assert '"kind": "List"' in out.getvalue()
+
+
+def test_apply_without_portico_crds_says_so() -> None:
+    from common.errors import KubeError, NotFound
+    from lb.migrate_metallb import apply
+
+    class NoCrds:
+        def get(self, res: Any, name: str) -> dict[str, Any]:
+            raise NotFound("404")
+
+        def create(self, res: Any, body: dict[str, Any]) -> dict[str, Any]:
+            raise NotFound("404")
+
+    pool = {"apiVersion": "lb.portico.dev/v1alpha1", "kind": "IPAddressPool",
+            "metadata": {"name": "p", "annotations": {}}, "spec": {}}
+    with pytest.raises(KubeError, match="install Portico's CRDs first"):
+        apply(NoCrds(), [pool], io.StringIO())  # type: ignore[arg-type]
