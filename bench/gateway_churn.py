@@ -247,6 +247,8 @@ def _run(args: argparse.Namespace, cp: ControlPlane, relay: Relay, work: Path,
                                    f"log: {work / 'ingress.log'}")
         print(f"all routes served {ready:.1f} s after the Gateway port appeared", flush=True)
         reloads0 = metric(metrics_port, "portico_ingress_reloads_total", netns)
+        syncs0 = (metric(metrics_port, "portico_ingress_sync_seconds_sum", netns),
+                  metric(metrics_port, "portico_ingress_sync_seconds_count", netns))
         stable = args.routes // 2
         script = work / "hosts.lua"
         script.write_text(
@@ -302,6 +304,8 @@ def _run(args: argparse.Namespace, cp: ControlPlane, relay: Relay, work: Path,
                 wrk.wait(5)
         load = parse_wrk(out.decode(errors="replace"))
         reloads = metric(metrics_port, "portico_ingress_reloads_total", netns) - reloads0
+        sync_s = metric(metrics_port, "portico_ingress_sync_seconds_sum", netns) - syncs0[0]
+        syncs = metric(metrics_port, "portico_ingress_sync_seconds_count", netns) - syncs0[1]
     finally:
         proc.terminate()
         try:
@@ -314,6 +318,7 @@ def _run(args: argparse.Namespace, cp: ControlPlane, relay: Relay, work: Path,
     return {
         "routes": args.routes, "services": args.services, "ops": sum(map(len, times.values())),
         "missed": missed, "reloads_during_churn": reloads,
+        "syncs_during_churn": syncs, "sync_ms_mean": 1000 * sync_s / syncs if syncs else None,
         "wrk": {"requests": load.requests, "non_2xx": load.non_2xx,
                 "socket_errors": load.socket_errors, "rps": load.rps,
                 "errors_line": re.findall(r"Socket errors.*|Non-2xx.*", load.output)},
@@ -341,6 +346,9 @@ def main() -> None:
     out.write_text(json.dumps(res, indent=2) + "\n")
     print(f"\nroutes {res['routes']} (services {res['services']}), operations {res['ops']}, "
           f"missed {res['missed']}, reloads during churn {res['reloads_during_churn']:.0f}")
+    if res["sync_ms_mean"] is not None:
+        print(f"ingress syncs during churn {res['syncs_during_churn']:.0f}, "
+              f"mean {res['sync_ms_mean']:.1f} ms each (portico_ingress_sync_seconds)")
     w = res["wrk"]
     print(f"wrk on the other routes: {w['requests']} requests, {w['rps']:.0f} req/s, "
           f"non-2xx {w['non_2xx']}, socket errors {w['socket_errors']}")

@@ -91,6 +91,7 @@ class HeartbeatProcess:
         self._left = threading.Event()
         self._started = threading.Event()
         self._fatal: str | None = None
+        self._stopping = False
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.ctl = ours
         argv = [python, "-m", "speaker.heartbeat", "--node", node, "--port", str(port),
@@ -140,6 +141,7 @@ class HeartbeatProcess:
         self._left.wait(1.0)
 
     def stop(self) -> None:
+        self._stopping = True
         self._cmd({"op": "stop"})
         try:
             self.proc.wait(2)
@@ -172,8 +174,12 @@ class HeartbeatProcess:
                 if not self._started.is_set():
                     self._fatal = self._fatal or "heartbeat process exited at start"
                     self._started.set()
-                else:
+                elif not self._stopping:
+                    # Without it our view of who is live is frozen and the answer lease runs
+                    # out (the responder goes silent, peers move our VIPs): stop gracefully so
+                    # that the kubelet restarts the whole speaker.
                     self.log.error("heartbeat_process_exited", code=self.proc.poll())
+                    os.kill(os.getpid(), signal.SIGTERM)
                 return
             msg = json.loads(data)
             op = msg.get("op")

@@ -388,7 +388,8 @@ class _Build:
                 if resolved:
                     valid.append(listener)
             pairs.append((spec, listener))
-            statuses.append({"name": name, "supportedKinds": supported,
+            # A listener that is not accepted serves no kind at all.
+            statuses.append({"name": name, "supportedKinds": supported if accepted else [],
                              "attachedRoutes": 0, "conditions": conds})
         return valid, statuses, pairs
 

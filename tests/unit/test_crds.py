@@ -445,6 +445,11 @@ GOOD: list[tuple[str, dict[str, Any] | None]] = [
                  "passwordSecret": {"name": "bgp-auth"}}),
     ("BGPPeer", {"myASN": 64512, "peerASN": 64512, "peerAddress": "192.0.2.1",
                  "holdTime": "1m30s", "keepaliveTime": "30s"}),
+    # BFD (issue 15): MetalLB's BFDProfile fields, inline; {} = the defaults (300 ms x 3)
+    ("BGPPeer", {"myASN": 64512, "peerASN": 65000, "peerAddress": "192.0.2.1",
+                 "bfd": {"receiveInterval": 100, "transmitInterval": 100,
+                         "detectMultiplier": 3, "passiveMode": False, "minimumTtl": 254}}),
+    ("BGPPeer", {"myASN": 64512, "peerASN": 65000, "peerAddress": "192.0.2.1", "bfd": {}}),
 ]
 
 
@@ -548,6 +553,11 @@ BAD: list[tuple[str, dict[str, Any] | None, str, str | None]] = [
     ("BGPPeer", dict(PEER, passwordSecret={"name": "s", "namespace": "n", "key": "a/b"}),
      "key", "InvalidPasswordSecret"),
     ("BGPPeer", dict(PEER, password="plaintext"), "Additional properties", None),
+    ("BGPPeer", dict(PEER, bfd={"receiveInterval": 5}), "receiveInterval", "InvalidBFD"),
+    ("BGPPeer", dict(PEER, bfd={"transmitInterval": 60001}), "transmitInterval", "InvalidBFD"),
+    ("BGPPeer", dict(PEER, bfd={"detectMultiplier": 1}), "detectMultiplier", "InvalidBFD"),
+    ("BGPPeer", dict(PEER, bfd={"minimumTtl": 255}), "minimumTtl", "InvalidBFD"),
+    ("BGPPeer", dict(PEER, bfd={"echoMode": True}), "Additional properties", None),
 ]
 
 
