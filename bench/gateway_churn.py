@@ -95,12 +95,17 @@ def backend_farm(ports: list[int], workdir: Path, netns: str) -> Iterator[None]:
     try:
         yield
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop(proc, 10)
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM the process we started (by its PID), SIGKILL after ``grace`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 def route(i: int, svc: int, host: str | None = None) -> dict[str, Any]:
@@ -307,12 +312,7 @@ def _run(args: argparse.Namespace, cp: ControlPlane, relay: Relay, work: Path,
         sync_s = metric(metrics_port, "portico_ingress_sync_seconds_sum", netns) - syncs0[0]
         syncs = metric(metrics_port, "portico_ingress_sync_seconds_count", netns) - syncs0[1]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop(proc, 30)
         log.close()
     all_times = [x for v in times.values() for x in v]
     return {

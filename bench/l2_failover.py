@@ -38,7 +38,8 @@ speakers) and a memory-churn process (``--hog-mem-mb``, pages allocated, touched
 a loop) run meanwhile — every one bounded by the soak's length and killed by PID at the end,
 also on failure. Counted: takeovers (``l2_ownership`` log lines that gain a VIP), changes of
 any speaker's live set, rounds answered by a MAC other than the owner's, overlap rounds, and
-the heartbeat processes' own stalls. Target: zero takeovers.
+the heartbeat processes' own stalls. Target: zero takeovers. ``--liveness-in-process`` is the
+control: the same with the heartbeats inside the speaker process (no real-time child).
 
 Printed per scenario and family: lost probes and data-path outage (longest run of lost echo
 replies x 10 ms) as p50/p99/max; "arp gap" (longest time no MAC answered ARP/NDP for the VIP);
@@ -140,6 +141,10 @@ METALLB_ML_PORT = 7947
 # MetalLB learns of a dead node from memberlist (suspicion, then dead): seconds, not
 # milliseconds, so its trials watch longer than OBSERVE, or the outage would be the window.
 METALLB_OBSERVE_S = 15.0
+# After the cable is back, a cut MetalLB speaker that declared the others dead keeps
+# announcing until memberlist merges again (MetalLB rejoins every minute or on a Node event):
+# the bench waits for that, up to this long, and records how long two nodes answered.
+METALLB_HEAL_TIMEOUT_S = 120.0
 
 
 @dataclass
@@ -329,14 +334,37 @@ def metallb_mode(lc: Any, stack: contextlib.ExitStack) -> Mode:
     def fault(scenario: str, owner: str) -> None:
         lab.cut_link(owner, up=False, mgmt=scenario == "cutall")
 
+    heals: list[dict[str, Any]] = []
+
     def restore(scenario: str, owner: str) -> None:
         lab.cut_link(owner, up=True, mgmt=scenario == "cutall")
+        owner_mac = lab.node(owner).mac_a
+        t0 = time.monotonic()
+        both = 0.0  # seconds during which two or more nodes answered ARP for the VIP
+        last = t0
+        got: set[str] = set()
+        while time.monotonic() - t0 < METALLB_HEAL_TIMEOUT_S:
+            got = lab.who_has(METALLB_VIP, timeout=0.2)
+            now = time.monotonic()
+            if len(got) > 1:
+                both += now - last
+            last = now
+            if got == {owner_mac}:
+                break
+        heals.append({"scenario": scenario, "owner": owner,
+                      "back_on_owner_s": round(time.monotonic() - t0, 2),
+                      "two_answering_s": round(both, 2),
+                      "answering_at_end": sorted(lab.node_by_mac(m) or m for m in got)})
+        print(f"metallb-lab-cluster {scenario}: cable back, VIP on {owner} again after "
+              f"{heals[-1]['back_on_owner_s']} s; two nodes answered ARP for "
+              f"{heals[-1]['two_answering_s']} s of it", flush=True)
 
     prober = SynProber(lab.client, "pl-eth0", METALLB_VIP, f"{SEG_A4}.{CLIENT_HOST}", 80)
     return Mode("metallb-lab-cluster", lab, METALLB_VIP, prober, "tcp-syn", fault, restore,
                 ("cut", "cutall"),
                 observe={"cut": METALLB_OBSERVE_S, "cutall": METALLB_OBSERVE_S},
                 info={"peer": f"MetalLB {_metallb_version()} (L2, memberlist)",
+                      "after_restore": heals,
                       "metallb_lab_changes": list(metallb.LAB_CHANGES),
                       "figures": dict(mlb.figures)})
 

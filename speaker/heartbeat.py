@@ -109,6 +109,7 @@ class HeartbeatProcess:
         self._reader = threading.Thread(target=self._read, name="heartbeat-ctl", daemon=True)
         self._reader.start()
         if not self._started.wait(START_TIMEOUT) or self._fatal is not None:
+            self._stopping = True
             self._kill()
             raise LivenessKeyError(self._fatal or "heartbeat process did not start")
 
@@ -200,6 +201,7 @@ class HeartbeatProcess:
                 self._started.set()
             elif op == "fatal":
                 self._fatal = str(msg.get("error"))
+                self._stopping = True  # its exit is expected: the constructor raises
                 self._started.set()
 
     def _metrics(self, msg: dict[str, Any]) -> None:

@@ -607,18 +607,12 @@ def filter_lines(f: Filters) -> list[str]:
                    "if { query -m found } { query -m len gt 0 }")
         out.append(f"    http-request redirect location '{loc}' code {int(r.status)}")
         return out
-    for name in f.req_remove:
-        out.append(f"    http-request del-header {cfg_name(name)}")
-    for name, value in f.req_set:
-        out.append(f"    http-request set-header {cfg_name(name)} {logfmt_quote(value)}")
-    for name, value in f.req_add:
-        out.append(f"    http-request add-header {cfg_name(name)} {logfmt_quote(value)}")
-    for name in f.resp_remove:
-        out.append(f"    http-response del-header {cfg_name(name)}")
-    for name, value in f.resp_set:
-        out.append(f"    http-response set-header {cfg_name(name)} {logfmt_quote(value)}")
-    for name, value in f.resp_add:
-        out.append(f"    http-response add-header {cfg_name(name)} {logfmt_quote(value)}")
+    for rule, remove, set_, add in (("http-request", f.req_remove, f.req_set, f.req_add),
+                                    ("http-response", f.resp_remove, f.resp_set, f.resp_add)):
+        out += [f"    {rule} del-header {cfg_name(name)}" for name in remove]
+        for verb, pairs in (("set-header", set_), ("add-header", add)):
+            out += [f"    {rule} {verb} {cfg_name(name)} {logfmt_quote(value)}"
+                    for name, value in pairs]
     if f.rewrite_host:
         out.append(f"    http-request set-header Host {logfmt_quote(f.rewrite_host)}")
     if f.rewrite_path is not None:

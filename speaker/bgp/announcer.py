@@ -139,6 +139,7 @@ class BgpAnnouncer:
         self.bfd = BfddProcess(state_dir)
         self._bfd_next_start = 0.0
         self._bfd_backoff = BACKOFF_MIN_S
+        self._bfd_failure_reported = False
         self._health = H.HEALTHY
         self._withheld: dict[Any, str] = {}
         self._planned_vips: frozenset[Any] = frozenset()
@@ -400,9 +401,17 @@ class BgpAnnouncer:
         try:
             self.bfd.start(config)
             self._bfd_backoff = BACKOFF_MIN_S
+            self._bfd_failure_reported = False
         except (OSError, RuntimeError) as e:
             log.warning("bfdd_start_failed", node=self.node, error=str(e),
                         retry_in=self._bfd_backoff)
+            if not self._bfd_failure_reported:  # once per failure streak, not per retry
+                self._bfd_failure_reported = True
+                for peer in sorted({s.peer for s in plan.sessions if s.bfd is not None}):
+                    self.events.record(
+                        _involved(core.peer_ref(peer)), "Warning", "BFDUnavailable",
+                        f"node {self.node}: cannot run FRR bfdd ({e}); the BGP session runs "
+                        f"without BFD (the speaker retries every {BACKOFF_MAX_S:.0f} s at most)")
             self._bfd_next_start = time.monotonic() + self._bfd_backoff
             self._bfd_backoff = min(self._bfd_backoff * 2, BACKOFF_MAX_S)
 

@@ -70,11 +70,15 @@ class BfddProcess:
         vty = self.rundir / "bfdd.vty"
         with contextlib.suppress(FileNotFoundError):
             vty.unlink()
-        self.proc = subprocess.Popen(
-            [str(self.bfdd), "-N", self.pathspace, "-f", str(conf),
-             "-i", str(self.rundir / "bfdd.pid"), "--log", "stdout"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            preexec_fn=_pdeathsig_for(os.getpid()), close_fds=True)
+        try:
+            self.proc = subprocess.Popen(
+                [str(self.bfdd), "-N", self.pathspace, "-f", str(conf),
+                 "-i", str(self.rundir / "bfdd.pid"), "--log", "stdout"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                preexec_fn=_pdeathsig_for(os.getpid()), close_fds=True)
+        except OSError:
+            shutil.rmtree(self.rundir, ignore_errors=True)
+            raise
         threading.Thread(target=self._drain, args=(self.proc,), daemon=True,
                          name="bfdd-log").start()
         self.config = config
@@ -93,9 +97,7 @@ class BfddProcess:
     def stop(self) -> None:
         p, self.proc = self.proc, None
         self.config = None
-        if p is None:
-            return
-        if p.poll() is None:
+        if p is not None and p.poll() is None:
             p.send_signal(signal.SIGTERM)
             try:
                 p.wait(3)

@@ -4,8 +4,10 @@ the bfdd configuration and the API fields behind them."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +23,8 @@ from common.api.parse import parse_bgp_peer
 from common.api.parse_service import health_probe_ports
 from common.errors import InvalidObject
 from lab import bgp_kit as K
+from lab.wait import wait_until
+from speaker.bgp.announcer import BgpAnnouncer
 from speaker.core import health as H
 from speaker.core import netlink as NL
 from speaker.core.bgp import plan as bgp_plan
@@ -283,3 +287,41 @@ def test_health_probe_annotation() -> None:
     for bad in ("yes", "0", "70000", "80;rm", "1,2,3,4,5,6,7,8,9"):
         got, problem = health_probe_ports(bad, ports)
         assert got == () and problem is not None
+
+
+# --- the BGP announcer: Events and BFD supervision (no exabgp, no bfdd) -------------------------
+
+
+def test_bgp_announcer_names_withheld_vips_and_unavailable_bfdd(tmp_path: Path) -> None:
+    kube, events = K.FakeKube(), K.FakeEvents()
+    a = BgpAnnouncer("n1", kube, events, "/nonexistent/exabgp", str(tmp_path / "st"))
+    a.bfd.bfdd = Path("/nonexistent/bfdd")  # before the first snapshot: no start yet
+    ready = {"default/web": (Endpoint("n1", True, ("10.0.0.1",)),)}
+    unready = {"default/web": (Endpoint("n1", False, ("10.0.0.1",)),)}
+    bfd_peer = dataclasses.replace(K.peer("r", "192.0.2.1"), bfd=BFDSettings(100, 100, 3))
+
+    def world(eps: dict[str, tuple[Endpoint, ...]]) -> ClusterSnapshot:
+        return K.snapshot(
+            services=[K.svc("web", "203.0.113.230", policy="Local"),
+                      K.svc("db", "203.0.113.231")],
+            nodes=[K.node("n1", "192.0.2.11")], pools=[K.pool("p", "203.0.113.224/28")],
+            advs=[K.adv("a", "p")], peers=[bfd_peer], endpoints=eps)
+
+    def withdrawn(svc: str, reason: str) -> bool:
+        return any(e[0] == svc and e[2] == "BGPWithdrawn" and reason in e[3]
+                   for e in events.events)
+
+    try:
+        a.sync(world(ready))
+        wait_until(lambda: "BFDUnavailable" in events.reasons(), 5, what="BFDUnavailable")
+        assert not any(e[2] == "BGPWithdrawn" for e in events.events)
+        a.sync(world(unready))  # (b): the node's endpoint goes unready
+        wait_until(lambda: withdrawn("web", "NoLocalEndpoint"), 5, what="NoLocalEndpoint")
+        a.set_health(H.NodeHealth(failed_vips=frozenset({V("203.0.113.231")})))  # (c)
+        wait_until(lambda: withdrawn("db", "HealthProbeFailed"), 5, what="HealthProbeFailed")
+        a.set_health(H.HEALTHY)
+        wait_until(lambda: any(e[0] == "db" and e[2] == "BGPAnnouncing" for e in events.events),
+                   5, what="BGPAnnouncing")
+        assert events.reasons().count("BFDUnavailable") == 1  # once per failure streak
+    finally:
+        a.stop(graceful=True)

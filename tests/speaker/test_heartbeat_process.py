@@ -3,6 +3,7 @@ on loopback — and the loop's watch of the speaker process (SIGSTOP), with a fa
 
 from __future__ import annotations
 
+import ipaddress
 import signal
 import subprocess
 import time
@@ -19,6 +20,7 @@ from speaker.liveness import Liveness
 
 from .test_liveness_shell import Clock, Log, Metrics
 
+LOOP = ipaddress.ip_address("127.0.0.1")
 CFG = LivenessConfig(interval=0.025, timeout=0.2, join_delay=0.25)
 
 
@@ -35,7 +37,7 @@ def test_child_reports_live_maps_with_epochs_and_renews_the_lease(tmp_path: Path
     changes: list[Any] = []
     hp = HeartbeatProcess("n1", 0, CFG, changes.append, Log(), Metrics(), key_file=str(keys))
     try:
-        hp.set_nodes({})  # a cluster of one: no peer to wait for
+        hp.set_nodes({"n1": [LOOP]})  # a cluster of one: no peer to wait for
         hp.set_interfaces(["lo"])
         hp.set_synced(True)
         wait_for(lambda: "n1" in hp.live())
