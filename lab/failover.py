@@ -76,6 +76,7 @@ class Prober:
         self.vip_b = ipaddress.ip_address(vip).packed
         # SCHED_FIFO for the probe thread: a measurement that CPU hogs cannot delay
         self.realtime = realtime
+        self._seq = 0  # the last probe number sent
         self.rec = Record()
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -96,6 +97,15 @@ class Prober:
         return old
 
     DATA_ETHERTYPE = 0x0800
+    SEQ_BITS = 16  # an echo's sequence number: wraps after 65536 probes (11 min at 100 Hz)
+
+    def _unwrap(self, seq: int) -> int:
+        """The probe number a reply's (wrapped) sequence number stands for: the latest one
+        sent with those low bits (without this, every reply after the first wrap would count
+        as lost)."""
+        mask = (1 << self.SEQ_BITS) - 1
+        last = self._seq
+        return last - ((last - seq) & mask)
 
     # The data path, one probe per tick; subclasses change what a probe is (SynProber).
     def _data_socket(self) -> socket.socket:
@@ -152,6 +162,7 @@ class Prober:
             if now >= next_t:
                 rec = self.rec
                 seq += 1
+                self._seq = seq
                 rec.sent[seq] = now
                 # EHOSTUNREACH while no neighbour answers: that probe is simply lost.
                 with contextlib.suppress(OSError):
@@ -189,7 +200,7 @@ class Prober:
             if etype == self.DATA_ETHERTYPE:
                 seq = self._data_reply(data)
                 if seq is not None:
-                    self.rec.replies.append((t, seq, _mac(data[6:12])))
+                    self.rec.replies.append((t, self._unwrap(seq), _mac(data[6:12])))
                     continue
             got = self._ctl_reply(data)
             if got is not None:
@@ -334,6 +345,8 @@ class SynProber(Prober):
     port, so every probe is a new connection to kube-proxy's conntrack. The client's kernel
     answers each SYN-ACK with a RST (no socket), which closes the half-open connection at the
     backend. ARP rounds as in ``Prober``."""
+
+    SEQ_BITS = 32  # the SYN's initial sequence number carries the probe number
 
     def __init__(self, ns: str, iface: str, vip: str, src: str, port: int = 80) -> None:
         super().__init__(ns, iface, vip)

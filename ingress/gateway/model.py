@@ -69,7 +69,8 @@ FEATURES = (  # status.supportedFeatures of our GatewayClass: what the conforman
     "HTTPRouteParentRefPort", "HTTPRoutePathRedirect", "HTTPRoutePathRewrite",
     "HTTPRoutePortRedirect", "HTTPRouteQueryParamMatching",
     "HTTPRouteResponseHeaderModification", "HTTPRouteSchemeRedirect",
-    "GRPCRoute", "ReferenceGrant", "TCPRoute", "TLSRoute", "TLSRouteModeTerminate",
+    "GRPCRoute", "GRPCRouteNamedRouteRule", "ReferenceGrant", "TCPRoute", "TLSRoute",
+    "TLSRouteModeTerminate",
 )
 
 Obj = Mapping[str, Any]

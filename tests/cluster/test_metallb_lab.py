@@ -87,7 +87,7 @@ def _until_http(lc: LabCluster, vip: str, timeout: float = 60.0) -> str:
     assert lc.lab is not None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        body = lc.lab.http_get(f"[{vip}]" if ":" in vip else vip)  # http.client's syntax
+        body = lc.lab.http_get(vip)
         if body and body.startswith("hello-"):
             return body
         time.sleep(0.5)
