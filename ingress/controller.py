@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -136,7 +136,8 @@ class IngressController:
                                  ("tcproutes", TCPROUTES, namespace),
                                  ("referencegrants", REFERENCEGRANTS, namespace),
                                  ("namespaces", NAMESPACES, None)):
-                self.informers[key] = Informer(client, res, ns, self._on_event,
+                handler = self._on_event if key == "namespaces" else self._spec_changes()
+                self.informers[key] = Informer(client, res, ns, handler,
                                                on_refused=self._refused)
             if namespace not in (None, gateway.namespace):
                 self.informers["gateway-services"] = Informer(
@@ -155,6 +156,29 @@ class IngressController:
     # -- informer plumbing --------------------------------------------------------------
     def _on_event(self, _type: str, _obj: Obj) -> None:
         self.loop.add(SYNC)
+
+    def _spec_changes(self) -> Callable[[str, Obj], None]:
+        """An informer handler that asks for a sync unless only the status changed.
+
+        Gateway API objects carry ``metadata.generation``, which the API server bumps on spec
+        changes only; most updates to them are the status this controller writes itself, and
+        a sync for each (two per route change) would double the work under route churn.
+        """
+        seen: dict[tuple[str, str], Any] = {}
+
+        def on_event(etype: str, obj: Obj) -> None:
+            meta = obj.get("metadata") or {}
+            key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+            gen = meta.get("generation")
+            if etype == "DELETED":
+                seen.pop(key, None)
+            elif etype == "MODIFIED" and gen is not None and seen.get(key) == gen:
+                return
+            else:
+                seen[key] = gen
+            self.loop.add(SYNC)
+
+        return on_event
 
     def request_sync(self) -> None:
         self.loop.add(SYNC)

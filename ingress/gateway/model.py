@@ -779,10 +779,12 @@ class _RouteResult:
 
 
 def _context(b: _Build, gw_listeners: Listeners) -> tuple[Any, ...]:
-    """What every route's result depends on besides the route and its Services."""
-    return (tuple((k, tuple((id(s), li) for s, li, _st in v)) for k, v in gw_listeners.items()),
+    """What every route's result depends on besides the route and its Services: by content
+    where a status write replaces the object (Gateways, Namespaces), so that our own status
+    updates do not make every route's result stale."""
+    return (tuple((k, tuple((repr(s), li) for s, li, _st in v)) for k, v in gw_listeners.items()),
             tuple(id(g) for g in b.inp.grants),
-            tuple((k, id(n)) for k, n in b.inp.namespaces.items()))
+            tuple((k, repr(_meta(n).get("labels"))) for k, n in b.inp.namespaces.items()))
 
 
 def _service_keys(route: Obj) -> tuple[tuple[str, str], ...]:
