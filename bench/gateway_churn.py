@@ -263,8 +263,9 @@ def _run(args: argparse.Namespace, cp: ControlPlane, relay: Relay, work: Path,
             "end\n")
         assert WRK is not None
         wrk = subprocess.Popen(
-            ["ip", "netns", "exec", netns, WRK, "-t", str(args.threads), "-c", str(args.connections),
-             "-d", f"{args.seconds}s", "--timeout", "5s", "-s", str(script), f"http://{ADDR}:{tport}/"],
+            ["ip", "netns", "exec", netns, WRK, "-t", str(args.threads),
+             "-c", str(args.connections), "-d", f"{args.seconds}s", "--timeout", "5s",
+             "-s", str(script), f"http://{ADDR}:{tport}/"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         times: dict[str, list[float]] = {"add": [], "change": [], "delete": []}
         missed: dict[str, int] = {"add": 0, "change": 0, "delete": 0}
