@@ -19,7 +19,7 @@ lint: deps
 	PYTHONPATH=scripts .venv/bin/lint-imports --no-cache
 
 test: deps binaries lint
-	$(PY) -m pytest -q -ra tests
+	$(PY) -m pytest -q -ra --durations=15 tests
 
 unit: deps
 	$(PY) -m pytest -q -ra tests/unit
