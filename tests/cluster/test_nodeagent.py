@@ -317,9 +317,20 @@ def test_nodes_register_ready_and_renew_their_leases(cluster: Cluster) -> None:
         assert labels["kubernetes.io/os"] == "linux"
         for key in ("cpu", "memory", "pods"):
             assert st["capacity"][key] and st["allocatable"][key]
-        lease = api.get(R.LEASES, n.name, "kube-node-lease")
-        assert lease["spec"]["holderIdentity"] == n.name
-        assert lease["metadata"]["ownerReferences"][0]["uid"] == node["metadata"]["uid"]
+        uid = node["metadata"]["uid"]
+
+        def lease_of(name: str = n.name, uid: str = uid) -> bool:
+            # The node names repeat across this session's labs: the garbage collector may
+            # still remove a Lease left by an earlier lab's node of the same name just as
+            # the agent takes it over; the agent creates it again at its next renewal.
+            try:
+                lease = api.get(R.LEASES, name, "kube-node-lease")
+            except NotFound:
+                return False
+            return bool(lease["spec"]["holderIdentity"] == name
+                        and lease["metadata"]["ownerReferences"][0]["uid"] == uid)
+
+        eventually(lease_of, 3 * LEASE_RENEW_S, f"the Lease of {n.name}, owned by its Node")
     # The node lifecycle controller lifts the not-ready taint once it saw the Ready Node.
     eventually(lambda: all(not any(t.get("key") == "node.kubernetes.io/not-ready"
                                    for t in api.get(R.NODES, n.name)["spec"].get("taints") or [])
