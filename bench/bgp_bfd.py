@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 import time
 
+from bench.stats import pct
 from common.kube import resources as R
 from lab import netns
 from lab.bgp_kit import NODE_ASN, ROUTER_ASN
@@ -38,11 +38,6 @@ from lab.wait import wait_until
 ROUTER4 = "192.0.2.1"
 TRIAL_TIMEOUT_S = 10.0  # a trial that sees no withdrawal within this is reported as such
 RECOVER_TIMEOUT_S = 60.0
-
-
-def pct(values: list[float], p: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, math.ceil(p / 100 * len(s)) - 1))]
 
 
 def gateways(router_ns: str, vip: str) -> list[str]:

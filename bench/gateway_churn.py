@@ -48,6 +48,7 @@ from typing import Any
 
 import yaml
 
+from bench.stats import pct
 from lab.controlplane import binaries, pki
 from lab.controlplane.cluster import ControlPlane, running
 from lab.controlplane.relay import Relay
@@ -59,13 +60,6 @@ RESULTS = ROOT / "bench" / "results"
 NS = "churn"
 ADDR = "198.18.0.1"  # the namespace's own address (benchmarking range)
 GROUP = "apis/gateway.networking.k8s.io/v1"
-
-
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
 def install_gateway_crds(cp: ControlPlane) -> None:

@@ -95,6 +95,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.stats import pct
 from lab import netns
 from lab.failover import (
     INTERVAL,
@@ -481,13 +482,6 @@ def cluster_cleanup(lc: Any) -> None:
                    check=False)
         lc.kubectl("delete", "namespace", CLUSTER_NS, "--ignore-not-found", "--wait=false",
                    check=False)
-
-
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(p / 100 * len(s) + 0.5) - 1))]
 
 
 def timeline_png(trial: Trial, lab: Lab, path: Path, data_label: str = "ICMP echo reply",
