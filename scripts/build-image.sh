@@ -343,6 +343,33 @@ if [ "$CHECK" -eq 1 ]; then
   check "runs as 10001:10001" '^10001:10001$' --entrypoint sh "$TAG" -c 'echo "$(id -u):$(id -g)"'
   check "component modules import" '^imports ok$' --entrypoint python3 "$TAG" -c \
     'import lb.controller_main, speaker.main, speaker.l2, ingress.main, scapy.all, exabgp; print("imports ok")'
+  # FRR: bfdd alone of FRR's daemons, and vtysh.
+  check "bfdd -v" '^bfdd version 8\.4\.' --entrypoint /usr/lib/frr/bfdd "$TAG" -v
+  check "FRR daemons: bfdd only" '^bfdd $' --entrypoint sh "$TAG" -c \
+    'ls /usr/lib/frr | tr "\n" " "; command -v vtysh >/dev/null || echo "no vtysh"'
+  # bfdd started the speaker's way (speaker.bgp.bfdd) in the speaker's container as the chart
+  # makes it with speaker.bfd.enabled=true: UID 0, read-only root, the state directory on a
+  # tmpfs, no privilege escalation, capabilities exactly the chart's (SPEAKER_CAPS +
+  # BFD_CAPS; tests/chart/test_chart_policy.py keeps these two lists equal to the chart's).
+  # Without BFD_CAPS the speaker refuses to start it and names the chart value.
+  SPEAKER_CAPS=NET_RAW,NET_ADMIN,SYS_NICE,IPC_LOCK
+  BFD_CAPS=NET_BIND_SERVICE,SYS_ADMIN
+  speaker_ctr=(--user 0:0 --read-only --tmpfs /var/run/portico-speaker --tmpfs /tmp
+               --security-opt no-new-privileges --cap-drop ALL --entrypoint python3)
+  # shellcheck disable=SC2016 # Python, not shell
+  bfdd_py='from speaker.bgp.bfdd import BfddProcess, BfddUnavailable
+b = BfddProcess("/var/run/portico-speaker")
+try:
+    b.start("bfd\nexit\n")
+except BfddUnavailable as e:
+    print("refused:", e)
+else:
+    print("bfdd started, pid", b.proc.pid, "files", sorted(p.name for p in b.rundir.iterdir()))
+    b.stop()'
+  check "bfdd starts with BFD caps" '^bfdd started, pid [0-9]+ files .*bfdd\.vty' \
+    "${speaker_ctr[@]}" --cap-add "$SPEAKER_CAPS,$BFD_CAPS" "$TAG" -c "$bfdd_py"
+  check "bfdd refused without them" '^refused: .*--set speaker\.bfd\.enabled=true' \
+    "${speaker_ctr[@]}" --cap-add "$SPEAKER_CAPS" "$TAG" -c "$bfdd_py"
   [ "$failed" -eq 0 ] || die "entry-point checks failed (outputs: $CACHE/logs/checks.log)"
 fi
 

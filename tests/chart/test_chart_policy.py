@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
+from speaker.bgp.bfdd import run_dir_for
+from speaker.core.bgp_bfd import BFDD_CAPABILITIES
 from tests.chart.chartkit import (
     CASES,
     CHART,
@@ -24,12 +26,18 @@ from tests.chart.chartkit import (
     one,
     pod_spec,
     render,
+    values_for,
     workloads,
 )
 
 RBAC_CASES = [c for c in CASES if by_kind(c, "ClusterRole") or by_kind(c, "Role")]
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 READ_VERBS = {"get", "list", "watch"}
+# The speaker's own capabilities: raw sockets, and the real-time, memory-locked heartbeat process.
+SPEAKER_CAPS = {"NET_RAW", "NET_ADMIN", "SYS_NICE", "IPC_LOCK"}
+# What speaker.bfd.enabled adds: what FRR bfdd demands (measured; speaker.core.bgp_bfd) that
+# the speaker lacks — NET_BIND_SERVICE and SYS_ADMIN.
+BFD_CAPS = set(BFDD_CAPABILITIES) - SPEAKER_CAPS
 # Verbs that let a subject grow its own rights or act as someone else.
 ESCALATION_VERBS = {"bind", "escalate", "impersonate", "approve", "sign"}
 
@@ -183,8 +191,8 @@ def test_every_container_has_a_restrictive_security_context(case: str) -> None:
             assert seccomp == {"type": "RuntimeDefault"}, where
             added = set(sc.get("capabilities", {}).get("add", []))
             if container["name"] == "speaker":
-                # raw sockets, and the real-time, memory-locked heartbeat process
-                assert added == {"NET_RAW", "NET_ADMIN", "SYS_NICE", "IPC_LOCK"}, where
+                bfd = values_for(case).get("speaker", {}).get("bfd", {}).get("enabled", False)
+                assert added == SPEAKER_CAPS | (BFD_CAPS if bfd else set()), where
             else:
                 assert not added, where
                 assert sc.get("runAsNonRoot") is True, where
@@ -192,6 +200,59 @@ def test_every_container_has_a_restrictive_security_context(case: str) -> None:
                 assert int(sc.get("runAsUser", pod_sc.get("runAsUser", 0))) != 0, where
             checked += 1
     assert checked >= 1
+
+
+def test_bfd_caps_are_golden_tested_both_ways() -> None:
+    """The default values leave BFD off and all-options turns it on, so both renderings are
+    golden files and pass the security-context test above."""
+    assert {"NET_BIND_SERVICE", "SYS_ADMIN"} == BFD_CAPS
+    assert not values_for("default").get("speaker", {}).get("bfd", {}).get("enabled", False)
+    assert values_for("all-options")["speaker"]["bfd"]["enabled"] is True
+
+
+def _speaker(values: dict[str, Any]) -> dict[str, Any]:
+    with helm.Chart.load(str(CHART)) as chart:
+        rendered = chart.render(values, name="portico", namespace=NAMESPACE, is_install=True)
+    for doc in yaml.safe_load_all(rendered["portico/templates/speaker.yaml"]):
+        if doc:
+            return dict(doc)
+    raise AssertionError("no speaker DaemonSet")
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_speaker_gets_the_bfd_capabilities_only_with_bfd_enabled(enabled: bool) -> None:
+    ds = _speaker({"speaker": {"bfd": {"enabled": enabled}}})
+    caps = containers(ds)[0]["securityContext"]["capabilities"]
+    assert caps["drop"] == ["ALL"]
+    assert set(caps["add"]) == SPEAKER_CAPS | (BFD_CAPS if enabled else set())
+    assert len(caps["add"]) == len(set(caps["add"]))
+
+
+def test_bfd_changes_nothing_but_the_capabilities() -> None:
+    """No volume, no privilege, no other field: bfdd's files go to the state emptyDir."""
+    off, on = _speaker({}), _speaker({"speaker": {"bfd": {"enabled": True}}})
+    for ds in (off, on):
+        containers(ds)[0]["securityContext"]["capabilities"]["add"] = []
+    assert on == off
+    speaker = containers(on)[0]
+    state = next(a.split("=", 1)[1] for a in speaker["args"] if a.startswith("--state-dir="))
+    mounts = {m["mountPath"]: m["name"] for m in speaker["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec(on)["volumes"]}
+    assert "emptyDir" in volumes[mounts[state]]
+    # bfdd's sockets fit sun_path there, so it uses the emptyDir, never /var/run/frr.
+    assert run_dir_for(state) == Path(state) / "bfdd"
+
+
+def test_image_check_uses_the_charts_capabilities() -> None:
+    """scripts/build-image.sh starts bfdd in the built image with the chart's capability sets
+    (SPEAKER_CAPS, BFD_CAPS): they must stay what the chart renders."""
+    script = (CHART.parents[1] / "scripts" / "build-image.sh").read_text()
+    found = {}
+    for line in script.splitlines():
+        name, _, value = line.strip().partition("=")
+        if name in ("SPEAKER_CAPS", "BFD_CAPS") and value:
+            found[name] = set(value.split(","))
+    assert found == {"SPEAKER_CAPS": SPEAKER_CAPS, "BFD_CAPS": BFD_CAPS}
 
 
 def test_only_the_speaker_uses_the_host_network() -> None:

@@ -28,6 +28,10 @@ CHECKS = (
     "ip -V",
     "runs as 10001:10001",
     "component modules import",
+    "bfdd -v",
+    "FRR daemons: bfdd only",
+    "bfdd starts with BFD caps",
+    "bfdd refused without them",
 )
 
 
