@@ -31,15 +31,18 @@ ML_L2 = Resource(METALLB_GROUP, "v1beta1", "l2advertisements", "L2Advertisement"
 ML_BGP_ADV = Resource(METALLB_GROUP, "v1beta1", "bgpadvertisements", "BGPAdvertisement", True)
 ML_PEERS = Resource(METALLB_GROUP, "v1beta2", "bgppeers", "BGPPeer", True)
 ML_COMMUNITIES = Resource(METALLB_GROUP, "v1beta1", "communities", "Community", True)
+ML_BFD_PROFILES = Resource(METALLB_GROUP, "v1beta1", "bfdprofiles", "BFDProfile", True)
+METALLB_RESOURCES = (ML_POOLS, ML_L2, ML_BGP_ADV, ML_PEERS, ML_COMMUNITIES, ML_BFD_PROFILES)
 
 PORTICO_RESOURCES = {r.kind: r for r in (IPADDRESSPOOLS, L2ADVERTISEMENTS, BGPPEERS,
                                           BGPADVERTISEMENTS)}
 
 DESCRIPTION = """Converts MetalLB's configuration (IPAddressPools, L2Advertisements,
-BGPAdvertisements, BGPPeers and Community aliases of MetalLB's namespace) into Portico's
-objects, keeping names and labels so that Services' MetalLB annotations keep working.
-Prints them as YAML, or creates/updates them with --apply. What cannot be carried over is
-listed on stderr; with --strict that makes the exit status 1."""
+BGPAdvertisements, BGPPeers with their BFDProfiles, and Community aliases of MetalLB's
+namespace) into Portico's objects, keeping names and labels so that Services' MetalLB
+annotations keep working. Prints them as YAML, or creates/updates them with --apply. What
+cannot be carried over is listed on stderr; with --strict that makes the exit status 1.
+Notes on stderr (e.g. the Helm value BFD needs) do not."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,16 +69,17 @@ def read_metallb(kube: KubeClient, namespace: str) -> MetalLBConfig:
     KubeError when MetalLB's CRDs are absent altogether."""
     found: dict[str, list[dict[str, Any]]] = {}
     missing = []
-    for res in (ML_POOLS, ML_L2, ML_BGP_ADV, ML_PEERS, ML_COMMUNITIES):
+    for res in METALLB_RESOURCES:
         try:
             found[res.plural], _ = kube.list(res, namespace)
         except NotFound:
             missing.append(f"{res.plural}.{res.group}/{res.version}")
             found[res.plural] = []
-    if len(missing) == 5:
+    if len(missing) == len(METALLB_RESOURCES):
         raise KubeError("MetalLB's CRDs (metallb.io) are not installed in this cluster")
     return MetalLBConfig(namespace, found["ipaddresspools"], found["l2advertisements"],
-                         found["bgpadvertisements"], found["bgppeers"], found["communities"])
+                         found["bgpadvertisements"], found["bgppeers"], found["communities"],
+                         found["bfdprofiles"])
 
 
 def render(objects: Sequence[dict[str, Any]], output: str = "yaml") -> str:
@@ -149,6 +153,8 @@ def run(kube: KubeClient, args: argparse.Namespace, stdout: TextIO, stderr: Text
               file=stderr)
         for loss in result.losses:
             print(f"  - {loss}", file=stderr)
+    for note in result.notes:
+        print(f"portico migrate metallb: note: {note}", file=stderr)
     return 1 if args.strict and result.losses else 0
 
 

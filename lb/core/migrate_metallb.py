@@ -1,20 +1,22 @@
 """MetalLB's configuration -> Portico's, as data (``portico migrate metallb``; pure).
 
 Input: MetalLB's objects as read from the API (dicts): ``metallb.io/v1beta1`` IPAddressPool,
-L2Advertisement, BGPAdvertisement, Community and ``metallb.io/v1beta2`` BGPPeer (the storage
-versions of MetalLB v0.15 and v0.16; v0.16's new fields are handled too). Output:
-``lb.portico.dev/v1alpha1`` objects, in the order they should be applied (pools first), and a
-list of what could not be carried over, each naming the MetalLB object and field.
+L2Advertisement, BGPAdvertisement, Community, BFDProfile and ``metallb.io/v1beta2`` BGPPeer (the
+storage versions of MetalLB v0.15 and v0.16; v0.16's new fields are handled too). Output:
+``lb.portico.dev/v1alpha1`` objects, in the order they should be applied (pools first), a
+list of what could not be carried over, each naming the MetalLB object and field, and notes
+(what the converted objects need from Portico's installation; not losses).
 
 What carries over unchanged: names (Services' ``metallb.io/address-pool`` annotations keep
 naming the same pools, and Portico reads that annotation), labels (pool selectors keep
 matching), every field that has a Portico twin. What changes shape: Community aliases are
-inlined into BGPAdvertisements, ``large:A:B:C`` becomes ``A:B:C``, ranges lose their spaces,
-CIDRs with host bits become their network (what MetalLB used), Go durations become whole
-seconds, a BGPPeer's ``localASN`` (v0.16: the ASN shown to that peer) becomes its ``myASN``,
-``passwordSecret`` gains the key MetalLB implies (``password``) and moves to Portico's
-namespace. Every converted object is checked with Portico's own parsers; one they refuse is
-left out and listed.
+inlined into BGPAdvertisements, a BGPPeer's ``bfdProfile`` becomes its ``spec.bfd`` (the
+profile's timers inline, MetalLB's defaults written out), ``large:A:B:C`` becomes
+``A:B:C``, ranges lose their spaces, CIDRs with host bits become their network (what MetalLB
+used), Go durations become whole seconds, a BGPPeer's ``localASN`` (v0.16: the ASN shown to
+that peer) becomes its ``myASN``, ``passwordSecret`` gains the key MetalLB implies
+(``password``) and moves to Portico's namespace. Every converted object is checked with
+Portico's own parsers; one they refuse is left out and listed.
 
 MetalLB objects outside its namespace are ignored by MetalLB itself; the shell reads only
 that namespace. Portico's objects are cluster-scoped.
@@ -48,6 +50,24 @@ ANN_MIGRATED_FROM = "lb.portico.dev/migrated-from"
 # MetalLB reads a BGP password from this key of its (basic-auth) Secret.
 METALLB_PASSWORD_KEY = "password"
 
+# BFD: MetalLB's BFDProfile fields that Portico's BGPPeer spec.bfd has under the same name,
+# unit (ms) and bounds (MetalLB's and FRR bfdd's), and MetalLB's default for each (FRR's:
+# what MetalLB's bfdd runs with when the profile leaves a field out).
+BFD_INT_FIELDS: dict[str, tuple[int, int, int]] = {  # field: (minimum, maximum, default)
+    "receiveInterval": (10, 60000, 300),
+    "transmitInterval": (10, 60000, 300),
+    "detectMultiplier": (2, 255, 3),
+    "minimumTtl": (1, 254, 254),
+}
+# Written out even when the profile leaves them to the default (the timers decide how fast a
+# dead node is noticed: the converted peer says so itself); minimumTtl and passiveMode only
+# when set.
+BFD_TIMERS = ("receiveInterval", "transmitInterval", "detectMultiplier")
+BFD_FIELDS = (*BFD_INT_FIELDS, "passiveMode", "echoMode", "echoInterval")
+# What a converted BGPPeer with spec.bfd needs from a Helm install (the speaker's container
+# gets the capabilities FRR bfdd demands only with it; speaker.core.bgp_bfd.CHART_VALUE).
+BFD_CHART_VALUE = "speaker.bfd.enabled=true"
+
 # Fields copied as they are (same name, same meaning, same shape).
 POOL_FIELDS = ("addresses", "autoAssign", "avoidBuggyIPs", "serviceAllocation")
 L2_FIELDS = ("ipAddressPools", "ipAddressPoolSelectors", "nodeSelectors", "interfaces")
@@ -56,7 +76,7 @@ BGP_ADV_FIELDS = ("ipAddressPools", "ipAddressPoolSelectors", "nodeSelectors",
                   "communities")
 PEER_FIELDS = ("myASN", "peerASN", "peerAddress", "sourceAddress", "peerPort", "holdTime",
                "keepaliveTime", "routerID", "ebgpMultiHop", "nodeSelectors", "password",
-               "passwordSecret", "localASN")
+               "passwordSecret", "localASN", "bfdProfile")
 # Advertisement fields of MetalLB (v0.16) with no Portico equivalent, and why.
 ADV_UNSUPPORTED = {
     "serviceSelectors": "Portico announces every Service of the selected pools; restrict "
@@ -68,12 +88,10 @@ ADV_UNSUPPORTED = {
 }
 # BGPPeer fields of MetalLB with no Portico equivalent, and the value that means "unused".
 PEER_UNSUPPORTED: dict[str, object] = {
-    "bfdProfile": "", "vrf": "", "interface": "", "dynamicASN": "", "connectTime": "",
+    "vrf": "", "interface": "", "dynamicASN": "", "connectTime": "",
     "disableMP": False, "dualStackAddressFamily": False, "enableGracefulRestart": False,
 }
 PEER_WHY = {
-    "bfdProfile": "Portico's speaker has no BFD (its router-side hold time or a bfdd "
-                  "beside it detects failures)",
     "vrf": "Portico peers only from the node's default VRF",
     "interface": "BGP unnumbered is not supported: set peerAddress",
     "dynamicASN": "Portico needs a numeric peerASN",
@@ -113,12 +131,16 @@ class MetalLBConfig:
     bgp_advertisements: Sequence[Mapping[str, Any]] = ()
     bgp_peers: Sequence[Mapping[str, Any]] = ()
     communities: Sequence[Mapping[str, Any]] = ()
+    bfd_profiles: Sequence[Mapping[str, Any]] = ()
 
 
 @dataclass(slots=True)
 class Conversion:
     objects: list[Obj] = field(default_factory=list)
     losses: list[Loss] = field(default_factory=list)
+    # What the objects need beyond being applied (e.g. a Helm value); not losses, so
+    # --strict ignores them.
+    notes: list[str] = field(default_factory=list)
 
 
 def go_duration_seconds(text: str) -> float | None:
@@ -181,6 +203,10 @@ class _Converter:
         self.config = config
         self.portico_namespace = portico_namespace
         self.result = Conversion()
+        # BFDProfiles by name (names are unique in a namespace) and the spec.bfd each became.
+        self.profiles = {str((p.get("metadata") or {}).get("name") or ""): p
+                         for p in config.bfd_profiles}
+        self.bfd_done: dict[str, Obj] = {}
 
     def lose(self, kind: str, name: str, field: str, message: str) -> None:
         self.result.losses.append(Loss(kind, name, field, message))
@@ -294,6 +320,16 @@ class _Converter:
         if fatal:
             self.lose(kind, name, "", "the peer is not converted (see above)")
             return
+        profile = spec.get("bfdProfile")
+        bfd = None
+        if profile not in (None, ""):
+            if not isinstance(profile, str) or profile not in self.profiles:
+                self.lose(kind, name, "spec.bfdProfile",
+                          f"{profile!r} is not a BFDProfile of {self.config.namespace} "
+                          "(MetalLB refuses such a configuration); the peer is converted "
+                          "without BFD")
+            else:
+                bfd = self.bfd(profile)
         for key in ("myASN", "peerASN", "peerAddress", "sourceAddress", "peerPort",
                     "routerID", "ebgpMultiHop", "nodeSelectors"):
             if spec.get(key) not in (None, "", []):
@@ -329,7 +365,50 @@ class _Converter:
                           f"copy Secret {source_ns}/{secret['name']} to namespace "
                           f"{self.portico_namespace} (Portico's speaker reads Secrets only "
                           "there)")
+        if bfd is not None:
+            out["spec"]["bfd"] = dict(bfd)
         self._checked(out, parse_bgp_peer, kind)
+
+    def bfd(self, profile: str) -> Obj:
+        """BFDProfile ``profile`` as a BGPPeer's ``spec.bfd``; its losses are listed once,
+        when the first peer names it (a profile no peer uses does nothing in MetalLB)."""
+        if profile in self.bfd_done:
+            return self.bfd_done[profile]
+        kind = "BFDProfile"
+        spec = self.profiles[profile].get("spec") or {}
+        self._unknown_fields(kind, profile, spec, BFD_FIELDS)
+        out: Obj = {}
+        for key, (low, high, default) in BFD_INT_FIELDS.items():
+            value = spec.get(key)
+            if value is None:
+                if key in BFD_TIMERS:
+                    out[key] = default
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                self.lose(kind, profile, f"spec.{key}",
+                          f"{value!r} is not an integer in {low}..{high} (MetalLB refuses "
+                          f"it too); left at the default, {default}")
+                if key in BFD_TIMERS:
+                    out[key] = default
+                continue
+            out[key] = value
+        passive = spec.get("passiveMode")
+        if passive is True:
+            out["passiveMode"] = True
+        elif passive not in (None, False):
+            self.lose(kind, profile, "spec.passiveMode",
+                      f"{passive!r} is not a boolean; left at the default, false")
+        if spec.get("echoMode") not in (None, False):
+            self.lose(kind, profile, "spec.echoMode",
+                      "Portico's bfdd does not run echo mode; left out: the session detects "
+                      "failures with control packets alone (receiveInterval x "
+                      "detectMultiplier)")
+            if spec.get("echoInterval") is not None:
+                # Without echo mode FRR ignores the echo interval: nothing else is lost.
+                self.lose(kind, profile, "spec.echoInterval",
+                          f"{spec['echoInterval']!r}: left out with echoMode")
+        self.bfd_done[profile] = out
+        return out
 
     def aliases(self) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -362,4 +441,13 @@ def convert(config: MetalLBConfig, portico_namespace: str = "portico-system") ->
         c.peer(obj)
     for obj in _by_name(config.bgp_advertisements):
         c.bgp_advertisement(obj, aliases)
+    with_bfd = [o["metadata"]["name"] for o in c.result.objects
+                if o["kind"] == "BGPPeer" and "bfd" in o["spec"]]
+    if with_bfd:
+        c.result.notes.append(
+            f"BGPPeer {', '.join(with_bfd)}: spec.bfd works only when Portico's Helm chart is "
+            f"installed with --set {BFD_CHART_VALUE} (the speaker's container then gets the "
+            "capabilities FRR bfdd needs; without it the session runs without BFD and the "
+            "peer gets a BFDUnavailable Event); the router must run BFD on its neighbor "
+            "too, as it did for MetalLB")
     return c.result

@@ -28,6 +28,7 @@ from common.kube.resources import (
 from lab import metallb
 from lab.controlplane.cluster import ControlPlane
 from lb.migrate_metallb import (
+    ML_BFD_PROFILES,
     ML_BGP_ADV,
     ML_COMMUNITIES,
     ML_L2,
@@ -60,7 +61,7 @@ def _meta(name: str, ns: str, **labels: str) -> dict[str, Any]:
 def test_migrate_on_the_real_server(control_plane: ControlPlane, crds: list[str],
                                     metallb_crds: list[str], admin_client: KubeClient,
                                     ns: str) -> None:
-    assert "bgppeers.metallb.io" in metallb_crds
+    assert {"bgppeers.metallb.io", "bfdprofiles.metallb.io"} <= set(metallb_crds)
     kube = admin_client
     sfx = ns.removeprefix("mlb-")
     pool, l2, peer, adv = (f"{k}-{sfx}" for k in ("pool", "l2", "peer", "adv"))
@@ -71,6 +72,9 @@ def test_migrate_on_the_real_server(control_plane: ControlPlane, crds: list[str]
         "ipAddressPoolSelectors": [{"matchLabels": {"tier": "public"}}]}})
     kube.create(ML_COMMUNITIES, {"metadata": _meta("c", ns), "spec": {
         "communities": [{"name": "no-advertise", "value": "65535:65282"}]}})
+    kube.create(ML_BFD_PROFILES, {"metadata": _meta("fast", ns), "spec": {
+        "receiveInterval": 100, "transmitInterval": 100, "detectMultiplier": 4,
+        "echoMode": True, "echoInterval": 50}})
     # (MetalLB v0.15.2's own CRD would refuse this on 1.37: lab.metallb fixes its format.)
     kube.create(ML_PEERS, {"metadata": _meta(peer, ns), "spec": {
         "myASN": 64512, "peerASN": 64513, "peerAddress": "192.0.2.254", "holdTime": "1m30s",
@@ -86,8 +90,10 @@ def test_migrate_on_the_real_server(control_plane: ControlPlane, crds: list[str]
             [sys.executable, "-m", "portico", "migrate", "metallb", "--kubeconfig",
              str(control_plane.kubeconfig), "--metallb-namespace", ns, "--strict"],
             cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
-        assert proc.returncode == 1, proc.stderr  # --strict: bfdProfile is not carried
-        assert f"BGPPeer {peer} spec.bfdProfile" in proc.stderr
+        assert proc.returncode == 1, proc.stderr  # --strict: echo mode is not carried
+        assert "BFDProfile fast spec.echoMode" in proc.stderr
+        assert f"BGPPeer {peer} spec.bfdProfile" not in proc.stderr
+        assert "--set speaker.bfd.enabled=true" in proc.stderr
         printed = [d for d in yaml.safe_load_all(proc.stdout) if d]
         assert [(d["kind"], d["metadata"]["name"]) for d in printed] == [
             ("IPAddressPool", pool), ("L2Advertisement", l2), ("BGPPeer", peer),
@@ -104,7 +110,11 @@ def test_migrate_on_the_real_server(control_plane: ControlPlane, crds: list[str]
         assert got["spec"]["addresses"] == ["192.0.2.0/28", "198.51.100.10-198.51.100.20",
                                             "2001:db8:1::/120"]
         assert got["metadata"]["labels"] == {"tier": "public"}
-        assert kube.get(BGPPEERS, peer)["spec"]["holdTime"] == "90s"
+        got_peer = kube.get(BGPPEERS, peer)["spec"]
+        assert got_peer["holdTime"] == "90s"
+        assert got_peer["bfd"] == {  # the CRD's defaults filled in
+            "receiveInterval": 100, "transmitInterval": 100, "detectMultiplier": 4,
+            "passiveMode": False, "minimumTtl": 254}
         assert kube.get(BGPADVERTISEMENTS, adv)["spec"]["communities"] == [
             "65535:65282", "64512:1:2"]
         # Again: nothing to write.
