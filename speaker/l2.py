@@ -15,6 +15,18 @@ reason in ``Responder.drops()``, not logged: too hot). scapy builds every frame 
   frame can be lost and a client may be busy.
 * For IPv6 VIPs the socket joins the solicited-node multicast group on each interface, so
   that switches with MLD snooping (and NICs with multicast filters) deliver the NS to us.
+* Silence (``silence()``, the first step of a graceful stop): from the moment it returns no
+  frame of ours leaves any more — no reply, no gratuitous announcement, no probe. Every send
+  checks the flag under ``_send_lock``, the lock ``silence()`` takes to set it, so a reply
+  being built when it is called is either on the wire before ``silence()`` returns or never.
+  The owned set and the kernel filter stay as they were, so that the next owner's
+  announcement is still seen (``foreign_since``) — and not reported as a duplicate.
+* Queued requests are decided with the ownership they arrived under: before a gained VIP is
+  answered, what is already queued on the sockets is handled with the VIPs owned before *and*
+  after the change (``_apply_desired``). A request that reached us before we owned its VIP
+  reached the previous owner too, which may have answered it; answering it as well would make
+  two MACs answer one request. (With up to ``MAX_PRECISE_VIPS`` VIPs the kernel filter never
+  queues such a request anyway; the type-only filter beyond that does.)
 * Duplicate detection: an ARP frame whose sender address is an owned VIP, or an NA whose
   target is an owned VIP, sent by a MAC that is not ours, means another node claims our VIP
   (partition, misconfiguration, a foreign device). Reported through ``on_duplicate``; a
@@ -146,13 +158,16 @@ class Responder:
         self._foreign: dict[IPAddress, float] = {}  # last time another MAC claimed the VIP
         self._drops: dict[tuple[str, Drop], int] = {}  # (interface, reason) -> frames
         self._stale_drops: dict[str, int] = {}  # interface -> requests dropped without a lease
+        self._silent_drops = 0  # requests left unanswered after silence() (to the next owner)
         self._stop = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._thread: threading.Thread | None = None
         self._next_rescan = 0.0
-        self.quiet_duplicates = False  # set while handing over on a graceful stop
+        # Graceful stop (``silence``): set once, never cleared; the lock orders it with sends.
+        self._silent = False
+        self._send_lock = threading.Lock()
         # The answer lease (speaker.answer_lease): answer and announce only while it is valid
         # for the epoch of the live map the owned set was planned from. None: no heartbeat
         # process (tests, in-process liveness): always valid.
@@ -176,10 +191,27 @@ class Responder:
         self._wake()
 
     def may_answer(self) -> bool:
-        """Whether our view is current (the lease): else we answer and announce nothing. A
-        graceful hand-over keeps answering on purpose until the next owner announced."""
-        return (self.lease is None or self.quiet_duplicates
-                or self.lease.valid(self._owned_epoch, self.now()))
+        """Whether we may answer and announce: not silenced, and our view is current (the
+        lease). Nothing overrides the lease, not even a hand-over (a SIGTERM that finds us
+        frozen or re-learning must not answer from a stale plan)."""
+        return not self._silent and (self.lease is None
+                                     or self.lease.valid(self._owned_epoch, self.now()))
+
+    def silence(self) -> None:
+        """Stop answering and announcing, for good (graceful stop, before saying "leaving").
+
+        When this returns, every frame we will ever send is already handed to the kernel:
+        ``_send`` checks the flag and sends under the lock taken here. The owned set and the
+        kernel filter are kept, so ``foreign_since`` still sees the next owner announce and
+        the duplicate detector stays quiet about it (``_duplicate``)."""
+        with self._send_lock:
+            self._silent = True
+        self._wake()
+
+    def silent_drops(self) -> int:
+        """Requests for owned VIPs left unanswered since ``silence()`` (the next owner's)."""
+        with self._lock:
+            return self._silent_drops
 
     def owned(self) -> frozenset[IPAddress]:
         with self._lock:
@@ -276,6 +308,10 @@ class Responder:
     def _handle(self, iface: _Iface, data: bytes) -> None:
         our_macs = frozenset(i.mac for i in self._ifaces.values())
         decision = decide(data, iface.name, self._owned, our_macs)
+        if isinstance(decision, ArpReply | NeighborAdvertisement) and self._silent:
+            with self._lock:  # handing over: the next owner answers (or nobody, single node)
+                self._silent_drops += 1
+            return
         if isinstance(decision, ArpReply | NeighborAdvertisement) and not self.may_answer():
             # A stale view (after a stall, or before our replan of a liveness change): the
             # request may be seconds old and the VIP someone else's by now. Drop it.
@@ -302,36 +338,35 @@ class Responder:
     def _duplicate(self, vip: IPAddress, mac: str, iface: str) -> None:
         with self._lock:
             self._foreign[vip] = self.now()
-            if self.quiet_duplicates:
-                # Handing over (graceful stop): the next owner has announced; go silent for
-                # this VIP right here, in the frame loop, so that the two answer together
-                # only for the time it takes to process one frame.
-                self._desired.pop(vip, None)
-                self._owned = {v: i for v, i in self._owned.items() if v != vip}
-        if self.quiet_duplicates:
-            self._due.pop(vip, None)
-            self._probe_due.pop(vip, None)
-            self._refilter()
-        else:
-            self.metrics.duplicates.labels("arp" if vip.version == 4 else "ndp").inc()
-            self.on_duplicate(vip, mac, iface)
+        if self._silent:
+            # Handing over (graceful stop): we went silent before saying "leaving", so this
+            # is the next owner taking over as asked — the hand-over's confirmation, not a
+            # conflict. Recorded (foreign_since) for the stop to see, not reported.
+            return
+        self.metrics.duplicates.labels("arp" if vip.version == 4 else "ndp").inc()
+        self.on_duplicate(vip, mac, iface)
 
     def _send(self, iface: _Iface, frame: bytes, proto: str) -> bool:
         # Check the lease again right before the system call: building a frame with scapy
         # takes milliseconds, and a freeze in between must not put a stale answer on the wire
         # when we wake (what is left is the microseconds between this check and send()).
-        if not self.may_answer():
-            with self._lock:
-                self._stale_drops[iface.name] = self._stale_drops.get(iface.name, 0) + 1
-            return False
-        try:
-            iface.sock.send(frame)
-            return True
-        except OSError as exc:  # ENETDOWN / ENXIO while the link is down
-            self.metrics.errors.labels(iface.name).inc()
-            self.log.debug("l2_send_error", interface=iface.name, protocol=proto,
-                           error=str(exc))
-            return False
+        # The check and the send happen under _send_lock: once silence() has returned,
+        # nothing follows (a graceful stop says "leaving" only after that).
+        with self._send_lock:
+            if self._silent:
+                return False
+            if not self.may_answer():
+                with self._lock:
+                    self._stale_drops[iface.name] = self._stale_drops.get(iface.name, 0) + 1
+                return False
+            try:
+                iface.sock.send(frame)
+                return True
+            except OSError as exc:  # ENETDOWN / ENXIO while the link is down
+                err = exc
+        self.metrics.errors.labels(iface.name).inc()
+        self.log.debug("l2_send_error", interface=iface.name, protocol=proto, error=str(err))
+        return False
 
     @staticmethod
     def _arp_reply(mac: str, vip: ipaddress.IPv4Address, dst_mac: str,
@@ -398,6 +433,15 @@ class Responder:
         for vip in lost:
             self._due.pop(vip, None)
             self._probe_due.pop(vip, None)
+        if gained:
+            # What is queued arrived before we owned the gained VIPs — and reached their
+            # previous owner too, which may have answered it: decide it with what we own both
+            # before and after, so that no request is answered by two MACs (module docstring).
+            steady = {v: i for v, i in self._owned.items() if v in desired and desired[v] == i}
+            with self._lock:
+                self._owned = steady
+            for iface in list(self._ifaces.values()):
+                self._drain(iface)
         with self._lock:
             self._owned = desired
         self._refilter()

@@ -5,10 +5,48 @@ liveness change (from the heartbeat thread, without any debounce: that is the fa
 Both run the same pure ``plan_l2`` under one lock and hand the owned set to the responder,
 which sends gratuitous ARP / unsolicited NA for every VIP it gains.
 
-Graceful stop (SIGTERM): the speaker sends "leaving" heartbeats; peers drop it at once and the
-next owner announces. This node keeps answering until it has seen the new owner's gratuitous
-announcement for each of its VIPs (or ``HANDOVER_TIMEOUT``), so at no moment does nobody
-answer — the client sees zero lost packets.
+Graceful stop (SIGTERM): silence first, then "leaving" — a hand-over in which two MACs never
+answer at the same time.
+
+1. Stop replanning, and silence the responder (``Responder.silence``): when that call returns
+   every ARP reply / NA this node will ever send is already in the kernel, and no request is
+   answered, no announcement sent, from then on.
+2. Only then send "leaving" (``Liveness.leave``: three copies at once, then with every
+   heartbeat until the process ends).
+3. Wait, silent, until each VIP that has a next owner (``l2_plan.successors``) has been
+   announced by another MAC, at most ``HANDOVER_TIMEOUT`` — for the log line, and so that the
+   leaving heartbeats keep going out should the first copies be lost. VIPs without a next
+   owner (a single node, no other eligible live node) are not waited for: nobody answers them
+   after the stop, which is the truth.
+
+Why no instant has two MACs answering. The peers keep us in their live map until they hear
+"leaving" (we still heartbeat ``ready`` until then), and the next owner claims a VIP only
+after its plan drops us, i.e. after it received a leaving heartbeat that we sent after our
+last answer. Our last answer is on the wire before the first leaving heartbeat, which takes a
+network hop, a heartbeat-process wake-up, a message to the speaker, a replan and a responder
+wake-up (milliseconds) before the next owner sends anything. And no request is answered by
+both of us: one that reached us before we fell silent reached the next owner at the same
+moment, before it owned the VIP — its kernel filter dropped it, or, with the coarse filter,
+the responder decides queued frames with the ownership they arrived under
+(``Responder._apply_desired``). Both families follow the same path (ARP request / NS, reply /
+NA); the only difference is the announcement frame (gratuitous ARP vs unsolicited NA with the
+override flag).
+
+What the client sees in the gap (from our silence to the next owner's first gratuitous ARP /
+unsolicited NA, a few ms): a client with a cached entry for our MAC loses nothing — this node
+keeps forwarding traffic sent to its MAC while the speaker exits (the speaker only answers
+ARP/NDP; kube-proxy and the kernel deliver the data), and the announcement moves it to the
+new MAC. A brand-new client asking in the gap gets no answer; its neighbour entry is then
+INCOMPLETE, and Linux completes an existing entry from a gratuitous ARP / an unsolicited NA
+with the override flag (the ``arp_accept`` / "no unsolicited entry" rules only keep them from
+*creating* entries), so the next owner's announcement, sent at once and repeated after 50 and
+200 ms, answers it; a stack that ignores announcements retries after its retransmit timer
+(1 s on Linux) and is answered by the new owner.
+
+Corner cases: a SIGTERM that finds the node frozen, re-learning or isolated answers nothing
+anyway (the answer lease, which no hand-over overrides any more); silence and "leaving" only
+make it final. The duplicate-announcement detector stays quiet once silent: the next owner's
+announcement is the hand-over's confirmation, not a conflict (``Responder._duplicate``).
 """
 
 from __future__ import annotations
@@ -21,7 +59,7 @@ from typing import Any
 from common.api.model import IPAddress
 from speaker import metrics as M
 from speaker.core import health as H
-from speaker.core.l2_plan import L2Plan, plan_l2
+from speaker.core.l2_plan import L2Plan, plan_l2, successors
 from speaker.core.l2_report import service_conditions
 from speaker.core.liveness import LivenessConfig
 from speaker.core.snapshot import ClusterSnapshot
@@ -30,7 +68,10 @@ from speaker.l2 import Metrics, Responder
 from speaker.liveness import Liveness
 from speaker.report import Lookup, Reporter, ReportState
 
-HANDOVER_TIMEOUT = 1.0  # s: upper bound on waiting for the next owner's announcement
+# s: at most this long a graceful stop waits, silent, to see the next owners announce (and
+# keeps sending leaving heartbeats meanwhile); clients do not depend on it.
+HANDOVER_TIMEOUT = 1.0
+HANDOVER_POLL = 0.005  # s between checks while waiting
 DUPLICATE_REPORT_EVERY = 10.0  # s: per VIP, bounds Events/log lines from a flapping claimant
 
 
@@ -54,10 +95,12 @@ class L2Announcer:
         key_file: str | None = None,
         heartbeat_process: bool = True,
         log_level: str = "info",
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.node = node
         self.log = log
         self.now = monotonic
+        self.sleep = sleep
         self._lock = threading.RLock()
         self._snapshot: ClusterSnapshot | None = None
         self._plan: L2Plan | None = None
@@ -125,29 +168,41 @@ class L2Announcer:
 
     def stop(self, graceful: bool) -> None:
         with self._lock:
-            self._stopping = True
-            owned = self.responder.owned()
-        if graceful and owned:
-            others = [n for n in self.liveness.live() if n != self.node]
-            self.responder.quiet_duplicates = True  # the new owner's GARP is expected now
-            t0 = self.now()
-            self.liveness.leave()
-            if others:
-                deadline = t0 + HANDOVER_TIMEOUT
-                while self.now() < deadline and not all(
-                        self.responder.foreign_since(v, t0) for v in owned):
-                    time.sleep(0.005)
-                self.log.info("l2_handover", vips=[str(v) for v in owned],
-                              handed_over=[str(v) for v in owned
-                                           if self.responder.foreign_since(v, t0)],
-                              seconds=round(self.now() - t0, 3))
-        elif graceful:
-            self.liveness.leave()
+            self._stopping = True  # no replan from here on: nothing may claim a VIP again
+            snap = self._snapshot
+        # Silence before "leaving" (module docstring): after this returns nothing of ours is
+        # sent, so no peer can act on our leaving while we still answer.
+        self.responder.silence()
+        owned = self.responder.owned()
+        if graceful:
+            self._hand_over(owned, snap)
         self.responder.set_owned({})
         self.liveness.stop()
         self.responder.stop()
         self.reporter.stop()
         M.L2_VIPS_OWNED.set(0)
+
+    def _hand_over(self, owned: frozenset[IPAddress], snap: ClusterSnapshot | None) -> None:
+        """Say "leaving" (we are already silent) and wait, at most ``HANDOVER_TIMEOUT``, until
+        every owned VIP that has a next owner was announced by another MAC."""
+        live = self.liveness.live()  # as the peers see it until they hear us leave
+        t0 = self.now()
+        self.liveness.leave()  # first: we are silent, and every ms until this is a gap
+        if not owned:
+            return
+        nxt = successors(snap, live, self.node, owned) if snap is not None else {}
+        expected = sorted((v for v, n in nxt.items() if n is not None),
+                          key=lambda a: (a.version, int(a)))
+        deadline = t0 + HANDOVER_TIMEOUT
+        while expected and self.now() < deadline and not all(
+                self.responder.foreign_since(v, t0) for v in expected):
+            self.sleep(HANDOVER_POLL)
+        self.log.info("l2_handover", vips=sorted(str(v) for v in owned),
+                      next_owner={str(v): n for v, n in nxt.items()},
+                      handed_over=[str(v) for v in expected
+                                   if self.responder.foreign_since(v, t0)],
+                      unanswered_requests=self.responder.silent_drops(),
+                      seconds=round(self.now() - t0, 3))
 
     # --- internals ---------------------------------------------------------------------------
 

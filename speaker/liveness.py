@@ -161,7 +161,9 @@ class Liveness:
         self._thread.start()
 
     def leave(self) -> None:
-        """Graceful stop: tell every peer at once (several times) that we are leaving."""
+        """Graceful stop: tell every peer at once (several times) that we are leaving. The
+        layer-2 announcer silences its responder *before* calling this (peers move our VIPs
+        as soon as they hear it); later heartbeats keep saying ``leaving`` until ``stop``."""
         with self._lock:
             self.membership.leave()
             for i in range(LEAVE_REPEATS):

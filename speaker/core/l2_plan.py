@@ -289,3 +289,17 @@ def reporter(plan: VipPlan, live: Iterable[str]) -> str | None:
         return plan.owner
     order = election_order(live, plan.vip)
     return order[0] if order else None
+
+
+def successors(
+    snapshot: ClusterSnapshot,
+    live: Mapping[str, frozenset[str] | None],
+    me: str,
+    vips: Iterable[IPAddress],
+) -> dict[IPAddress, str | None]:
+    """Who takes each of ``vips`` over once ``me`` has left: the plan of every other speaker
+    after it heard our "leaving" (``live`` without ``me``). None: nobody (a single node, or no
+    other eligible live node) — the graceful stop then has nobody to wait for."""
+    rest = {n: i for n, i in live.items() if n != me}
+    plan = plan_l2(snapshot, rest, me)
+    return {v: (plan.vips[v].owner if v in plan.vips else None) for v in vips}

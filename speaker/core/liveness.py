@@ -71,9 +71,14 @@ Why it is safe otherwise:
   clients keep their cached MAC, and the previous owner's host still delivers the traffic. A
   process that follows a *crashed* one is held down (rule H); one that follows a graceful stop
   is not.
-* Graceful stop. The speaker sends ``leaving`` (several times, UDP may drop one); peers drop
-  it at once and the next owner sends gratuitous ARP while the leaving node still answers —
-  zero lost packets (bench/l2_failover.py scenario c).
+* Graceful stop. The speaker first falls silent (answers no ARP/NDP any more), then sends
+  ``leaving`` (three copies at once, then with every heartbeat until it exits; UDP may drop
+  one); peers drop it at once and the next owner sends gratuitous ARP / unsolicited NA. Since
+  the peers drop the node only on hearing ``leaving``, which it sends after its last answer,
+  two MACs never answer at the same time; in the few ms between, cached clients keep sending
+  to the old node, which still forwards (zero lost packets, bench/l2_failover.py scenario
+  ``term``), and a new client's INCOMPLETE entry is completed by the announcement
+  (``speaker.l2_announcer`` has the whole argument). ``leaving`` is final for a process.
 * Isolation. A node whose own heartbeat link is down (no carrier, or every send fails) is not
   live to itself: it owns nothing, so it cannot poison caches when the link comes back; after
   isolation it re-runs the warm-up like a restarting speaker, and its peers hold it down.

@@ -6,6 +6,7 @@ the announcement schedule.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from typing import Any
 
 from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6NDOptSrcLLAddr, IPv6
@@ -23,10 +24,19 @@ class FakeSock:
     def __init__(self) -> None:
         self.sent: list[bytes] = []
         self.opts: list[tuple[int, int, bytes]] = []
+        self.inbox: list[bytes] = []  # frames queued in the kernel, read by recvfrom
+        self.on_send: Any = None
 
     def send(self, data: bytes) -> int:
+        if self.on_send is not None:
+            self.on_send(data)
         self.sent.append(data)
         return len(data)
+
+    def recvfrom(self, _size: int, _flags: int = 0) -> tuple[bytes, tuple[Any, ...]]:
+        if not self.inbox:
+            raise BlockingIOError
+        return self.inbox.pop(0), ("eth0", 0x0003, socket.PACKET_HOST, 1, b"")
 
     def setsockopt(self, level: int, opt: int, value: bytes) -> None:
         self.opts.append((level, opt, value))
@@ -165,16 +175,67 @@ def test_ipv6_vip_joins_solicited_node_group_and_leaves() -> None:
     assert len(mc.opts) == 2  # type: ignore[attr-defined]
 
 
-def test_handing_over_goes_silent_when_the_next_owner_announces() -> None:
-    r, sock, dups, clock, _ = responder({V4: None})
-    r.quiet_duplicates = True
+def ns_req(tgt: str, src: str = "2001:db8::9", sha: str = "02:00:00:00:00:09") -> bytes:
+    return bytes(Ether(src=sha, dst="33:33:ff:01:00:05")
+                 / IPv6(src=src, dst="ff02::1:ff01:5", hlim=255)
+                 / ICMPv6ND_NS(tgt=tgt) / ICMPv6NDOptSrcLLAddr(lladdr=sha))
+
+
+def test_silenced_responder_answers_and_announces_nothing_but_hears_the_next_owner() -> None:
+    """Graceful stop, step 1 (speaker.l2_announcer): silent for both families before saying
+    "leaving"; the next owner's announcement is recorded (the hand-over's confirmation) and
+    not reported as a duplicate."""
+    r, sock, dups, clock, m = responder({V4: None, V6: None})
+    sock.sent.clear()
+    r.silence()
+    assert not r.may_answer()
+    r._handle(r._ifaces["eth0"], arp_req(str(V4)))
+    r._handle(r._ifaces["eth0"], ns_req(str(V6)))
+    clock.t += max(GARP_SCHEDULE) + 20  # announcements and duplicate probes fall due: none
+    r._send_due()
+    assert sock.sent == [] and r.silent_drops() == 2
     foreign = "02:ee:00:00:00:98"
     r._handle(r._ifaces["eth0"], bytes(Ether(src=foreign, dst="ff:ff:ff:ff:ff:ff")
                                        / ARP(op=1, hwsrc=foreign, psrc=str(V4), pdst=str(V4))))
-    assert dups == [] and r.foreign_since(V4, clock.t) and V4 not in r.owned()
-    sock.sent.clear()
+    r._handle(r._ifaces["eth0"], bytes(
+        Ether(src=foreign, dst="33:33:00:00:00:01") / IPv6(src=str(V6), dst="ff02::1", hlim=255)
+        / ICMPv6ND_NA(tgt=str(V6), R=0, S=0, O=1)))
+    assert dups == [] and m.duplicates.counts == {}  # type: ignore[attr-defined]
+    assert r.foreign_since(V4, clock.t) and r.foreign_since(V6, clock.t)
+    # Still owned (the kernel filter keeps passing the next owner's frames), never answered.
+    assert r.owned() == {V4, V6}
     r._handle(r._ifaces["eth0"], arp_req(str(V4)))
     assert sock.sent == []
+
+
+def test_nothing_is_sent_once_silence_returns() -> None:
+    """Every send happens under the lock silence() takes to set the flag: a reply in flight
+    is on the wire before silence() returns, or never."""
+    r, sock, _, _, _ = responder({V4: None})
+    sock.sent.clear()
+    held: list[bool] = []
+    sock.on_send = lambda _f: held.append(not r._send_lock.acquire(blocking=False))
+    r._handle(r._ifaces["eth0"], arp_req(str(V4)))
+    assert held == [True]  # sent while holding the lock silence() needs
+    r.silence()
+    assert r._send(r._ifaces["eth0"], b"frame", "arp") is False
+    assert len(sock.sent) == 1
+
+
+def test_request_queued_before_a_gain_is_left_to_the_previous_owner() -> None:
+    """A request that arrived before we owned its VIP reached the previous owner too: it is
+    not answered by us as well (no two MACs for one request); one for a VIP we kept is."""
+    r, sock, _, _, _ = responder({V6: None})
+    sock.sent.clear()
+    sock.inbox += [arp_req(str(V4)), ns_req(str(V6))]
+    r.set_owned({V4: None, V6: None})
+    r._apply_desired()
+    frames = [Ether(f) for f in sock.sent]
+    assert [f[ARP].op for f in frames if ARP in f] == [1]  # the takeover's GARP, no reply
+    assert [f[ICMPv6ND_NA].S for f in frames if ICMPv6ND_NA in f] == [1]  # kept V6: answered
+    sock.sent.clear()
+    r._handle(r._ifaces["eth0"], arp_req(str(V4)))  # arrived after the gain: ours
+    assert [Ether(f)[ARP].op for f in sock.sent] == [2]
 
 
 def test_without_a_valid_lease_nothing_is_answered_or_announced() -> None:
@@ -204,10 +265,10 @@ def test_without_a_valid_lease_nothing_is_answered_or_announced() -> None:
         r._apply_desired()
         r._handle(r._ifaces["eth0"], arp_req(str(V4)))
         assert [Ether(f)[ARP].op for f in sock.sent] == [2]
-        r.quiet_duplicates = True  # a graceful hand-over answers until the next owner spoke
-        lease.write(3, 0.0)
+        r.silence()  # a graceful stop: silent even with a valid lease
+        lease.write(2, clock.t + 0.1)
         r._handle(r._ifaces["eth0"], arp_req(str(V4)))
-        assert len(sock.sent) == 2
+        assert len(sock.sent) == 1
     finally:
         lease.close()
 
