@@ -121,7 +121,7 @@ class Liveness:
     def set_nodes(self, nodes: Mapping[str, Iterable[IPAddress]]) -> None:
         """Members and where their speakers listen (first IPv4 address, else IPv6)."""
         with self._lock:
-            self.membership.set_members(nodes)
+            self.membership.set_members(nodes, self.now())
             self.membership.forget_departed()
             self._node_addrs = {n: frozenset(a) for n, a in nodes.items()}
             for name in [n for n in self._peers if n not in nodes or n == self.node]:

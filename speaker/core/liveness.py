@@ -32,6 +32,19 @@ stalls 150-350 ms now and then. Three things close that gap:
   ``join_delay`` after the last one stopped doing so (its plan must first let our VIPs go). A
   node that comes back from a freeze, a cut or an asymmetric link thus learns from its peers'
   own words that they moved its VIPs, and owns nothing until they take it back.
+* J (join: no accusation without a timeout of listening). A ``down`` entry makes its target
+  let go (rule C), so it must rest on a full ``timeout`` of silence we *could* have heard. The
+  shell drops every heartbeat from a node that is not in its node list (``foreign_address``:
+  it does not know that node's addresses), and a restarted speaker gets the list from its
+  informers only a while after it started (0.5 s in the lab). So (a) the warm-up (``ready``
+  only after listening a full ``timeout``) counts from the moment the node list is first set,
+  and starts again when the list gains a node while we are not ready yet; (b) a member that
+  entered our node list less than a ``timeout`` ago is never listed down, ready or not (our
+  own stalls stretch that time like a peer's age: silence we could not hear is no evidence).
+  Before J, a joiner warmed up from its process start, said ``ready`` the moment its node
+  list arrived, and its first ``ready`` beats named every peer it had not heard yet: each of
+  them stopped counting itself for ``join_delay`` and released VIPs that had nothing to do
+  with the joiner — every VIP of the cluster unanswered for ~0.3 s on every speaker restart.
 
 What remains is a node that is silent while it runs — a frozen VM or a stall of one node only:
 that *is* a failure as far as its clients can tell (it answers no ARP either), and its VIPs
@@ -63,14 +76,30 @@ a frozen speaker finds queued on its socket when it wakes are therefore dropped,
 Why it is safe otherwise:
 
 * Restarting speaker. A new process has a new ``boot`` id and sends ``ready=False`` until its
-  informers have synced AND it has listened for one full ``timeout`` (before that it does not
-  know who else is live and would wrongly claim every VIP). Peers ignore it until ``ready``.
-  It then counts itself live only ``join_delay`` after it first said ``ready`` (and after its
-  peers consent, rule C), so the previous owner has released a VIP (on hearing ``ready``)
-  before the joiner claims it; in that short window nobody answers new ARP requests but
-  clients keep their cached MAC, and the previous owner's host still delivers the traffic. A
-  process that follows a *crashed* one is held down (rule H); one that follows a graceful stop
-  is not.
+  informers have synced AND it has listened for one full ``timeout`` with its node list (rule
+  J; before that it does not know who else is live and would wrongly claim every VIP). Peers
+  ignore it until ``ready``. By then it has heard every running peer (8 beats each), so its
+  ``down`` list names only peers that really were silent for a timeout: no other owner lets
+  go because of a join. It counts itself live only ``join_delay`` after it first said
+  ``ready`` (and after its peers consent, rule C), so the previous owner has released a VIP
+  (on hearing ``ready``) before the joiner claims it; in that short window nobody answers new
+  ARP requests for the VIPs that move to the joiner, but clients keep their cached MAC, and
+  the previous owner's host still delivers the traffic. A process that follows a *crashed*
+  one is held down (rule H); one that follows a graceful stop is not.
+* Joins keep every other guarantee (rule J only removes ``down`` entries and delays a
+  joiner's ``ready``): no one is taken over while all run; a cut node is still found by
+  silence within ``timeout`` by every peer (the ``down`` list only tells the victim), and a
+  member known for a timeout is listed exactly as before; a joiner B that cannot hear a
+  running A (one-way link) still lists A — A has been in B's list for B's whole warm-up — in
+  its first ``ready`` beat, so A lets go ``join_delay`` before B claims, as before.
+  What J cannot fix is *informer skew*: if A learns a Node N only after N's speaker runs,
+  N never heard A (A did not send to it) and lists A down; when A learns N it counts that
+  dissent and lets go for ``join_delay`` — rightly, since N's plan left A out and N may own
+  A's VIPs (until then both views were wrong about each other; no heartbeat rule can see a
+  node its informer has not reported). A in turn does not accuse N for a timeout (it hears
+  N within an interval); had A a one-way link from N, N would keep its VIPs up to that
+  timeout while A's plan already leaves N out. A new Node's speaker normally starts seconds
+  after every informer has reported the Node, so neither happens in practice.
 * Graceful stop. The speaker first falls silent (answers no ARP/NDP any more), then sends
   ``leaving`` (three copies at once, then with every heartbeat until it exits; UDP may drop
   one); peers drop it at once and the next owner sends gratuitous ARP / unsolicited NA. Since
@@ -263,6 +292,10 @@ class Membership:
     _isolated: bool = False
     _listening_since: float = 0.0
     _ready_since: float | None = None
+    # rule J (join): when each member entered our node list; nobody is listed down before we
+    # could have heard it for a full timeout
+    _known_since: dict[str, float] = field(default_factory=dict)
+    _has_members: bool = False  # no node list yet: we cannot have heard anyone
     _seq: int = 0
     # rule S (stalls): when the loop last ran; peers we must hear again after a long stall
     _last_tick: float | None = None
@@ -283,8 +316,25 @@ class Membership:
 
     # --- inputs ------------------------------------------------------------------------------
 
-    def set_members(self, names: Iterable[str]) -> None:
-        self.members = frozenset(names)
+    def set_members(self, names: Iterable[str], now: float) -> None:
+        """The node list (from the informers). Rule J: a member we did not know before has
+        not been heard by us (the shell drops a heartbeat from a node not in its list), so
+        until a full ``timeout`` has passed we have no evidence against it — it is not listed
+        down meanwhile — and a speaker still warming up starts its warm-up again, so that it
+        says ``ready`` only after listening a full timeout *with this list*."""
+        new = frozenset(names)
+        added = new - self.members - {self.me}
+        for name in added:
+            self._known_since[name] = now
+        for name in self.members - new:
+            self._known_since.pop(name, None)
+        self.members = new
+        first, self._has_members = not self._has_members, True
+        if (added or first) and self._ready_since is None:
+            # Never a step back once ready: a node that stopped saying ready would make its
+            # peers release its VIPs for nothing.
+            self._listening_since = max(self._listening_since, now)
+            self._update_ready(now)
 
     def set_synced(self, synced: bool, now: float) -> None:
         self._synced = synced
@@ -369,6 +419,8 @@ class Membership:
                 p.last_seen = min(p.last_seen + gap, now)
             if self._ready_since is None:
                 self._listening_since = min(self._listening_since + gap, now)
+            for name, since in self._known_since.items():  # nor is it for a new member
+                self._known_since[name] = min(since + gap, now)
         if gap + self.config.interval >= self.config.timeout:
             self._relearn = {n: 0 for n, p in self._peers.items()
                              if n in self.members and self._alive(p, now)}
@@ -413,7 +465,7 @@ class Membership:
                 del self._back[name]
 
     def _update_ready(self, now: float) -> None:
-        ok = (self._synced and not self._leaving and not self._isolated
+        ok = (self._synced and self._has_members and not self._leaving and not self._isolated
               and now >= self._listening_since + self.config.timeout)
         if ok and self._ready_since is None:
             self._ready_since = now
@@ -425,7 +477,8 @@ class Membership:
         self._update_ready(now)
         self._seq += 1
         down = tuple(sorted(m for m in self.members
-                            if m != self.me and not self.peer_live(m, now)))
+                            if m != self.me and not self.peer_live(m, now)
+                            and now >= self._known_since.get(m, -math.inf) + self.config.timeout))
         return Heartbeat(self.me, self.boot, self._seq, self._ready_since is not None,
                          self._leaving, tuple(sorted(self.interfaces)), wall, down)
 
@@ -469,7 +522,7 @@ class Membership:
         times += [b + self.config.holddown for b in self._back.values()]
         if self._relearn is not None:
             times.append(self._relearn_until)
-        if not self._isolated and not self._leaving and self._synced:
+        if not self._isolated and not self._leaving and self._synced and self._has_members:
             if self._ready_since is None:
                 times.append(self._listening_since + self.config.timeout)
             else:

@@ -15,7 +15,7 @@ WALL0 = 1_800_000_000.0
 
 def member(me: str = "n1", t0: float = 0.0) -> Membership:
     m = Membership(me, "boot-" + me, t0, CFG)
-    m.set_members(["n1", "n2", "n3"])
+    m.set_members(["n1", "n2", "n3"], t0)
     return m
 
 
@@ -143,7 +143,7 @@ def test_heartbeat_seq_increases() -> None:
 def test_forget_departed() -> None:
     m = member()
     Observer(m)(hb("n3", 1), 1.0)
-    m.set_members(["n1", "n2"])
+    m.set_members(["n1", "n2"], 1.0)
     assert not m.peer_live("n3", 1.0)
     m.forget_departed()
     assert m.live(1.0) == {}

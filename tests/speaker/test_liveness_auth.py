@@ -42,7 +42,7 @@ def beat(node: str, seq: int, t: float, *, boot: str = "b1", ready: bool = True,
 
 def receiver() -> Membership:
     m = Membership("n1", "boot-n1", 0.0, CFG)
-    m.set_members(["n1", "n2", "n3"])
+    m.set_members(["n1", "n2", "n3"], 0.0)
     return m
 
 
@@ -198,7 +198,7 @@ class Node:
 
     def __post_init__(self) -> None:
         self.m = Membership(self.name, "boot-" + self.name, 0.0, CFG)
-        self.m.set_members(["a", "b", "c"])
+        self.m.set_members(["a", "b", "c"], 0.0)
         self.m.set_synced(True, 0.0)
 
 

@@ -177,3 +177,29 @@ def test_unusable_key_file_at_start_is_fatal(tmp_path: Path) -> None:
         with pytest.raises(LivenessKeyError):
             Liveness("n1", 0, LivenessConfig(), lambda _l: None, Log(), Metrics(),
                      key_file=str(p))
+
+
+def test_warm_up_starts_when_the_node_list_arrives(keyfile: Path) -> None:
+    """A restarted speaker drops every heartbeat until its informers hand it the Nodes (it
+    cannot check their addresses), so its warm-up must count from then (rule J): otherwise
+    its first ``ready`` beats name peers it could not hear, and they let go of their VIPs."""
+    clock, metrics, log = Clock(), Metrics(), Log()
+    lv = Liveness("n1", 0, LivenessConfig(), lambda _live: None, log, metrics,
+                  bind_addr="::", monotonic=clock.mono, key_file=str(keyfile),
+                  wall=clock.wall)
+    try:
+        send(lv, beat(1, clock))
+        assert metrics.heartbeats_rejected.n == {"foreign_address": 1}
+        clock.t += 0.5  # informers synced half a second after the process started
+        lv.set_nodes({"n1": [ipaddress.ip_address("192.0.2.250")], "n2": [LOOP]})
+        lv.set_synced(True)
+        first = lv.membership.heartbeat(clock.t, clock.wall())
+        assert not first.ready and first.down == ()
+        clock.t += 0.025
+        send(lv, beat(2, clock))
+        clock.t += LivenessConfig().timeout
+        send(lv, beat(3, clock))
+        ready = lv.membership.heartbeat(clock.t, clock.wall())
+        assert ready.ready and ready.down == ()
+    finally:
+        lv.stop()

@@ -16,7 +16,7 @@ NODES = ("a", "b", "c")
 
 def member(me: str, t0: float = 0.0) -> Membership:
     m = Membership(me, "boot-" + me, t0, CFG)
-    m.set_members(NODES)
+    m.set_members(NODES, t0)
     m.set_synced(True, t0)
     m.self_live(t0 + CFG.timeout)  # warm-up over: ready (live join_delay later)
     return m
