@@ -110,17 +110,14 @@ frontend f
     return port
 
 
-def hand_written(tmp: Path, backend_port: int, headers: bool = False) -> tuple[int, int]:
+def hand_config(port: int, backend_port: int, headers: bool = False) -> str:
     """Minimal config; ``headers`` adds the X-Forwarded-For/-Proto an ingress must send.
 
     Same as Portico where it matters per request: one thread, HTTP keep-alive on both sides
-    (HAProxy's default mode, which Portico keeps), one backend server. Returns (port, PID).
-    """
-    port = free_port()
-    cfg = tmp / f"hand-{headers}.cfg"
+    (HAProxy's default mode, which Portico keeps), one backend server."""
     extra = ("    option forwardfor\n    http-request set-header X-Forwarded-Proto http\n"
              if headers else "")
-    cfg.write_text(f"""global
+    return f"""global
     nbthread 1
 defaults
     mode http
@@ -132,7 +129,14 @@ frontend f
 {extra}    default_backend b
 backend b
     server s1 127.0.0.1:{backend_port}
-""")
+"""
+
+
+def hand_written(tmp: Path, backend_port: int, headers: bool = False) -> tuple[int, int]:
+    """``hand_config`` running; returns (port, PID)."""
+    port = free_port()
+    cfg = tmp / f"hand-{headers}.cfg"
+    cfg.write_text(hand_config(port, backend_port, headers))
     p = spawn(["haproxy", "-f", str(cfg)])
     wait_http(port, HOST, lambda s, b: s == 200)
     return port, p.pid
