@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repo importable
@@ -47,10 +48,20 @@ if __package__ in (None, ""):  # run as a script: make the repo importable
 
 from bench import ingress as B
 from ingress.haproxy import POOL_OPTIONS
-from lab.ingress_kit import World, ingress, path, rule
+from lab.ingress_kit import World, free_port, ingress, path, rule
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 START_TIMEOUT_S = 60.0  # a proxy under valgrind starts ~50x slower
+
+
+@dataclass
+class Row:
+    label: str
+    argv: list[str]
+    cwd: Path
+    port: int
+    requests: int = 0
+    per_request: float = 0.0
 
 
 def _ensure_valgrind() -> None:
@@ -128,52 +139,48 @@ def main() -> int:
             return 2
     _ensure_valgrind()
     tmp = Path(tempfile.mkdtemp(prefix="pi-instr-"))
-    rows: list[dict[str, object]] = []
+    rows: list[Row] = []
     try:
         backend = B.fast_backend(tmp, "ok")
         conf, portico_port = _portico_conf(tmp, backend)
         hap = args.haproxy
         for headers in (False, True):
-            port = B.free_port()
+            port = free_port()
             d = tmp / f"hand-{headers}"
             d.mkdir()
             (d / "h.cfg").write_text(B.hand_config(port, backend, headers))
             label = "hand-written HAProxy" + (" + X-Fwd hdrs" if headers else "")
-            rows.append({"label": label, "argv": [hap, "-f", "h.cfg"], "cwd": d, "port": port})
-        rows.append({"label": f"Portico rendered config ({POOL_OPTIONS})",
-                     "argv": [hap, POOL_OPTIONS, "-f", "haproxy.cfg"], "cwd": conf,
-                     "port": portico_port})
-        rows.append({"label": "Portico rendered config (no -dM)",
-                     "argv": [hap, "-f", "haproxy.cfg"], "cwd": conf, "port": portico_port})
-        port = B.free_port()
+            rows.append(Row(label, [hap, "-f", "h.cfg"], d, port))
+        rows.append(Row(f"Portico rendered config ({POOL_OPTIONS})",
+                        [hap, POOL_OPTIONS, "-f", "haproxy.cfg"], conf, portico_port))
+        rows.append(Row("Portico rendered config (no -dM)", [hap, "-f", "haproxy.cfg"], conf,
+                        portico_port))
+        port = free_port()
         d = tmp / "nginx-min"
         d.mkdir()
         (d / "nginx.conf").write_text(B.NGINX_BASE.format(
             d=d, port=port, backend=backend, host=B.HOST, headers=B.NGINX_MIN_HEADERS)
             .replace("master_process on;", "master_process off;"))
-        rows.append({"label": "nginx, ingress-nginx minimal",
-                     "argv": ["nginx", "-e", str(d / "error.log"), "-c", str(d / "nginx.conf")],
-                     "cwd": d, "port": port})
+        rows.append(Row("nginx, ingress-nginx minimal",
+                        ["nginx", "-e", str(d / "error.log"), "-c", str(d / "nginx.conf")], d,
+                        port))
         print(f"== User-space instructions per request (callgrind; wrk -t1 -c32 keep-alive, "
               f"{args.seconds} s per row) ==")
         for row in rows:
-            n, per = _count(list(row["argv"]), Path(str(row["cwd"])), int(str(row["port"])),
-                            args.seconds)
-            row.update(requests=n, instructions_per_request=round(per))
+            row.requests, row.per_request = _count(row.argv, row.cwd, row.port, args.seconds)
             time.sleep(0.5)  # the port of a killed proxy is reused by the next Portico row
-        base = float(str(rows[-1]["instructions_per_request"]))
+        base = rows[-1].per_request
         for row in rows:
-            per = float(str(row["instructions_per_request"]))
-            print(f"  {row['label']:<52}{per:>9.0f}  x{per / base:.2f} nginx   "
-                  f"({row['requests']} requests)")
+            print(f"  {row.label:<52}{row.per_request:>9.0f}  x{row.per_request / base:.2f} "
+                  f"nginx   ({row.requests} requests)")
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S")
         args.out.mkdir(parents=True, exist_ok=True)
         out = args.out / f"proxy-instructions-{stamp}.json"
         out.write_text(json.dumps({
             "seconds": args.seconds, "versions": B.versions(), "haproxy": hap,
-            "rows": [{k: v for k, v in r.items() if k in ("label", "requests",
-                                                           "instructions_per_request")}
-                     for r in rows]}, indent=1) + "\n")
+            "rows": [{"label": r.label, "requests": r.requests,
+                      "instructions_per_request": round(r.per_request)} for r in rows]},
+            indent=1) + "\n")
         print(f"  results: {out}")
     finally:
         for p in B.PROCS:
