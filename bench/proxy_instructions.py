@@ -20,6 +20,12 @@ Rows (the same shapes as bench/ingress.py section 1, the same backend: an HAProx
   header set), single process (``master_process off``) so one process does all the work.
 ``--haproxy PATH`` runs the HAProxy rows with another binary (e.g. a newer build).
 
+Then the same rows natively (no valgrind), each for ``--seconds`` under wrk, with the kernel's
+side counted per request: system calls and context switches of the proxy's processes (perf
+tracepoints ``raw_syscalls:sys_enter`` and ``sched:sched_switch``; skipped without perf) and
+TCP segments sent on the machine (``nstat`` TcpOutSegs: wrk's, the proxy's and the
+backend's, so ~4 per proxied request).
+
 Needs valgrind (installed with apt-get when missing, as root). Every process is started here,
 recorded by PID and killed at the end; ports are ephemeral on 127.0.0.1; each wrk run is
 bounded by ``--seconds``. Writes ``bench/results/proxy-instructions-<time>.json``.
@@ -47,6 +53,7 @@ if __package__ in (None, ""):  # run as a script: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import ingress as B
+from bench.procstat import process_tree
 from ingress.haproxy import POOL_OPTIONS
 from lab.ingress_kit import World, free_port, ingress, path, rule
 
@@ -106,6 +113,66 @@ def _count(argv: list[str], cwd: Path, port: int, seconds: int) -> tuple[int, fl
     if not totals:
         raise RuntimeError(f"no totals in {dumps[-1]}")
     return requests, int(totals.group(1)) / requests
+
+
+def _nstat_out_segs() -> int:
+    out = subprocess.run(["nstat", "-az", "TcpOutSegs"], capture_output=True, text=True,
+                         timeout=10).stdout
+    m = re.search(r"^TcpOutSegs\s+(\d+)", out, re.M)
+    return int(m.group(1)) if m else 0
+
+
+def _kernel_side(rows: list[Row], seconds: int) -> dict[str, dict[str, float]]:
+    """Per row, natively: syscalls, context switches and machine-wide TCP segments sent, per
+    request."""
+    perf = shutil.which("perf")
+    print("== The kernel's side, natively (per request) ==")
+    if not perf:
+        print("  skipped: no perf")
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    for row in rows:
+        proc = subprocess.Popen(row.argv, cwd=row.cwd, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        B.PROCS.append(proc)
+        try:
+            B.wait_http(row.port, B.HOST, lambda s, b: s == 200)
+            stat = row.cwd / "perf-stat.txt"
+            pids = ",".join(str(p) for p in process_tree(proc.pid))
+            counter = subprocess.Popen(
+                [perf, "stat", "-x,", "-o", str(stat), "-e",
+                 "raw_syscalls:sys_enter,sched:sched_switch", "-p", pids],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.3)
+            segs0 = _nstat_out_segs()
+            text = subprocess.run(["wrk", "-t1", "-c32", f"-d{seconds}s", "-H",
+                                   f"Host: {B.HOST}", f"http://127.0.0.1:{row.port}/"],
+                                  capture_output=True, text=True, timeout=seconds + 30).stdout
+            segs = _nstat_out_segs() - segs0
+            counter.send_signal(signal.SIGINT)
+            counter.wait(30)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        m = re.search(r"(\d+) requests in", text)
+        n = int(m.group(1)) if m else 0
+        counts = {}
+        for line in stat.read_text().splitlines():
+            f = line.split(",")
+            if len(f) > 2 and f[0].isdigit():
+                counts[f[2]] = int(f[0])
+        if not n:
+            continue
+        out[row.label] = {
+            "syscalls": round(counts.get("raw_syscalls:sys_enter", 0) / n, 2),
+            "context_switches": round(counts.get("sched:sched_switch", 0) / n, 2),
+            "tcp_segments_machine": round(segs / n, 2)}
+        k = out[row.label]
+        print(f"  {row.label:<52}syscalls {k['syscalls']:5.2f}  context switches "
+              f"{k['context_switches']:5.2f}  TCP segments {k['tcp_segments_machine']:5.2f}")
+        time.sleep(0.5)
+    return out
 
 
 def _portico_conf(tmp: Path, backend: int) -> tuple[Path, int]:
@@ -173,13 +240,15 @@ def main() -> int:
         for row in rows:
             print(f"  {row.label:<52}{row.per_request:>9.0f}  x{row.per_request / base:.2f} "
                   f"nginx   ({row.requests} requests)")
+        kernel = _kernel_side(rows, args.seconds)
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S")
         args.out.mkdir(parents=True, exist_ok=True)
         out = args.out / f"proxy-instructions-{stamp}.json"
         out.write_text(json.dumps({
             "seconds": args.seconds, "versions": B.versions(), "haproxy": hap,
             "rows": [{"label": r.label, "requests": r.requests,
-                      "instructions_per_request": round(r.per_request)} for r in rows]},
+                      "instructions_per_request": round(r.per_request)} for r in rows],
+            "kernel_side_per_request": kernel},
             indent=1) + "\n")
         print(f"  results: {out}")
     finally:
