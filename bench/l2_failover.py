@@ -2,6 +2,8 @@
 
     sudo .venv/bin/python -m bench.l2_failover [--trials 20] [--png PATH]
     sudo .venv/bin/python -m bench.l2_failover --lab-cluster [--trials 10]  # chart's speakers
+    sudo .venv/bin/python -m bench.l2_failover --lab-cluster --metallb --families 4,6 \
+        --scenarios cut,cutall,kill,term,freeze --trials 3 --max-minutes 80   # + MetalLB
     sudo .venv/bin/python -m bench.l2_failover --compare --scenarios cut --trials 10
         [--lab-probe syn]  # today's lab probed with TCP SYNs too (like for like)
     sudo .venv/bin/python -m bench.l2_failover --scenarios cut,freeze --families 4,6 --trials 10
@@ -53,31 +55,74 @@ often loses nothing; the ARP gap shows the takeover itself.
 
 ``--lab-cluster``: the same trials on the lab cluster (``lab.labcluster.LabCluster``: the real
 control plane, node agents, the real kube-proxy, Portico from ``helm install charts/portico``:
-the speakers are the chart's DaemonSet pods). A Deployment of agnhost ``serve-hostname`` pinned
-to the control-plane node ``node1`` (which is never cut and never announces: the chart's
-L2Advertisement selects the workers) backs a LoadBalancer Service (externalTrafficPolicy
-Cluster) with the VIP ``CLUSTER_VIP``; only the announcement moves, as in today's lab. Scenario
-``cut`` is today's fault: the owner's segment-A cable at the switch. The node's management
-cable stays plugged, as in today's lab, so the node agent, its pods and the speaker keep
-running and talking to the API server: the client-facing link died, the node did not.
-``cutall`` also pulls the management cable (a dead node, as tests/e2e's LabMachines.stop
-does); within a trial's few seconds the API server notices nothing either way (node lease
-40 s), so both measure the speakers' own detection. kill/term do not apply there (the node
-agent restarts a killed speaker pod: a different story). The data path is a TCP SYN per probe
-to VIP:80, answered (SYN-ACK) through kube-proxy by a backend pod: kube-proxy forwards the
-Service's ports only, so an ICMP echo to a VIP gets no answer on a real cluster.
+the speakers are the chart's DaemonSet pods, run by the lab's node agents). A Deployment of
+agnhost ``serve-hostname`` pinned to the control-plane node ``node1`` (which is never faulted
+and never announces: the chart's L2Advertisement selects the workers) backs one LoadBalancer
+Service (externalTrafficPolicy Cluster) per family: IPv4 ``CLUSTER_VIP``, and with
+``--families 6`` a SingleStack IPv6 Service (``ipFamilies: [IPv6]``) asking for
+``CLUSTER_VIP6`` from the chart cluster's IPv6 pool (``L2_POOL6``); only the announcement
+moves. Scenarios (``CLUSTER_SCENARIOS``), each against the owner node's speaker pod:
 
-``--metallb`` (with ``--lab-cluster``): MetalLB on the same lab cluster as a second mode
-(``metallb-lab-cluster``): the release's manifest with ``lab.metallb.LAB_CHANGES``, its own
-``loadBalancerClass``, pool and VIP (``METALLB_VIP``, asked for with MetalLB's annotation),
-memberlist on ``METALLB_ML_PORT``; the same backend pods, prober, faults (cut, cutall) and
-trials, interleaved with Portico's; the table ends with MetalLB/Portico ratios.
+* ``cut``: the owner's segment-A cable at the switch (today's fault). The management cable
+  stays plugged, so the node agent, its pods and the speaker keep talking to the API server:
+  the client-facing link died, the node did not. ``cutall`` also pulls the management cable (a
+  dead node, as tests/e2e's LabMachines.stop does); within a trial's few seconds the API
+  server notices nothing either way (node lease 40 s): both measure the speakers' own
+  detection.
+* ``kill``: SIGKILL to every process of the owner's speaker container — what an OOM kill of
+  the container's cgroup does. The node agent reports a container as ``portico-lab://PID``;
+  it starts each container in a session of its own whose group id is that PID, so the
+  bench signals the process group (Portico's speaker and its heartbeat child; MetalLB's one
+  process). The agent then restarts the container (restartPolicy Always) as a kubelet would;
+  the restore waits until the pod is Running and Ready with a new container.
+* ``term``: graceful stop as Kubernetes does it: the owner's speaker pod is deleted with its
+  default grace period (the DELETE that ``kubectl delete pod`` sends, made through the
+  control plane's admin client so that no kubectl start-up sits between the fault time and
+  the deletion); the node agent sends the container SIGTERM (SIGKILL after the grace period,
+  10 s in the chart) and the DaemonSet controller creates a new pod, which the restore waits
+  for (Running and Ready).
+* ``freeze``: SIGSTOP to the container's process group, SIGCONT ``--freeze-seconds`` later,
+  then AFTER_WAKE more observed (as in today's lab).
+
+Every restore is bounded (pod Ready within ``POD_READY_TIMEOUT_S``, the VIP back on the
+original owner within ``RESTORE_TIMEOUT_S``); a restore that fails is reported (JSON
+``restore_failures``) and the run goes on. Before each trial the bench waits (bounded) until
+the VIP is on its home node again (its owner when all is healthy), because another mode's
+fault on a shared node moves it too. Portico's kill and term trials observe
+``CLUSTER_POD_OBSERVE_S`` (5 s), cut and cutall OBSERVE. In kill and freeze the owner's node
+still forwards traffic sent to its MAC (kube-proxy does, not the speaker), so the data path
+usually loses nothing; the ARP/NDP gap shows the takeover itself.
+
+The data path is a TCP SYN per probe to VIP:80 ([VIP6]:80 for IPv6: ``lab.failover.
+Syn6Prober``), answered (SYN-ACK) through kube-proxy by a backend pod and attributed to the
+node by the reply frame's source MAC: kube-proxy forwards the Service's ports only, so an
+ICMP echo to a VIP gets no answer on a real cluster. The control path is the ARP round (IPv4)
+or Neighbor Solicitation round (IPv6) every 10 ms from made-up senders. A node whose NA comes
+from its kernel (MetalLB answers NDP through an ICMPv6 socket) must first resolve the asking
+address, so the prober answers Neighbor Solicitations for its made-up senders from its own
+MAC, like any IPv6 host (Portico builds its NA frames itself and never asks).
+
+``--metallb`` (with ``--lab-cluster``): MetalLB on the same lab cluster as second modes
+(``metallb-lab-cluster-ipv4`` / ``-ipv6``): the release's manifest with
+``lab.metallb.LAB_CHANGES``, its own ``loadBalancerClass``, its own pools (``METALLB_RANGE``
+and the IPv6 ``METALLB_RANGE6``, both outside Portico's) and VIPs (asked for with MetalLB's
+annotation), memberlist on ``METALLB_ML_PORT``; the same backend pods, prober, scenarios and
+trials, interleaved with Portico's (one trial of each mode in turn). MetalLB learns of a dead
+node from memberlist (seconds): its trials observe ``METALLB_OBSERVE_S`` (15 s) except freeze
+(the same window as Portico's), and after each trial the bench waits up to
+``METALLB_HEAL_TIMEOUT_S`` for its VIP to be back on the original owner, recording how long
+two nodes answered meanwhile (JSON ``after_restore``). The table of each mode (one family
+each) is printed, then per family the MetalLB/Portico ratios of outage, gap and takeover
+(p50/p99/max) and both modes' overlap rounds per scenario. In MetalLB's kill/term trials the
+restarted pod on the same node takes the VIP back within the window: its answers after the
+takeover count as "late" and the return as a second move (not stale answers).
 
 ``--compare``: both labs at once (they share nothing but the machine) and the trials
 interleaved, one trial of each mode in turn, so both see the same machine load.
 
-Results: ``bench/results/l2_failover-<mode>-<time>.json`` per mode (mode ``lab`` or
-``lab-cluster``) and a PNG next to it (the trial with the worst outage of ``--png-scenario``).
+Results: ``bench/results/l2_failover-<mode>-<time>.json`` per mode (``lab-ipv4``,
+``lab-cluster-ipv6``, ``metallb-lab-cluster-ipv4``, ...) and a PNG next to it (the trial with
+the worst outage of ``--png-scenario``), and ``l2_failover-ratio-metallb-<time>.json``.
 """
 
 from __future__ import annotations
@@ -101,6 +146,8 @@ from lab.failover import (
     INTERVAL,
     NdpProber,
     Prober,
+    SpeakerPods,
+    Syn6Prober,
     SynProber,
     Trial,
     analyse,
@@ -110,7 +157,7 @@ from lab.failover import (
     speaker_group_signal,
 )
 from lab.hogs import start_hogs, stop_hogs
-from lab.topology import CLIENT_HOST, SEG_A4, Lab
+from lab.topology import CLIENT_HOST, SEG_A4, SEG_A6, Lab
 from lab.wait import wait_until
 
 VIP = "192.0.2.210"
@@ -129,8 +176,20 @@ CLUSTER_VIP = "192.0.2.210"
 CLUSTER_NS = "bench-l2"
 CLUSTER_APP = "steady"
 AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.53"
-CLUSTER_SCENARIOS = ("cut", "cutall")
+CLUSTER_SCENARIOS = ("cut", "cutall", "kill", "term", "freeze")
+# IPv6 (--families 6): a SingleStack IPv6 Service of its own from the chart cluster's IPv6
+# pool (lab.labcluster L2_POOL6 / L2_RANGE6: 2001:db8:a::1:c8-2001:db8:a::1:db).
+CLUSTER_VIP6 = "2001:db8:a::1:d0"
+CLUSTER_APP6 = "steady6"
 RESTORE_TIMEOUT_S = 30.0
+# kill/term: the node agent restarts the killed container at once (first restart) or after its
+# crash-loop back-off (lab.labcluster.AGENT_ARGS: 1 s doubling to 10 s), and a deleted pod is
+# recreated by the DaemonSet controller, scheduled and started: Ready within this, or the
+# trial fails.
+POD_READY_TIMEOUT_S = 90.0
+# kill/term on Portico: what the chart's speakers do within a few seconds (a graceful stop
+# takes up to the pod's grace period, 10 s in the chart, if the speaker overran it).
+CLUSTER_POD_OBSERVE_S = 5.0
 # --metallb: MetalLB (lab.metallb, built from its Go module) on the same lab cluster, serving
 # only Services of its own loadBalancerClass from its own range of segment A (outside
 # Portico's e2e pool), memberlist moved off Portico's heartbeat port 7946.
@@ -138,6 +197,10 @@ METALLB_CLASS = "bench.portico.dev/metallb"
 METALLB_POOL, METALLB_RANGE = "bench-metallb", "192.0.2.220-192.0.2.223"
 METALLB_VIP = "192.0.2.220"
 METALLB_APP = "steady-metallb"
+# IPv6: segment A's VIP range (2001:db8:a::1:0/112), outside Portico's pool ::1:c8-::1:db.
+METALLB_POOL6, METALLB_RANGE6 = "bench-metallb6", "2001:db8:a::1:e0-2001:db8:a::1:e3"
+METALLB_VIP6 = "2001:db8:a::1:e0"
+METALLB_APP6 = "steady-metallb6"
 METALLB_ML_PORT = 7947
 # MetalLB learns of a dead node from memberlist (suspicion, then dead): seconds, not
 # milliseconds, so its trials watch longer than OBSERVE, or the outage would be the window.
@@ -164,11 +227,29 @@ class Mode:
     info: dict[str, Any] = field(default_factory=dict)
     family: int = 4
     observe: dict[str, float] = field(default_factory=dict)  # per scenario, else OBSERVE
+    # Lab cluster: the VIP's owner when everything is healthy, and how long to wait for the
+    # VIP to be back there before a trial (another mode's fault on a shared node moves it too).
+    # (taken at the first trial, once the probers run: a node that answers NDP from its kernel
+    # can only answer the made-up asker of Lab.who_has when the prober resolves it).
+    settle: bool = False
+    home: str | None = None
+    settle_timeout: float = RESTORE_TIMEOUT_S
 
 
 def run_mode_trial(mode: Mode, scenario: str) -> Trial:
     """``run_trial`` for either lab: the fault and the restore are the mode's."""
     lab, vip = mode.lab, mode.vip
+    if mode.settle and mode.home is None:
+        mode.home = current_owner(lab, vip)[0]
+        mode.info["home"] = mode.home
+    if mode.home is not None:
+        home_mac = lab.node(mode.home).mac_a
+        try:
+            wait_until(lambda: lab.who_has(vip, timeout=0.2) == {home_mac},
+                       mode.settle_timeout, what=f"{mode.name}: VIP on {mode.home}")
+        except AssertionError as exc:  # reported; the trial faults whoever owns it now
+            mode.info.setdefault("not_home_before_trial", []).append(scenario)
+            print(f"{mode.name}: {exc}", flush=True)
     owner, owner_mac = current_owner(lab, vip)
     time.sleep(SETTLE)
     mode.prober.reset()
@@ -178,9 +259,21 @@ def run_mode_trial(mode: Mode, scenario: str) -> Trial:
     time.sleep(mode.observe.get(scenario, OBSERVE))
     rec = mode.prober.reset()
     trial = analyse(scenario, owner, owner_mac, rec, t_fault, lab)
-    mode.restore(scenario, owner)
-    wait_until(lambda: lab.who_has(vip, timeout=0.2) == {owner_mac}, RESTORE_TIMEOUT_S,
-               what=f"{mode.name}: VIP back on the original owner")
+    if not mode.settle:  # today's lab: a failed restore ends the run
+        mode.restore(scenario, owner)
+        wait_until(lambda: lab.who_has(vip, timeout=0.2) == {owner_mac}, RESTORE_TIMEOUT_S,
+                   what=f"{mode.name}: VIP back on the original owner")
+        return trial
+    # Lab cluster: a restore that times out (a pod not Ready, the VIP elsewhere) is reported
+    # and the run goes on; the next trial first waits for the VIP to be home again.
+    try:
+        mode.restore(scenario, owner)
+        wait_until(lambda: lab.who_has(vip, timeout=0.2) == {owner_mac}, RESTORE_TIMEOUT_S,
+                   what=f"{mode.name}: VIP back on the original owner")
+    except (AssertionError, RuntimeError, OSError) as exc:
+        mode.info.setdefault("restore_failures", []).append(
+            {"scenario": scenario, "owner": owner, "error": str(exc)[:500]})
+        print(f"{mode.name} {scenario}: RESTORE FAILED: {exc}", flush=True)
     return trial
 
 
@@ -247,10 +340,11 @@ def lab_mode(lab: Lab, probe: str = "icmp", family: int = 4, freeze_s: float = F
                 observe={"freeze": freeze_s + AFTER_WAKE})
 
 
-def cluster_manifest() -> str:
+def cluster_manifest(families: tuple[int, ...] = (4,)) -> str:
     """Namespace, a Deployment of agnhost serve-hostname (HTTP on 8080, readiness probe) on
-    the control-plane node, and the LoadBalancer Service (ETP Cluster) asking for the VIP."""
-    from lab.labcluster import CONTROL_PLANE_ROLE, L2_POOL
+    the control-plane node, and a LoadBalancer Service (ETP Cluster) per family asking for
+    the VIP (IPv4) / VIP6 (SingleStack IPv6 from the chart cluster's IPv6 pool)."""
+    from lab.labcluster import CONTROL_PLANE_ROLE, L2_POOL, L2_POOL6
 
     pod: dict[str, Any] = {
         "nodeSelector": {CONTROL_PLANE_ROLE: ""},
@@ -269,83 +363,184 @@ def cluster_manifest() -> str:
          "metadata": {"name": CLUSTER_APP, "namespace": CLUSTER_NS},
          "spec": {"replicas": 2, "selector": {"matchLabels": {"app": CLUSTER_APP}},
                   "template": {"metadata": {"labels": {"app": CLUSTER_APP}}, "spec": pod}}},
-        {"apiVersion": "v1", "kind": "Service",
-         "metadata": {"name": CLUSTER_APP, "namespace": CLUSTER_NS,
-                      "annotations": {"lb.portico.dev/address-pool": L2_POOL,
-                                      "lb.portico.dev/loadBalancerIPs": CLUSTER_VIP}},
-         "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Cluster",
-                  "selector": {"app": CLUSTER_APP},
-                  "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}},
     ]
+    for fam in families:
+        objs.append(lb_service(CLUSTER_APP if fam == 4 else CLUSTER_APP6, fam, {
+            "lb.portico.dev/address-pool": L2_POOL if fam == 4 else L2_POOL6,
+            "lb.portico.dev/loadBalancerIPs": CLUSTER_VIP if fam == 4 else CLUSTER_VIP6}))
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": objs})
 
 
-def cluster_mode(lc: Any) -> Mode:
-    """The lab cluster (a started ``LabCluster``): the chart's speakers, kube-proxy, pods."""
+def lb_service(name: str, family: int, annotations: dict[str, str],
+               lb_class: str | None = None) -> dict[str, Any]:
+    """A LoadBalancer Service (ETP Cluster, port 80 -> the pods' http) in front of the bench's
+    pods; SingleStack of ``family``."""
+    spec: dict[str, Any] = {
+        "type": "LoadBalancer", "externalTrafficPolicy": "Cluster",
+        "ipFamilyPolicy": "SingleStack", "ipFamilies": ["IPv4" if family == 4 else "IPv6"],
+        "selector": {"app": CLUSTER_APP},
+        "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}
+    if lb_class:
+        spec["loadBalancerClass"] = lb_class
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": CLUSTER_NS, "annotations": annotations},
+            "spec": spec}
+
+
+def syn_prober(lab: Lab, vip: str, family: int) -> SynProber:
+    """TCP SYN to VIP:80 from the client's own address, ARP (4) or NDP (6) rounds."""
+    if family == 6:
+        return Syn6Prober(lab.client, "pl-eth0", vip, f"{SEG_A6}::{CLIENT_HOST:x}", 80)
+    return SynProber(lab.client, "pl-eth0", vip, f"{SEG_A4}.{CLIENT_HOST}", 80)
+
+
+@dataclass
+class PodFaults:
+    """The lab cluster's faults for one load balancer's speakers (``SpeakerPods``):
+
+    * cut / cutall: the owner's segment-A cable (and management cable) at the switch;
+    * kill: SIGKILL to the process group of the owner's speaker container (every process of
+      it, as an OOM kill of the cgroup does); the node agent restarts the container per the
+      pod's restartPolicy (Always), as a kubelet would;
+    * term: the owner's speaker pod is deleted with its default grace period (the API call
+      ``kubectl delete pod`` makes): the node agent sends the container SIGTERM (SIGKILL after
+      the grace period) and the DaemonSet controller creates a new pod;
+    * freeze: SIGSTOP to the container's process group, SIGCONT ``freeze_s`` later.
+
+    ``undo`` ends the fault, bounded: the cable back; the restarted or recreated pod Running
+    and Ready; SIGCONT (again, so that nothing is left stopped)."""
+
+    lab: Lab
+    pods: SpeakerPods
+    freeze_s: float
+    timers: list[threading.Timer] = field(default_factory=list)
+    pid: int | None = None
+    uid: str | None = None
+    t_fault: float = 0.0
+    # kill/term: fault -> the restore saw the pod Ready again (after the observe window)
+    ready_s: list[float] = field(default_factory=list)
+
+    def fault(self, scenario: str, owner: str) -> None:
+        self.pid = self.uid = None
+        self.t_fault = time.monotonic()
+        if scenario in ("cut", "cutall"):
+            self.lab.cut_link(owner, up=False, mgmt=scenario == "cutall")
+        elif scenario == "kill":
+            self.pid = self.pods.signal(owner, signal.SIGKILL)
+        elif scenario == "term":
+            self.uid = self.pods.delete(owner)
+        elif scenario == "freeze":
+            pid = self.pid = self.pods.signal(owner, signal.SIGSTOP)
+            timer = threading.Timer(self.freeze_s, SpeakerPods.signal_group,
+                                    (pid, signal.SIGCONT))
+            self.timers.append(timer)
+            timer.start()
+        else:
+            raise ValueError(f"unknown scenario {scenario}")
+
+    def undo(self, scenario: str, owner: str) -> None:
+        if scenario in ("cut", "cutall"):
+            self.lab.cut_link(owner, up=True, mgmt=scenario == "cutall")
+        elif scenario in ("kill", "term"):
+            self.pods.wait_ready(owner, POD_READY_TIMEOUT_S, not_pid=self.pid,
+                                 not_uid=self.uid)
+            self.ready_s.append(round(time.monotonic() - self.t_fault, 2))
+        elif scenario == "freeze":
+            for timer in self.timers:
+                timer.join(self.freeze_s + 5)
+            self.timers.clear()
+            if self.pid is not None:  # in case: never leave it stopped
+                SpeakerPods.signal_group(self.pid, signal.SIGCONT)
+
+
+def wait_vip_serving(lab: Lab, service: str, vip: str, who: str) -> None:
+    """``service`` got ``vip`` and the client reaches the pods through it (HTTP)."""
+    wait_until(lambda: lab.service_ips(service, CLUSTER_NS) == [vip], 60,
+               what=f"{who}: VIP {vip} assigned")
+    wait_until(lambda: lab.http_get(vip, timeout=1.0) is not None, 60,
+               interval=0.5, what=f"{who}: {vip} answers HTTP from the client")
+
+
+def cluster_setup(lc: Any, families: tuple[int, ...]) -> None:
+    """The bench's namespace, backend pods and Portico's Services (one per family)."""
     lab = lc.lab
-    assert lab is not None
-    lc.kubectl("apply", "-f", "-", input_text=cluster_manifest())
+    lc.kubectl("apply", "-f", "-", input_text=cluster_manifest(families))
     lc.kubectl("rollout", "status", f"deployment/{CLUSTER_APP}", "-n", CLUSTER_NS,
                "--timeout=180s", timeout=200.0)
-    wait_until(lambda: lab.service_ips(CLUSTER_APP, CLUSTER_NS) == [CLUSTER_VIP], 60,
-               what="lab cluster: VIP assigned")
-    wait_until(lambda: lab.http_get(CLUSTER_VIP, timeout=1.0) is not None, 60,
-               interval=0.5, what="lab cluster: VIP answers HTTP from the client")
-    current_owner(lab, CLUSTER_VIP)
+    for fam in families:
+        name, vip = (CLUSTER_APP, CLUSTER_VIP) if fam == 4 else (CLUSTER_APP6, CLUSTER_VIP6)
+        wait_vip_serving(lab, name, vip, "lab cluster")
 
-    def fault(scenario: str, owner: str) -> None:
-        lab.cut_link(owner, up=False, mgmt=scenario == "cutall")
+
+def cluster_mode(lc: Any, family: int = 4, freeze_s: float = FREEZE_S) -> Mode:
+    """The lab cluster (a started ``LabCluster``, ``cluster_setup`` done): the chart's
+    speakers, kube-proxy, pods; one family's Service."""
+    from lab.labcluster import NAMESPACE
+
+    lab = lc.lab
+    assert lab is not None
+    vip = CLUSTER_VIP if family == 4 else CLUSTER_VIP6
+    faults = PodFaults(lab, SpeakerPods(lc.cp.api, NAMESPACE), freeze_s)
 
     def restore(scenario: str, owner: str) -> None:
-        lab.cut_link(owner, up=True, mgmt=scenario == "cutall")
+        faults.undo(scenario, owner)
 
-    prober = SynProber(lab.client, "pl-eth0", CLUSTER_VIP, f"{SEG_A4}.{CLIENT_HOST}", 80)
-    return Mode("lab-cluster", lab, CLUSTER_VIP, prober, "tcp-syn", fault, restore,
-                CLUSTER_SCENARIOS, info={"figures": dict(lc.figures)})
+    return Mode(f"lab-cluster-ipv{family}", lab, vip, syn_prober(lab, vip, family),
+                "tcp-syn", faults.fault, restore, CLUSTER_SCENARIOS, family=family,
+                observe={"kill": CLUSTER_POD_OBSERVE_S, "term": CLUSTER_POD_OBSERVE_S,
+                         "freeze": freeze_s + AFTER_WAKE},
+                info={"figures": dict(lc.figures), "pod_ready_seen_after_fault_s": faults.ready_s},
+                settle=True)
 
 
-def metallb_mode(lc: Any, stack: contextlib.ExitStack) -> Mode:
-    """MetalLB on the lab cluster (``cluster_mode``'s first): its release manifest with the
-    lab's changes, L2 mode with memberlist, a pool of its own, and a Service of its class
-    (MetalLB's own annotation asks for ``METALLB_VIP``) in front of the same backend pods. The
-    faults are the lab cluster's (the owner's cables); same prober, same trials, interleaved."""
+def metallb_install(lc: Any, stack: contextlib.ExitStack,
+                    families: tuple[int, ...]) -> dict[str, float]:
+    """MetalLB on the lab cluster (``cluster_setup`` first): its release manifest with the
+    lab's changes, L2 mode with memberlist, pools of its own (IPv4, IPv6) and a Service of its
+    class per family (MetalLB's own annotation asks for the VIP) in front of the same backend
+    pods."""
     from lab import metallb
     from lab.labcluster import CONTROL_PLANE_ROLE
 
     lab = lc.lab
-    assert lab is not None
     mlb = metallb.MetalLBInLab(lc, lb_class=METALLB_CLASS, ml_port=METALLB_ML_PORT)
     stack.callback(mlb.uninstall)
     mlb.install()
-    mlb.apply_pools({METALLB_POOL: METALLB_RANGE}, {"matchExpressions": [
+    pools = {METALLB_POOL: METALLB_RANGE} if 4 in families else {}
+    if 6 in families:
+        pools[METALLB_POOL6] = METALLB_RANGE6
+    mlb.apply_pools(pools, {"matchExpressions": [
         {"key": CONTROL_PLANE_ROLE, "operator": "DoesNotExist"}]})
-    svc = {"apiVersion": "v1", "kind": "Service",
-           "metadata": {"name": METALLB_APP, "namespace": CLUSTER_NS,
-                        "annotations": {"metallb.io/loadBalancerIPs": METALLB_VIP}},
-           "spec": {"type": "LoadBalancer", "loadBalancerClass": METALLB_CLASS,
-                    "externalTrafficPolicy": "Cluster", "selector": {"app": CLUSTER_APP},
-                    "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}
-    lc.kubectl("apply", "-f", "-", input_text=json.dumps(svc))
-    wait_until(lambda: lab.service_ips(METALLB_APP, CLUSTER_NS) == [METALLB_VIP], 60,
-               what="MetalLB: VIP assigned")
-    wait_until(lambda: lab.http_get(METALLB_VIP, timeout=1.0) is not None, 60,
-               interval=0.5, what="MetalLB: VIP answers HTTP from the client")
-    current_owner(lab, METALLB_VIP)
+    for fam in families:
+        name, vip = (METALLB_APP, METALLB_VIP) if fam == 4 else (METALLB_APP6, METALLB_VIP6)
+        svc = lb_service(name, fam, {"metallb.io/loadBalancerIPs": vip}, METALLB_CLASS)
+        lc.kubectl("apply", "-f", "-", input_text=json.dumps(svc))
+        wait_vip_serving(lab, name, vip, "MetalLB")
+    return dict(mlb.figures)
 
-    def fault(scenario: str, owner: str) -> None:
-        lab.cut_link(owner, up=False, mgmt=scenario == "cutall")
 
+def metallb_mode(lc: Any, figures: dict[str, float], family: int = 4,
+                 freeze_s: float = FREEZE_S) -> Mode:
+    """MetalLB's Service of one family (``metallb_install`` first): the same prober, faults
+    and trials as Portico's, interleaved. MetalLB's speaker is one process per pod: kill and
+    freeze signal it as they signal Portico's speaker with its heartbeat child."""
+    from lab import metallb
+
+    lab = lc.lab
+    assert lab is not None
+    vip = METALLB_VIP if family == 4 else METALLB_VIP6
+    faults = PodFaults(lab, SpeakerPods(lc.cp.api, metallb.NAMESPACE), freeze_s)
     heals: list[dict[str, Any]] = []
 
     def restore(scenario: str, owner: str) -> None:
-        lab.cut_link(owner, up=True, mgmt=scenario == "cutall")
+        faults.undo(scenario, owner)
         owner_mac = lab.node(owner).mac_a
         t0 = time.monotonic()
-        both = 0.0  # seconds during which two or more nodes answered ARP for the VIP
+        both = 0.0  # seconds during which two or more nodes answered ARP/NDP for the VIP
         last = t0
         got: set[str] = set()
         while time.monotonic() - t0 < METALLB_HEAL_TIMEOUT_S:
-            got = lab.who_has(METALLB_VIP, timeout=0.2)
+            got = lab.who_has(vip, timeout=0.2)
             now = time.monotonic()
             if len(got) > 1:
                 both += now - last
@@ -356,18 +551,19 @@ def metallb_mode(lc: Any, stack: contextlib.ExitStack) -> Mode:
                       "back_on_owner_s": round(time.monotonic() - t0, 2),
                       "two_answering_s": round(both, 2),
                       "answering_at_end": sorted(lab.node_by_mac(m) or m for m in got)})
-        print(f"metallb-lab-cluster {scenario}: cable back, VIP on {owner} again after "
-              f"{heals[-1]['back_on_owner_s']} s; two nodes answered ARP for "
+        print(f"metallb-ipv{family} {scenario}: fault undone, VIP on {owner} again after "
+              f"{heals[-1]['back_on_owner_s']} s; two nodes answered for "
               f"{heals[-1]['two_answering_s']} s of it", flush=True)
 
-    prober = SynProber(lab.client, "pl-eth0", METALLB_VIP, f"{SEG_A4}.{CLIENT_HOST}", 80)
-    return Mode("metallb-lab-cluster", lab, METALLB_VIP, prober, "tcp-syn", fault, restore,
-                ("cut", "cutall"),
-                observe={"cut": METALLB_OBSERVE_S, "cutall": METALLB_OBSERVE_S},
+    window = {sc: METALLB_OBSERVE_S for sc in ("cut", "cutall", "kill", "term")}
+    return Mode(f"metallb-lab-cluster-ipv{family}", lab, vip, syn_prober(lab, vip, family),
+                "tcp-syn", faults.fault, restore, CLUSTER_SCENARIOS, family=family,
+                observe={**window, "freeze": freeze_s + AFTER_WAKE},
                 info={"peer": f"MetalLB {_metallb_version()} (L2, memberlist)",
-                      "after_restore": heals,
+                      "after_restore": heals, "pod_ready_seen_after_fault_s": faults.ready_s,
                       "metallb_lab_changes": list(metallb.LAB_CHANGES),
-                      "figures": dict(mlb.figures)})
+                      "figures": figures},
+                settle=True, settle_timeout=METALLB_HEAL_TIMEOUT_S)
 
 
 def _metallb_version() -> str:
@@ -376,28 +572,51 @@ def _metallb_version() -> str:
     return binaries.METALLB_VERSION
 
 
+RATIO_METRICS = (("outage", "outage"), ("gap", "arp_gap"), ("takeover", "takeover"))
+
+
 def print_ratios(portico: Mode, peer: Mode) -> dict[str, Any]:
-    """Per scenario both modes ran: outage and takeover p50/p99 of each, and peer/Portico."""
+    """Per scenario both modes ran (one family): outage, ARP/NDP gap and takeover p50/p99/max
+    of each, and peer/Portico; the overlap rounds of each beside them."""
     rows: dict[str, Any] = {}
-    print(f"\n== {peer.name} / {portico.name} (same prober, trials interleaved)")
-    print(f"{'scenario':10} {'metric':9} {'Portico p50/p99 (ms)':>22} "
-          f"{'peer p50/p99 (ms)':>19} {'ratio p50/p99':>15}")
+    print(f"\n== {peer.name} / {portico.name} (IPv{portico.family}; same prober, trials "
+          "interleaved)")
+    print(f"{'scenario':9} {'metric':9} {'Portico p50/p99/max ms':>23} "
+          f"{'MetalLB p50/p99/max ms':>23} {'ratio p50/p99/max':>19}")
     for sc in portico.results:
         a, b = portico.results.get(sc) or [], peer.results.get(sc) or []
         if not a or not b:
             continue
-        for metric in ("outage", "takeover"):
-            xa = [v * 1000 for t in a if (v := getattr(t, metric)) is not None]
-            xb = [v * 1000 for t in b if (v := getattr(t, metric)) is not None]
-            if not xa or not xb:
-                print(f"{sc:10} {metric:9} {'(none)':>22}")
+        for label, attr in RATIO_METRICS:
+            xa = [v * 1000 for t in a if (v := getattr(t, attr)) is not None]
+            xb = [v * 1000 for t in b if (v := getattr(t, attr)) is not None]
+            if not xa or not xb:  # e.g. no takeover at all: MetalLB's restarted pod kept it
+                cells = [f"{pct(x, 50):9.0f}/{pct(x, 99):6.0f}/{max(x):6.0f}" if x
+                         else f"{'(none)':>23}" for x in (xa, xb)]
+                print(f"{sc:9} {label:9} {cells[0]} {cells[1]} {'-':>19}")
+                rows.setdefault(sc, {})[label] = {
+                    "portico_ms": (pct(xa, 50), pct(xa, 99), max(xa)) if xa else None,
+                    "peer_ms": (pct(xb, 50), pct(xb, 99), max(xb)) if xb else None,
+                    "ratio": None, "n": (len(xa), len(xb))}
                 continue
-            pa, pb = (pct(xa, 50), pct(xa, 99)), (pct(xb, 50), pct(xb, 99))
+            pa = (pct(xa, 50), pct(xa, 99), max(xa))
+            pb = (pct(xb, 50), pct(xb, 99), max(xb))
             ratio = tuple(round(y / x, 2) if x else None for x, y in zip(pa, pb, strict=True))
-            rows.setdefault(sc, {})[metric] = {"portico_ms": pa, "peer_ms": pb,
-                                               "ratio": ratio}
-            print(f"{sc:10} {metric:9} {pa[0]:10.0f}/{pa[1]:6.0f}      "
-                  f"{pb[0]:8.0f}/{pb[1]:6.0f}    {ratio[0]!s:>6}/{ratio[1]!s:<6}")
+            rows.setdefault(sc, {})[label] = {"portico_ms": pa, "peer_ms": pb, "ratio": ratio,
+                                              "n": (len(xa), len(xb))}
+            print(f"{sc:9} {label:9} {pa[0]:9.0f}/{pa[1]:6.0f}/{pa[2]:6.0f} "
+                  f"{pb[0]:9.0f}/{pb[1]:6.0f}/{pb[2]:6.0f} "
+                  f"{'/'.join(str(r) if r is not None else '-' for r in ratio):>19}")
+        oa = sum(t.overlap_rounds for t in a)
+        ob = sum(t.overlap_rounds for t in b)
+        rows[sc]["overlap_rounds"] = {"portico": oa, "peer": ob,
+                                      "portico_trials": sum(1 for t in a if t.overlap_rounds),
+                                      "peer_trials": sum(1 for t in b if t.overlap_rounds)}
+        print(f"{sc:9} {'overlap':9} {oa:9} rounds ({rows[sc]['overlap_rounds']['portico_trials']}"
+              f"/{len(a)} trials)  {ob:9} rounds ({rows[sc]['overlap_rounds']['peer_trials']}"
+              f"/{len(b)} trials)")
+    print("ratio: MetalLB / Portico (above 1: MetalLB slower); '-': Portico's figure is 0 "
+          "or a side had none (takeover: no other node took the VIP in the window)")
     return rows
 
 
@@ -474,8 +693,12 @@ def print_soak(result: dict[str, Any]) -> bool:
 
 
 def cluster_cleanup(lc: Any) -> None:
+    for name in (METALLB_APP, METALLB_APP6):
+        with contextlib.suppress(Exception):
+            lc.kubectl("delete", "service", name, "-n", CLUSTER_NS, "--ignore-not-found",
+                       check=False)
     with contextlib.suppress(Exception):
-        lc.kubectl("delete", "service", METALLB_APP, "-n", CLUSTER_NS, "--ignore-not-found",
+        lc.kubectl("delete", "service", CLUSTER_APP6, "-n", CLUSTER_NS, "--ignore-not-found",
                    check=False)
     with contextlib.suppress(Exception):
         lc.kubectl("delete", "service", CLUSTER_APP, "-n", CLUSTER_NS, "--ignore-not-found",
@@ -495,8 +718,9 @@ def timeline_png(trial: Trial, lab: Lab, path: Path, data_label: str = "ICMP ech
     names = sorted({lab.node_by_mac(m) or m for _, _, m in trial.record.replies}
                    | {lab.node_by_mac(m) or m for _, _, m in trial.record.arp_replies})
     ypos = {n: i for i, n in enumerate(names)}
+    ctl = "NDP reply" if "ipv6" in mode else "ARP reply"
     for kind, rows, marker, dy in ((data_label, trial.record.replies, "|", 0.1),
-                                   ("ARP reply", trial.record.arp_replies, ".", -0.1)):
+                                   (ctl, trial.record.arp_replies, ".", -0.1)):
         xs = [t - trial.t_fault for t, _, _ in rows]
         ys = [ypos[lab.node_by_mac(m) or m] + dy for _, _, m in rows]
         ax.scatter(xs, ys, marker=marker, s=30, label=kind)
@@ -508,10 +732,11 @@ def timeline_png(trial: Trial, lab: Lab, path: Path, data_label: str = "ICMP ech
     ax.axvline(0, color="black", linestyle="--", linewidth=1)
     ax.set_yticks([*ypos.values(), -0.8], [*ypos, "lost"])
     ax.set_xlabel(f"seconds since fault ({trial.scenario}: owner {trial.owner})")
-    ax.set_title(f"Portico L2 failover{' (' + mode + ')' if mode else ''}, 100 Hz "
+    who = "MetalLB" if mode.startswith("metallb") else "Portico"
+    ax.set_title(f"{who} L2 failover{' (' + mode + ')' if mode else ''}, 100 Hz "
                  f"probes per node MAC — scenario "
                  f"{trial.scenario}: outage {trial.outage * 1000:.0f} ms, "
-                 f"takeover {(trial.takeover or float('nan')) * 1000:.0f} ms")
+                 f"takeover {(trial.takeover or float('nan')) * 1000:.0f} ms", fontsize=9)
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -588,7 +813,8 @@ def write_results(mode: Mode, args: argparse.Namespace, stamp: str, out_dir: Pat
         "bench": "l2_failover", "mode": mode.name, "family": mode.family, "started": stamp,
         "argv": sys.argv[1:], "vip": mode.vip, "probe": mode.probe,
         "probe_interval_ms": 10, "settle_s": SETTLE, "observe_s": OBSERVE,
-        "interleaved": args.compare, **mode.info,
+        "interleaved": bool(args.compare or args.metallb or "," in args.families),
+        "observe_per_scenario_s": mode.observe, **mode.info,
         "summary": stats,
         "trials": [{"scenario": t.scenario, "owner": t.owner, "new_owner": t.new_owner,
                     "lost": t.lost, "outage_ms": ms(t.outage), "arp_gap_ms": ms(t.arp_gap),
@@ -607,8 +833,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench.l2_failover")
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--scenarios", default=None,
-                    help="default: kill,cut,term (lab), cut (lab cluster); the lab cluster "
-                         "knows cut and cutall (segment A and management cables)")
+                    help="default: kill,cut,term,freeze (lab), cut (lab cluster); the lab "
+                         "cluster knows cut, cutall (segment A and management cables), kill, "
+                         "term (pod deleted) and freeze (the speaker container's processes)")
     ap.add_argument("--lab-cluster", action="store_true",
                     help="run on the lab cluster (chart-installed speakers) instead")
     ap.add_argument("--metallb", action="store_true",
@@ -627,7 +854,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--png-scenario", default="cut")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR)
     ap.add_argument("--families", default="4",
-                    help="today's lab: 4, 6 or 4,6 (IPv4 ARP / IPv6 NDP VIPs; default 4)")
+                    help="4, 6 or 4,6 (IPv4 ARP / IPv6 NDP VIPs; default 4), in both labs")
     ap.add_argument("--freeze-seconds", type=float, default=FREEZE_S,
                     help="scenario freeze: how long the owner's speaker stays stopped")
     ap.add_argument("--soak-seconds", type=float, default=0.0,
@@ -687,9 +914,13 @@ def main(argv: list[str] | None = None) -> int:
             stack.callback(cluster_cleanup, lc)
             print(f"lab cluster up in {time.monotonic() - t0:.0f} s: {lc.figures}",
                   file=sys.stderr, flush=True)
-            modes.append(cluster_mode(lc))
+            cluster_setup(lc, tuple(families))
+            for fam in families:
+                modes.append(cluster_mode(lc, fam, args.freeze_seconds))
             if args.metallb:
-                modes.append(metallb_mode(lc, stack))
+                figures = metallb_install(lc, stack, tuple(families))
+                for fam in families:
+                    modes.append(metallb_mode(lc, figures, fam, args.freeze_seconds))
         for mode in modes:
             mode.results = {s: [] for s in scenarios if s in mode.scenarios}
             mode.prober.start()
@@ -716,7 +947,7 @@ def main(argv: list[str] | None = None) -> int:
                             raise TimeoutError
                         tr = run_mode_trial(mode, sc)
                         mode.results[sc].append(tr)
-                        tag = f"{mode.name:11} " if len(modes) > 1 else ""
+                        tag = f"{mode.name:24} " if len(modes) > 1 else ""
                         print(f"{tag}{sc:6} #{i + 1:2}: owner {tr.owner} -> {tr.new_owner}  "
                               f"lost {tr.lost:3}  outage {tr.outage * 1000:6.0f} ms  "
                               f"gap {tr.arp_gap * 1000:5.0f} ms  takeover "
@@ -742,8 +973,13 @@ def main(argv: list[str] | None = None) -> int:
                              mode.name)
                 print(f"timeline of one {worst.scenario} trial (worst outage): {png}")
         by_name = {m.name: m for m in modes}
-        if "lab-cluster" in by_name and "metallb-lab-cluster" in by_name:
-            ratios = print_ratios(by_name["lab-cluster"], by_name["metallb-lab-cluster"])
+        ratios: dict[str, Any] = {}
+        for fam in families:
+            a = by_name.get(f"lab-cluster-ipv{fam}")
+            b = by_name.get(f"metallb-lab-cluster-ipv{fam}")
+            if a is not None and b is not None:
+                ratios[f"ipv{fam}"] = print_ratios(a, b)
+        if ratios:
             path = args.out / f"l2_failover-ratio-metallb-{stamp}.json"
             path.write_text(json.dumps({"bench": "l2_failover", "started": stamp,
                                         "argv": sys.argv[1:], "ratios": ratios},

@@ -24,10 +24,12 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from lab import netns
-from lab.topology import PROBE_MAC, Lab
+from lab.topology import PROBE_IP6_A, PROBE_MAC, Lab
 from lab.wait import wait_until
 
 INTERVAL = 0.01  # 100 Hz probes
@@ -142,6 +144,10 @@ class Prober:
                 return residue, _mac(data[22:28])
         return None
 
+    def _other(self, pkt: socket.socket, data: bytes) -> None:
+        """A frame that answers no probe (``_NdpRounds`` answers neighbour solicitations for
+        its made-up senders here)."""
+
     def _run(self) -> None:
         if self.realtime:
             with contextlib.suppress(OSError):  # pid 0: this thread only
@@ -203,7 +209,9 @@ class Prober:
                     self.rec.replies.append((t, self._unwrap(seq), _mac(data[6:12])))
                     continue
             got = self._ctl_reply(data)
-            if got is not None:
+            if got is None:
+                self._other(pkt, data)
+            else:
                 # Round: the latest one sent from the address this reply answers.
                 residue, mac = got
                 k = len(ARP_SENDERS)
@@ -324,17 +332,136 @@ def current_owner(lab: Lab, vip: str) -> tuple[str, str]:
 
 
 
+# ---- lab cluster: faults to a node's speaker container (lab.nodeagent runs the pods) --------
+
+# The lab's node agent reports a container as ``portico-lab://<main PID>``; the launcher execs
+# into the command in a session of its own, so that PID is also the container's process group:
+# every process of the container (the speaker and, for Portico, its heartbeat child) is in it.
+CONTAINER_ID_PREFIX = "portico-lab://"
+
+
+def container_pid(pod: dict[str, Any], container: str) -> int | None:
+    """Main PID (= process group) of the running ``container`` of ``pod``, from its status."""
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        if cs.get("name") != container or "running" not in (cs.get("state") or {}):
+            continue
+        cid = str(cs.get("containerID") or "")
+        if cid.startswith(CONTAINER_ID_PREFIX) and cid[len(CONTAINER_ID_PREFIX):].isdigit():
+            return int(cid[len(CONTAINER_ID_PREFIX):])
+    return None
+
+
+def pod_ready(pod: dict[str, Any]) -> bool:
+    st = pod.get("status") or {}
+    return st.get("phase") == "Running" and any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in st.get("conditions") or [])
+
+
+@dataclass
+class SpeakerPods:
+    """The speaker DaemonSet's pods of one load balancer in the lab cluster (Portico's or
+    MetalLB's), found by namespace, node and container name; ``api(method, path)`` is the
+    control plane's admin request (``ControlPlane.api``)."""
+
+    api: Callable[[str, str], Any]
+    namespace: str
+    container: str = "speaker"
+
+    def pod(self, node: str) -> dict[str, Any] | None:
+        """The node's live (not terminating) pod that has the speaker container."""
+        items = self.api("GET", f"/api/v1/namespaces/{self.namespace}/pods"
+                                f"?fieldSelector=spec.nodeName%3D{node}")["items"]
+        for pod in items:
+            names = {c.get("name") for c in (pod.get("spec") or {}).get("containers") or []}
+            if self.container in names and not pod["metadata"].get("deletionTimestamp"):
+                return dict(pod)
+        return None
+
+    def pid(self, node: str) -> int:
+        pod = self.pod(node)
+        pid = container_pid(pod, self.container) if pod else None
+        if pid is None:
+            raise RuntimeError(f"no running {self.container} container on {node}")
+        return pid
+
+    @staticmethod
+    def signal_group(pid: int, sig: int) -> None:
+        """``sig`` to every process of the container whose main PID is ``pid`` (its process
+        group), after checking that ``pid`` still leads its group (not a reused PID)."""
+        with contextlib.suppress(ProcessLookupError):
+            if os.getpgid(pid) != pid:
+                raise RuntimeError(f"PID {pid} no longer leads its container's group")
+            os.killpg(pid, sig)
+
+    def signal(self, node: str, sig: int) -> int:
+        pid = self.pid(node)
+        self.signal_group(pid, sig)
+        return pid
+
+    def delete(self, node: str) -> str:
+        """Delete the node's speaker pod with its default grace period (``kubectl delete
+        pod``: the node agent sends SIGTERM, then SIGKILL after the grace period; the
+        DaemonSet makes a new pod); returns the deleted pod's uid."""
+        pod = self.pod(node)
+        if pod is None:
+            raise RuntimeError(f"no {self.container} pod on {node}")
+        meta = pod["metadata"]
+        self.api("DELETE", f"/api/v1/namespaces/{self.namespace}/pods/{meta['name']}")
+        return str(meta["uid"])
+
+    def wait_ready(self, node: str, timeout: float, not_pid: int | None = None,
+                   not_uid: str | None = None) -> float:
+        """Wait until the node's speaker pod is Running and Ready with a container other
+        than ``not_pid`` (restarted) in a pod other than ``not_uid`` (recreated); seconds
+        waited."""
+        t0 = time.monotonic()
+
+        def ready() -> bool:
+            pod = self.pod(node)
+            if pod is None or not pod_ready(pod) or pod["metadata"]["uid"] == not_uid:
+                return False
+            pid = container_pid(pod, self.container)
+            return pid is not None and pid != not_pid
+
+        wait_until(ready, timeout, interval=0.2,
+                   what=f"{self.namespace} {self.container} pod on {node} Running and Ready")
+        return time.monotonic() - t0
+
+
 # ---- TCP SYN data path (the lab cluster: kube-proxy forwards TCP to the Service's ports only,
 # so nothing answers an ICMP echo to a VIP there, as on a real cluster) ---------------------
 
 SYN_PORTS = (1024, 30000)  # source ports cycle through 1024..30999: 300 s before a reuse
 
 
+def _pseudo_header(src: bytes, dst: bytes, proto: int, length: int) -> bytes:
+    """The pseudo-header a TCP checksum covers: IPv4's (RFC 793) for 4-byte addresses,
+    IPv6's (RFC 8200 section 8.1) for 16-byte ones."""
+    if len(src) == 16:
+        return src + dst + struct.pack("!I3xB", length, proto)
+    return src + dst + struct.pack("!BBH", 0, proto, length)
+
+
 def _syn(src: bytes, dst: bytes, sport: int, dport: int, isn: int) -> bytes:
-    # 20-byte TCP header, SYN only, window 64240; checksum over the IPv4 pseudo-header.
+    # 20-byte TCP header, SYN only, window 64240; checksum over the pseudo-header of the
+    # addresses' family (raw IPv6 sockets leave a TCP checksum as it is, so it is ours).
     hdr = struct.pack("!HHIIBBHHH", sport, dport, isn, 0, 0x50, 0x02, 64240, 0, 0)
-    pseudo = src + dst + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(hdr))
+    pseudo = _pseudo_header(src, dst, socket.IPPROTO_TCP, len(hdr))
     return hdr[:16] + struct.pack("!H", _checksum(pseudo + hdr)) + hdr[18:]
+
+
+def l4_of(data: bytes) -> tuple[int, bytes, int] | None:
+    """(protocol, source address, offset of the layer-4 header) of an Ethernet frame carrying
+    IPv4 or IPv6 (no IPv6 extension headers: a SYN-ACK has none), else None."""
+    if len(data) < 34:
+        return None
+    etype = int.from_bytes(data[12:14], "big")
+    if etype == 0x0800:
+        return data[23], bytes(data[26:30]), 14 + (data[14] & 0x0F) * 4
+    if etype == 0x86DD and len(data) >= 54:
+        return data[20], bytes(data[22:38]), 54
+    return None
 
 
 class SynProber(Prober):
@@ -344,20 +471,24 @@ class SynProber(Prober):
     sequence number, read back from the SYN-ACK's acknowledgement; each probe uses a new source
     port, so every probe is a new connection to kube-proxy's conntrack. The client's kernel
     answers each SYN-ACK with a RST (no socket), which closes the half-open connection at the
-    backend. ARP rounds as in ``Prober``."""
+    backend. ARP rounds as in ``Prober``; ``Syn6Prober`` is the same over IPv6 with NDP
+    rounds (the SYN code here serves both families: it follows the VIP's)."""
 
     SEQ_BITS = 32  # the SYN's initial sequence number carries the probe number
 
     def __init__(self, ns: str, iface: str, vip: str, src: str, port: int = 80) -> None:
         super().__init__(ns, iface, vip)
         self.src, self.port = src, port
-        self.src_b = ipaddress.IPv4Address(src).packed
+        self.src_b = ipaddress.ip_address(src).packed
+        if len(self.src_b) != len(self.vip_b):
+            raise ValueError(f"source {src} and VIP {vip} are of different families")
 
     def _sport(self, seq: int) -> int:
         return SYN_PORTS[0] + seq % SYN_PORTS[1]
 
     def _data_socket(self) -> socket.socket:
-        tcp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+        family = socket.AF_INET6 if len(self.vip_b) == 16 else socket.AF_INET
+        tcp = socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_TCP)
         tcp.bind((self.src, 0))
         tcp.setblocking(False)
         return tcp
@@ -368,10 +499,11 @@ class SynProber(Prober):
 
     def _data_reply(self, data: bytes) -> int | None:
         """A SYN-ACK from vip:port to this probe's source port: its sequence number."""
-        if data[23] != socket.IPPROTO_TCP:
+        l4 = l4_of(data)
+        if l4 is None:
             return None
-        off = 14 + (data[14] & 0x0F) * 4
-        if (len(data) >= off + 20 and data[26:30] == self.vip_b
+        proto, src, off = l4
+        if (proto == socket.IPPROTO_TCP and len(data) >= off + 20 and src == self.vip_b
                 and int.from_bytes(data[off:off + 2], "big") == self.port
                 and data[off + 13] & 0x12 == 0x12):  # SYN-ACK
             seq = (int.from_bytes(data[off + 8:off + 12], "big") - 1) & 0xFFFFFFFF
@@ -388,12 +520,74 @@ def _echo6(seq: int) -> bytes:
     return struct.pack("!BBHHH", 128, 0, 0, ICMP_ID, seq & 0xFFFF) + b"portico-l2-probe"
 
 
-class NdpProber(Prober):
-    """``Prober`` for an IPv6 VIP: ICMPv6 echo through the client kernel (its neighbour cache
-    decides where packets go) and a Neighbor Solicitation for the VIP every 10 ms from
-    ``NS_SENDERS`` in turn (the NA is addressed to the asking IP, which names its round)."""
+class _NdpRounds(Prober):
+    """The IPv6 control path, shared by ``NdpProber`` and ``Syn6Prober``: a Neighbor
+    Solicitation for the VIP every 10 ms from ``NS_SENDERS`` in turn (the NA is addressed to
+    the asking IP, which names its round), and IPv6 frames as the data path's replies."""
 
     DATA_ETHERTYPE = 0x86DD
+
+    def _requests(self) -> list[bytes]:
+        from lab.probe import neighbor_solicitation
+
+        return [neighbor_solicitation(PROBE_MAC, ip, self.vip) for ip in NS_SENDERS]
+
+    def _ctl_reply(self, data: bytes) -> tuple[int, str] | None:
+        return na_reply(data, self.vip_b)
+
+    def _other(self, pkt: socket.socket, data: bytes) -> None:
+        # A node whose NA comes from its kernel (MetalLB answers through an ICMPv6 socket,
+        # Portico builds the frame itself) must first resolve the asking address: the
+        # made-up senders answer like any IPv6 host, from PROBE_MAC (so the client's own
+        # kernel and neighbour cache stay out of it).
+        answer = answer_ns_for_senders(data)
+        if answer is not None:
+            with contextlib.suppress(OSError):
+                pkt.send(answer)
+
+
+def na_reply(data: bytes, vip_b: bytes) -> tuple[int, str] | None:
+    """(sender index, answering MAC) if ``data`` is a Neighbor Advertisement for ``vip_b``
+    sent to one of ``NS_SENDERS`` (the round's asking address)."""
+    if (len(data) >= 78 and int.from_bytes(data[12:14], "big") == 0x86DD
+            and data[20] == 58 and data[54] == 136 and data[62:78] == vip_b):
+        residue = NS_SENDER_INDEX.get(bytes(data[38:54]))
+        if residue is not None:
+            return residue, _mac(data[6:12])
+    return None
+
+
+# Addresses the probes ask from (NS_SENDERS, and lab.topology's PROBE_IP6_A for Lab.who_has):
+# a node that resolves one of them gets PROBE_MAC.
+_MADE_UP6 = frozenset([*NS_SENDER_INDEX, ipaddress.IPv6Address(PROBE_IP6_A).packed])
+
+
+def neighbor_advertisement(src_mac: str, target: bytes, dst_mac: bytes, dst: bytes) -> bytes:
+    """A solicited NA (flags S and O) for ``target`` from ``src_mac`` to ``dst`` /
+    ``dst_mac``, with the target link-layer address option (RFC 4861 section 4.4)."""
+    mac = bytes.fromhex(src_mac.replace(":", ""))
+    icmp = struct.pack("!BBHI", 136, 0, 0, 0x60000000) + target + bytes((2, 1)) + mac
+    csum = _checksum(_pseudo_header(target, dst, 58, len(icmp)) + icmp)
+    icmp = icmp[:2] + struct.pack("!H", csum) + icmp[4:]
+    ip6 = struct.pack("!IHBB", 6 << 28, len(icmp), 58, 255) + target + dst
+    return dst_mac + mac + b"\x86\xdd" + ip6 + icmp
+
+
+def answer_ns_for_senders(data: bytes, senders: frozenset[bytes] = _MADE_UP6,
+                          src_mac: str = PROBE_MAC) -> bytes | None:
+    """The NA that answers ``data`` if it is a Neighbor Solicitation (not DAD) for one of
+    ``senders``; addressed to the soliciting MAC (the frame's source) and address."""
+    if (len(data) >= 78 and int.from_bytes(data[12:14], "big") == 0x86DD
+            and data[20] == 58 and data[54] == 135 and bytes(data[62:78]) in senders
+            and any(data[22:38])):
+        return neighbor_advertisement(src_mac, bytes(data[62:78]), bytes(data[6:12]),
+                                      bytes(data[22:38]))
+    return None
+
+
+class NdpProber(_NdpRounds):
+    """``Prober`` for an IPv6 VIP: ICMPv6 echo through the client kernel (its neighbour cache
+    decides where packets go) and NDP rounds (``_NdpRounds``)."""
 
     def _data_socket(self) -> socket.socket:
         icmp = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
@@ -410,15 +604,9 @@ class NdpProber(Prober):
             return int.from_bytes(data[60:62], "big")
         return None
 
-    def _requests(self) -> list[bytes]:
-        from lab.probe import neighbor_solicitation
 
-        return [neighbor_solicitation(PROBE_MAC, ip, self.vip) for ip in NS_SENDERS]
-
-    def _ctl_reply(self, data: bytes) -> tuple[int, str] | None:
-        if (len(data) >= 78 and int.from_bytes(data[12:14], "big") == 0x86DD
-                and data[20] == 58 and data[54] == 136 and data[62:78] == self.vip_b):
-            residue = NS_SENDER_INDEX.get(bytes(data[38:54]))
-            if residue is not None:
-                return residue, _mac(data[6:12])
-        return None
+class Syn6Prober(_NdpRounds, SynProber):
+    """``SynProber`` for an IPv6 VIP (the lab cluster: kube-proxy answers TCP to the
+    Service's ports only): a TCP SYN to ``[vip]:port`` every 10 ms through the client kernel
+    (its neighbour cache decides where it goes), the SYN-ACK attributed to a node by its
+    source MAC, and NDP rounds (``_NdpRounds``)."""
