@@ -35,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,7 +131,7 @@ class LabCluster:
         self.crds_before = set(self._crd_names()) & set(chart_crds())
         # A lab that ran before on a shared control plane deleted its namespace; Helm cannot
         # install into one that is still terminating.
-        self._wait_namespace_not_terminating(60.0)
+        self.cp.wait_namespace_not_terminating(self.namespace, 60.0)
         # With the real kube-proxy the nodes accept VIP traffic through its prerouting rules,
         # as on a real cluster: no AnyIP routes and no arp_ignore stand-in (vip_routes).
         lab = Lab(nodes_count=self.nodes, start_controller=False, start_backends=False,
@@ -309,32 +308,23 @@ class LabCluster:
                 return
             time.sleep(0.5)
 
-    def _wait_namespace_not_terminating(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                ns = self.get(f"/api/v1/namespaces/{self.namespace}")
-            except urllib.error.HTTPError as exc:
-                if exc.code == 404:
-                    return
-                raise
-            if (ns.get("status") or {}).get("phase") != "Terminating":
-                return
-            if time.monotonic() > deadline:
-                raise LabClusterError(f"namespace {self.namespace} still terminating after "
-                                      f"{timeout:.0f} s")
-            time.sleep(0.2)
-
     def _crd_names(self) -> list[str]:
         items = self.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions")["items"]
         return [str(i["metadata"]["name"]) for i in items]
 
     def _delete_new_crds(self) -> None:
+        deleted = []
         for name in chart_crds():
             if name not in self.crds_before:
                 with contextlib.suppress(Exception):
                     self.cp.api("DELETE",
                                 f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+                    deleted.append(name)
+        # Deletion is asynchronous (the server removes the CRD's objects first): the next
+        # user of a shared control plane must find them gone, not terminating.
+        for name in deleted:
+            with contextlib.suppress(Exception):
+                self.cp.wait_crd_gone(name)
 
     def _dump_state(self) -> None:
         with contextlib.suppress(Exception):

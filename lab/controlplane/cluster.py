@@ -383,9 +383,46 @@ class ControlPlane:
                     yield json.loads(line)
 
     def apply_crd(self, crd: dict[str, Any]) -> None:
-        """Server-side apply of a CustomResourceDefinition (field manager ``portico-lab``)."""
-        path = _crd_path(crd["metadata"]["name"]) + "?fieldManager=portico-lab&force=true"
+        """Server-side apply of a CustomResourceDefinition (field manager ``portico-lab``).
+
+        A CRD that a previous user of this shared control plane deleted may still be
+        terminating (the server first removes its objects): applying to it changes nothing
+        and it vanishes moments later, so that deletion is waited out first."""
+        name = crd["metadata"]["name"]
+        try:
+            current = self.api("GET", _crd_path(name))
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                raise
+            current = None
+        if current is not None and current.get("metadata", {}).get("deletionTimestamp"):
+            self.wait_crd_gone(name)
+        path = _crd_path(name) + "?fieldManager=portico-lab&force=true"
         self.api("PATCH", path, crd, content_type="application/apply-patch+yaml")
+
+    def wait_namespace_not_terminating(self, name: str, timeout: float = 60.0) -> None:
+        """Return once namespace ``name`` is absent or active: a namespace that an earlier
+        user of this shared control plane deleted refuses new objects until it is gone."""
+        def usable() -> bool:
+            try:
+                ns = self.api("GET", f"/api/v1/namespaces/{name}")
+            except urllib.error.HTTPError as exc:
+                if exc.code == 404:
+                    return True
+                raise
+            return (ns.get("status") or {}).get("phase") != "Terminating"
+        _poll(usable, timeout, f"namespace {name} (not terminating)", interval=0.2)
+
+    def wait_crd_gone(self, name: str, timeout: float = 60.0) -> None:
+        def gone() -> bool:
+            try:
+                self.api("GET", _crd_path(name))
+            except urllib.error.HTTPError as exc:
+                if exc.code == 404:
+                    return True
+                raise
+            return False
+        _poll(gone, timeout, f"CRD {name} (deleted)")
 
     def wait_crd_established(self, name: str, timeout: float = 30.0) -> None:
         def check() -> bool:

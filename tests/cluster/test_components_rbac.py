@@ -90,6 +90,8 @@ def chart_rbac(control_plane: ControlPlane, crds: list[str]) -> Iterator[list[st
         RELEASE, NS, "--set", f"ingress.ingressClass.name={INGRESS_CLASS}"))
     assert {d["kind"] for d in docs} == set(chart.IDENTITY_PATHS), "the chart renders no RBAC?"
     created: list[str] = []
+    # A lab cluster that ran before on this control plane may have left it terminating.
+    control_plane.wait_namespace_not_terminating(NS)
     try:
         try:
             control_plane.api("POST", "/api/v1/namespaces", {
