@@ -20,3 +20,9 @@ UPDATES_SENT = Counter(
 EXABGP_RESTARTS = Counter(
     "portico_bgp_exabgp_starts_total", "exabgp processes started by the speaker", ["node"]
 )
+PREFIXES_ADVERTISED = Gauge(
+    "portico_bgp_prefixes_advertised",
+    "Prefixes in exabgp's adj-RIB-out for a peer while the session is established, as exabgp "
+    "itself reports them (show adj-rib out), polled",
+    ["node", "peer"],
+)

@@ -10,6 +10,7 @@ never break out of a statement. The TCP-MD5 password is written base64-encoded
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -231,3 +232,72 @@ def parse_api_line(line: str) -> ApiMessage:
             if peer and isinstance(state, str):
                 return StateEvent(peer, local, state, str(nb.get("reason", "")))
     return Other(text)
+
+
+# --- exabgp's own view: adj-RIB-out and session state ---------------------------------------------
+
+# Text answers (no "json" word): exabgp 5.0.15's JSON form of "show adj-rib out" re-dumps the
+# whole accumulated route list once per route (quadratic in the table size); the text form is
+# one line per route: "<peer-address> <afi> <safi> <prefix>[ next-hop <address>]".
+SHOW_ADJ_RIB_OUT = "show adj-rib out"
+# One header line, then per neighbor "<peer-address> <peer-as> <up/down> <state> <#sent> <#recvd>"
+# with <state> the lower-cased FSM state (idle, active, connect, opensent, openconfirm,
+# established).
+SHOW_NEIGHBOR_SUMMARY = "show neighbor summary"
+
+
+@dataclass(frozen=True, slots=True)
+class PeerRib:
+    """What exabgp itself reports for one neighbor."""
+
+    neighbor: str  # peer address
+    state: str  # exabgp's FSM state, lower case ("established", "active", ...); "" unknown
+    prefixes: frozenset[str]  # adj-RIB-out: what exabgp holds to send / has sent to the peer
+
+    @property
+    def advertised(self) -> frozenset[str]:
+        """The prefixes the router has been sent: exabgp keeps its adj-RIB-out while the
+        session is down too (to re-send on reconnect), so only an established session counts."""
+        return self.prefixes if self.state == "established" else frozenset()
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_neighbor_summary(lines: Iterable[str]) -> dict[str, str]:
+    """``show neighbor summary`` text -> {peer address: FSM state}; unknown lines are skipped."""
+    out: dict[str, str] = {}
+    for line in lines:
+        words = line.split()
+        # counted from the end: <up/down> is a timedelta, "1 day, 2:03:04" after a day up
+        if len(words) >= 6 and _is_address(words[0]):
+            out[words[0]] = words[-3].lower()
+    return out
+
+
+def parse_adj_rib_out(lines: Iterable[str]) -> dict[str, frozenset[str]]:
+    """``show adj-rib out`` text -> {peer address: prefixes}; unknown lines are skipped."""
+    acc: dict[str, set[str]] = {}
+    for line in lines:
+        words = line.split()
+        if len(words) < 4 or not _is_address(words[0]):
+            continue
+        try:
+            prefix = str(ipaddress.ip_network(words[3], strict=False))
+        except ValueError:
+            continue
+        acc.setdefault(words[0], set()).add(prefix)
+    return {n: frozenset(p) for n, p in acc.items()}
+
+
+def parse_rib_report(summary: Iterable[str], rib_out: Iterable[str]) -> dict[str, PeerRib]:
+    """Both answers joined per neighbor (a neighbor in either answer gets an entry)."""
+    states = parse_neighbor_summary(summary)
+    ribs = parse_adj_rib_out(rib_out)
+    return {n: PeerRib(n, states.get(n, ""), ribs.get(n, frozenset()))
+            for n in sorted(states.keys() | ribs.keys())}

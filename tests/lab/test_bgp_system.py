@@ -194,6 +194,21 @@ def test_bgppeer_status_per_node_in_the_store(system: System) -> None:
     wait_until(lambda: status("rt4")["node2"]["prefixes"] >= 1, 10, what="prefix count")
     assert status("rt4")["node1"]["neighbor"] == ROUTER4
 
+    # exabgp's own answer (adj-RIB-out, FSM state), polled 2 s after a change at the latest
+    def advertised_matches(peer: str, node: str) -> dict[str, Any] | None:
+        e = status(peer)[node]
+        ok = (e.get("sessionState") == "Established"
+              and e.get("advertisedPrefixCount") == e["prefixes"] >= 1)
+        return e if ok else None
+
+    for peer, slash in (("rt4", "/32"), ("rt6", "/128")):
+        e = wait_until(functools.partial(advertised_matches, peer, "node2"), 10,
+                       what=f"{peer}: exabgp's adj-RIB-out in the status")
+        assert len(e["advertisedPrefixes"]) == min(e["advertisedPrefixCount"], 100)
+        assert all(p.endswith(slash) for p in e["advertisedPrefixes"])
+        n3 = status(peer)["node3"]
+        assert n3["sessionState"] == "Established" and n3["advertisedPrefixCount"] == 0
+
 
 def test_service_delete_withdraws_at_the_router(system: System) -> None:
     lab = system.lab
