@@ -32,6 +32,11 @@ reason in ``Responder.drops()``, not logged: too hot). scapy builds every frame 
   (partition, misconfiguration, a foreign device). Reported through ``on_duplicate``; a
   while after each takeover and then periodically we also send an RFC 5227 ARP probe /
   DAD-style NS for each owned VIP so that any other claimant answers and gets noticed.
+* What the wire saw (``wire()``, for the Service's ``portico.dev/L2Wire`` condition,
+  ``speaker.core.l2_report``): per owned VIP the wall-clock time of the last gratuitous ARP /
+  unsolicited NA sent and the requests answered since the VIP was gained (reset on every new
+  gain, dropped on loss). ``on_announced`` is called (from this thread) when the first
+  announcement after a gain is on the wire, so the report can say so at once.
 * A link going down makes recv/send raise OSError (ENETDOWN): logged, counted, and the socket
   kept (it works again when the link comes back); interfaces appearing or disappearing are
   picked up by a periodic rescan.
@@ -64,6 +69,7 @@ from speaker.core.l2_reply import (
     NeighborAdvertisement,
     decide,
 )
+from speaker.core.l2_report import VipWire
 
 ETH_P_ALL = 0x0003
 SO_ATTACH_FILTER = 26
@@ -143,6 +149,8 @@ class Responder:
         log: Any,
         on_duplicate: Callable[[IPAddress, str, str], None],
         monotonic: Callable[[], float] = time.monotonic,
+        wallclock: Callable[[], float] = time.time,
+        on_announced: Callable[[IPAddress], None] | None = None,
     ) -> None:
         self.allowed = allowed
         self.metrics = metrics
@@ -159,6 +167,13 @@ class Responder:
         self._drops: dict[tuple[str, Drop], int] = {}  # (interface, reason) -> frames
         self._stale_drops: dict[str, int] = {}  # interface -> requests dropped without a lease
         self._silent_drops = 0  # requests left unanswered after silence() (to the next owner)
+        # What the wire saw per owned VIP (``wire()``): wall-clock time of the gain and of the
+        # last gratuitous announcement, requests answered since the gain. Under _lock.
+        self.wall = wallclock
+        self.on_announced = on_announced
+        self._gained_at: dict[IPAddress, float] = {}
+        self._announced_at: dict[IPAddress, float] = {}
+        self._answered: dict[IPAddress, int] = {}
         self._stop = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -226,6 +241,19 @@ class Responder:
         with self._lock:
             t = self._foreign.get(vip)
         return t is not None and t >= since
+
+    def wire(self) -> dict[IPAddress, VipWire]:
+        """Per owned VIP: when it was gained, when this node last announced it (gratuitous
+        ARP / unsolicited NA; None: not yet), and how many requests it answered since."""
+        with self._lock:
+            return {v: VipWire(t, self._announced_at.get(v), self._answered.get(v, 0))
+                    for v, t in self._gained_at.items()}
+
+    def _count_answer(self, vip: IPAddress) -> None:
+        with self._lock:  # the hot path: one dict increment under the lock
+            n = self._answered.get(vip)
+            if n is not None:  # owned (a reply racing a loss is not counted)
+                self._answered[vip] = n + 1
 
     def drops(self) -> dict[tuple[str, Drop], int]:
         """Received frames neither answered nor reported, per (interface, reason)."""
@@ -323,11 +351,13 @@ class Responder:
                 self.metrics.requests.labels("arp", iface.name).inc()
                 if self._send(iface, self._arp_reply(iface.mac, vip, dst_mac, dst_ip), "arp"):
                     self.metrics.replies.labels("arp", iface.name).inc()
+                    self._count_answer(vip)
             case NeighborAdvertisement(vip, dst_mac, dst_ip, solicited):
                 self.metrics.requests.labels("ndp", iface.name).inc()
                 if self._send(iface, self._na(iface.mac, vip, dst_ip, dst_mac, solicited),
                               "ndp"):
                     self.metrics.replies.labels("ndp", iface.name).inc()
+                    self._count_answer(vip)
             case Duplicate(vip, mac, name):
                 self._duplicate(vip, mac, name)
             case Drop() as reason:
@@ -433,6 +463,16 @@ class Responder:
         for vip in lost:
             self._due.pop(vip, None)
             self._probe_due.pop(vip, None)
+        with self._lock:  # what the wire saw starts again with every gain
+            wall = self.wall()
+            for vip in lost:
+                self._gained_at.pop(vip, None)
+                self._announced_at.pop(vip, None)
+                self._answered.pop(vip, None)
+            for vip in gained:
+                self._gained_at[vip] = wall
+                self._announced_at.pop(vip, None)
+                self._answered[vip] = 0
         if gained:
             # What is queued arrived before we owned the gained VIPs — and reached their
             # previous owner too, which may have answered it: decide it with what we own both
@@ -495,6 +535,7 @@ class Responder:
                 continue
             while due and due[0] <= now:
                 due.pop(0)
+            sent = False
             for iface in self._ifaces_for(vip):
                 if isinstance(vip, ipaddress.IPv4Address):
                     frame, proto = self._garp(iface.mac, vip), "arp"
@@ -503,6 +544,9 @@ class Responder:
                     proto = "ndp"
                 if self._send(iface, frame, proto):
                     self.metrics.gratuitous.labels(proto, iface.name).inc()
+                    sent = True
+            if sent:
+                self._announced(vip)
             if not due:
                 del self._due[vip]
         for vip, t in list(self._probe_due.items()):
@@ -514,6 +558,18 @@ class Responder:
                     self._send(iface, self._arp_probe(iface.mac, vip), "arp")
                 else:
                     self._send(iface, self._dad_ns(iface.mac, vip), "ndp")
+
+    def _announced(self, vip: IPAddress) -> None:
+        with self._lock:
+            if vip not in self._gained_at:
+                return
+            first = vip not in self._announced_at
+            self._announced_at[vip] = self.wall()
+        if first and self.on_announced is not None:
+            try:
+                self.on_announced(vip)
+            except Exception as exc:  # reporting must never stop the responder
+                self.log.warning("l2_on_announced_failed", vip=str(vip), error=repr(exc))
 
     # --- interfaces ----------------------------------------------------------------------
 

@@ -60,13 +60,13 @@ from common.api.model import IPAddress
 from speaker import metrics as M
 from speaker.core import health as H
 from speaker.core.l2_plan import L2Plan, plan_l2, successors
-from speaker.core.l2_report import service_conditions
+from speaker.core.l2_report import service_conditions, wire_targets
 from speaker.core.liveness import LivenessConfig
 from speaker.core.snapshot import ClusterSnapshot
 from speaker.heartbeat import HeartbeatProcess
 from speaker.l2 import Metrics, Responder
 from speaker.liveness import Liveness
-from speaker.report import Lookup, Reporter, ReportState
+from speaker.report import WIRE_REPORT_INTERVAL, Lookup, Reporter, ReportState
 
 # s: at most this long a graceful stop waits, silent, to see the next owners announce (and
 # keeps sending leaving heartbeats meanwhile); clients do not depend on it.
@@ -96,6 +96,7 @@ class L2Announcer:
         heartbeat_process: bool = True,
         log_level: str = "info",
         sleep: Callable[[float], None] = time.sleep,
+        wire_report_interval: float = WIRE_REPORT_INTERVAL,
     ) -> None:
         self.node = node
         self.log = log
@@ -112,7 +113,8 @@ class L2Announcer:
         self._withheld: dict[IPAddress, str] = {}
         self.responder = Responder(
             interfaces, Metrics(M.L2_REQUESTS, M.L2_REPLIES, M.L2_GRATUITOUS, M.L2_DUPLICATES,
-                                M.L2_ERRORS), log, self._on_duplicate, monotonic)
+                                M.L2_ERRORS), log, self._on_duplicate, monotonic,
+            on_announced=self._on_announced)
         # Liveness in its own real-time process (speaker.heartbeat: why), which also hands the
         # responder its answer lease; in-process only where asked (debugging, tests).
         self.liveness: Liveness | HeartbeatProcess
@@ -127,7 +129,10 @@ class L2Announcer:
                                      self._on_live, log, M.LivenessMetrics(),
                                      liveness_interface=liveness_interface,
                                      monotonic=monotonic, key_file=key_file)
-        self.reporter = Reporter(client, events, lookup, log)
+        # What the wire saw (portico.dev/L2Wire): the responder's figures, read by the
+        # reporter's worker when it writes (speaker.report).
+        self.reporter = Reporter(client, events, lookup, log, wire=self.responder.wire,
+                                 me=node, wire_interval=wire_report_interval)
 
     def start(self) -> None:
         self.responder.start()
@@ -235,6 +240,7 @@ class L2Announcer:
         live_names = sorted(live)
         state = ReportState(
             conditions=service_conditions(snap, plan, live_names, self.node),
+            wire=wire_targets(snap, plan, live_names, self.node),
             problems=[(p.ref.kind, p.ref.name, p) for p in plan.local_problems],
             gained=[(v, plan.vips[v].services,
                      f"node {self.node} announces {v} by {'ARP' if v.version == 4 else 'NDP'}"
@@ -269,6 +275,12 @@ class L2Announcer:
         """Invalid objects found while building the snapshot: (kind, name, problems)."""
         with self._lock:
             self._build_problems = [(k, n, p) for k, n, ps in problems for p in ps]
+
+    def _on_announced(self, vip: IPAddress) -> None:
+        """The responder's first announcement after gaining ``vip`` is on the wire (responder
+        thread): the L2Wire condition can now say when; the reporter writes it off this
+        thread."""
+        self.reporter.poke()
 
     def _on_duplicate(self, vip: IPAddress, mac: str, iface: str) -> None:
         now = self.now()

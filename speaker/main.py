@@ -36,7 +36,7 @@ from common.kube.workqueue import Outcome
 from speaker.announcer import Announcer
 from speaker.core.build import build_snapshot
 from speaker.core.health import NodeHealth
-from speaker.core.l2_report import CONDITION_TYPE
+from speaker.core.l2_report import CONDITION_TYPE, WIRE_CONDITION_TYPE
 from speaker.core.liveness import (
     DEFAULT_HOLDDOWN,
     DEFAULT_INTERVAL,
@@ -47,6 +47,7 @@ from speaker.core.liveness import (
 from speaker.errors import LivenessKeyError
 from speaker.health import HealthMonitor
 from speaker.l2_announcer import L2Announcer
+from speaker.report import WIRE_REPORT_INTERVAL
 from speaker.secrets import PasswordSecrets
 
 DEBOUNCE = 0.02  # s of quiet before rebuilding: coalesces the bursts one change causes
@@ -121,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "to the Python interpreter, %(default)s)")
     p.add_argument("--state-dir", default="/var/run/portico-speaker", metavar="DIR",
                    help="directory for the BGP process's configuration file and API socket")
+    p.add_argument("--wire-report-interval", type=float, default=WIRE_REPORT_INTERVAL,
+                   metavar="SECONDS",
+                   help="refresh the figures of a Service's portico.dev/L2Wire condition "
+                        "(last gratuitous ARP / NA, requests answered) at most this often, "
+                        "and only when they changed; 0: write it only when ownership changes "
+                        "(default: %(default)s)")
     p.add_argument("--no-bgp", action="store_true",
                    help="do not start the BGP announcer (layer 2 only)")
     return p
@@ -135,6 +142,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error("--liveness-max-age must be positive")
     if args.liveness_holddown < 0:
         p.error("--liveness-holddown must not be negative")
+    if not args.wire_report_interval >= 0:  # also refuses nan
+        p.error("--wire-report-interval must not be negative")
     for value in (args.node_name, args.interfaces, args.namespace):
         if any(c in value for c in "\r\n\0"):
             p.error("arguments must not contain CR, LF or NUL")
@@ -169,7 +178,7 @@ class Speaker:
             LivenessConfig(interval=args.heartbeat_interval, timeout=args.liveness_timeout,
                            max_age=args.liveness_max_age, holddown=args.liveness_holddown),
             key_file=args.liveness_key_file, heartbeat_process=not args.liveness_in_process,
-            log_level=args.log_level)
+            log_level=args.log_level, wire_report_interval=args.wire_report_interval)
         self.announcers: list[Announcer] = [self.l2]
         self.bgp: Announcer | None = None
         # Carrier of the speaker's interfaces and the opt-in VIP probes (speaker.health).
@@ -241,7 +250,8 @@ class Speaker:
             for o in st[R.SERVICES]
             if f"{o['metadata'].get('namespace', '')}/{o['metadata'].get('name', '')}"
             not in announced
-            and find_condition((o.get("status") or {}).get("conditions"), CONDITION_TYPE)])
+            and any(find_condition((o.get("status") or {}).get("conditions"), t)
+                    for t in (CONDITION_TYPE, WIRE_CONDITION_TYPE))])
         outcome = Outcome.DONE
         for a in self.announcers:
             try:

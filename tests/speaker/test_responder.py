@@ -286,3 +286,62 @@ def test_answer_lease_is_shared_through_its_fd() -> None:
     finally:
         reader.close()
         writer.close()
+
+
+def test_wire_figures_count_answers_and_record_the_announcement() -> None:
+    """What the wire saw (portico.dev/L2Wire): per owned VIP the wall-clock time of the last
+    gratuitous ARP / unsolicited NA and the requests answered since the gain, reset on a new
+    gain; the first announcement after a gain is reported once (``on_announced``)."""
+    clock = Clock()
+    wall = [1_000_000.0]
+    announced: list[Any] = []
+    m = Metrics(Counter(), Counter(), Counter(), Counter(), Counter())
+    r = Responder(None, m, Log(), lambda *a: None, clock, wallclock=lambda: wall[0],
+                  on_announced=announced.append)
+    sock = FakeSock()
+    r._ifaces["eth0"] = _Iface("eth0", 2, MAC, sock, FakeSock())  # type: ignore[arg-type]
+    r.set_owned({V4: None, V6: None})
+    r._apply_desired()
+    fig = r.wire()
+    assert fig[V4].since == fig[V4].announced == 1_000_000.0 and fig[V4].answered == 0
+    assert fig[V6].announced == 1_000_000.0 and sorted(map(str, announced)) == [
+        str(V4), str(V6)]
+    for _ in range(3):
+        r._handle(r._ifaces["eth0"], arp_req(str(V4)))
+    r._handle(r._ifaces["eth0"], ns_req(str(V6)))
+    r._handle(r._ifaces["eth0"], arp_req("192.0.2.201"))  # not ours: not counted
+    assert (r.wire()[V4].answered, r.wire()[V6].answered) == (3, 1)
+    # The repeated announcements move the time, not the count, and are not reported again.
+    wall[0] += 2.0
+    clock.t += max(GARP_SCHEDULE) + 0.01
+    r._send_due()
+    assert r.wire()[V4] == type(fig[V4])(1_000_000.0, 1_000_002.0, 3)
+    assert len(announced) == 2
+    # Lost: no figures; gained again: counted from zero, announced (and reported) anew.
+    r.set_owned({V6: None})
+    r._apply_desired()
+    assert set(r.wire()) == {V6}
+    r._handle(r._ifaces["eth0"], arp_req(str(V4)))
+    wall[0] += 60.0
+    r.set_owned({V4: None, V6: None})
+    r._apply_desired()
+    assert r.wire()[V4] == type(fig[V4])(1_000_062.0, 1_000_062.0, 0)
+    assert r.wire()[V6].answered == 1 and announced[-1] == V4 and len(announced) == 3
+
+
+def test_wire_figures_wait_for_the_announcement_on_the_wire() -> None:
+    """No valid lease: the gain is recorded, the announcement not (nothing left)."""
+    from speaker.answer_lease import AnswerLease
+
+    lease = AnswerLease()
+    try:
+        r, _sock, _, clock, _ = responder({})
+        r.lease = lease
+        r.set_owned({V4: None}, epoch=1)
+        r._apply_desired()
+        assert r.wire()[V4].announced is None
+        lease.write(1, clock.t + 0.1)
+        r._send_due()
+        assert r.wire()[V4].announced is not None
+    finally:
+        lease.close()
