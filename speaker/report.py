@@ -182,7 +182,9 @@ class Reporter:
             else:
                 ok = False
         if self.wire_interval > 0 and targets:
-            # The earliest figures-only refresh (add_after keeps an earlier schedule).
+            # The earliest figures-only refresh (add_after keeps an earlier schedule). A delay
+            # of 0 (window open, but this run found nothing changed) is left out: it would
+            # re-run at once and spin; the interval below looks again later.
             delays = [d for w in self._wire_written.values()
                       if (d := wire_refresh_in(w, now, self.wire_interval))]
             self.loop.add_after(REPORT, min([*delays, self.wire_interval]))

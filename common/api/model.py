@@ -314,6 +314,12 @@ class SecretKeyRef:
         return self.namespace is None or self.namespace == home
 
 
+# The Helm value a BFD session needs: the chart gives the speaker's container the capabilities
+# FRR's bfdd demands only with it (speaker.core.bgp_bfd). Named by the speaker's
+# BFDUnavailable Event and by ``portico migrate metallb``.
+BFD_CHART_VALUE = "speaker.bfd.enabled=true"
+
+
 @dataclass(frozen=True, slots=True)
 class BFDSettings:
     """``spec.bfd`` of a BGPPeer: the fields of MetalLB's BFDProfile, inline. Milliseconds."""

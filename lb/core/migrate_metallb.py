@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.api.model import BFD_CHART_VALUE
 from common.api.parse import (
     parse_bgp_advertisement,
     parse_bgp_peer,
@@ -64,9 +65,6 @@ BFD_INT_FIELDS: dict[str, tuple[int, int, int]] = {  # field: (minimum, maximum,
 # when set.
 BFD_TIMERS = ("receiveInterval", "transmitInterval", "detectMultiplier")
 BFD_FIELDS = (*BFD_INT_FIELDS, "passiveMode", "echoMode", "echoInterval")
-# What a converted BGPPeer with spec.bfd needs from a Helm install (the speaker's container
-# gets the capabilities FRR bfdd demands only with it; speaker.core.bgp_bfd.CHART_VALUE).
-BFD_CHART_VALUE = "speaker.bfd.enabled=true"
 
 # Fields copied as they are (same name, same meaning, same shape).
 POOL_FIELDS = ("addresses", "autoAssign", "avoidBuggyIPs", "serviceAllocation")

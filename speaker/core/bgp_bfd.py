@@ -19,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
+from common.api.model import BFD_CHART_VALUE
 from speaker.core.bgp import Session
 
 
@@ -65,7 +66,7 @@ BFDD_CAPABILITIES: tuple[str, ...] = ("NET_BIND_SERVICE", "NET_RAW", "SYS_ADMIN"
 # <linux/capability.h> numbers (kernel ABI).
 _CAP_NUMBERS = {"NET_BIND_SERVICE": 10, "NET_RAW": 13, "SYS_ADMIN": 21}
 # The Helm value that gives the speaker's container those capabilities.
-CHART_VALUE = "speaker.bfd.enabled=true"
+CHART_VALUE = BFD_CHART_VALUE
 
 
 def missing_capabilities(cap_mask: int) -> tuple[str, ...]:

@@ -14,7 +14,7 @@ unsolicited NA, requests answered since the gain), with figures refreshed at mos
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -46,21 +46,26 @@ def _bgp_covers(snapshot: ClusterSnapshot, plan: VipPlan) -> bool:
     return any(a.selects_pool(p) for a in snapshot.bgp_advertisements for p in pools)
 
 
+def _reported_here(snapshot: ClusterSnapshot, plan: L2Plan, live: Iterable[str], me: str
+                   ) -> Iterator[tuple[str, str, list[VipPlan]]]:
+    """(namespace, name, relevant VIPs) of each Service whose L2 conditions this node
+    (``me``) writes: the reporter of its first relevant VIP, so one speaker per Service."""
+    live_list = sorted(live)
+    for svc in snapshot.services:
+        relevant = _relevant(snapshot, plan, svc.status_ips)
+        if relevant and reporter(relevant[0], live_list) == me:
+            yield svc.namespace, svc.name, relevant
+
+
 def service_conditions(
     snapshot: ClusterSnapshot, plan: L2Plan, live: Iterable[str], me: str
 ) -> list[ServiceCondition]:
     """The L2 conditions this node (``me``) is responsible for writing."""
-    live_list = sorted(live)
     out: list[ServiceCondition] = []
-    for svc in snapshot.services:
-        relevant = _relevant(snapshot, plan, svc.status_ips)
-        if not relevant:
-            continue
-        if reporter(relevant[0], live_list) != me:
-            continue
+    for namespace, name, relevant in _reported_here(snapshot, plan, live, me):
         bad = [p for p in relevant if p.reason != ANNOUNCED]
         out.append(ServiceCondition(
-            svc.namespace, svc.name, "False" if bad else "True",
+            namespace, name, "False" if bad else "True",
             bad[0].reason if bad else ANNOUNCED,
             "; ".join(p.message for p in relevant)))
     return out
@@ -146,15 +151,9 @@ def wire_targets(
 ) -> list[WireTarget]:
     """The Services whose L2Wire condition this node writes: those whose L2Announced it
     writes (``service_conditions``), so one speaker per Service."""
-    live_list = sorted(live)
-    out: list[WireTarget] = []
-    for svc in snapshot.services:
-        relevant = _relevant(snapshot, plan, svc.status_ips)
-        if not relevant or reporter(relevant[0], live_list) != me:
-            continue
-        out.append(WireTarget(svc.namespace, svc.name, tuple(
-            (p.vip, p.owner, p.owner_interfaces) for p in relevant)))
-    return out
+    return [WireTarget(namespace, name, tuple((p.vip, p.owner, p.owner_interfaces)
+                                              for p in relevant))
+            for namespace, name, relevant in _reported_here(snapshot, plan, live, me)]
 
 
 def utc(t: float) -> str:
@@ -191,7 +190,7 @@ def wire_condition(target: WireTarget, me: str, figures: Mapping[IPAddress, VipW
     """The L2Wire condition of ``target`` from this node's responder figures."""
     first, owner, _ = target.vips[0]
     first_fig = figures.get(first) if owner == me else None
-    if owner is None or owner != me:
+    if owner != me:
         # Not ours to vouch for (the L2Announced writer without an owner): nobody answers.
         status, reason = "False", NO_OWNER
     elif first_fig is None or first_fig.announced is None:
