@@ -3,12 +3,13 @@ the Kubernetes writes, an exabgp wrapper that runs exabgp inside a node namespac
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -168,3 +169,19 @@ def children(pid: int) -> list[tuple[int, str]]:
                 out.append((c, comm[c]))
                 todo.append(c)
     return sorted(out)
+
+
+@contextlib.contextmanager
+def offline_announcer(state_dir: str, node: str = "n1") -> Iterator[Any]:
+    """A BgpAnnouncer on fakes whose exabgp never starts (unit tests drive its pieces), and
+    stopped afterwards with an ExaBgpProcess that has nothing to stop."""
+    from speaker.bgp.announcer import BgpAnnouncer
+    from speaker.bgp.process import ExaBgpProcess, Redactor
+
+    a = BgpAnnouncer(node, FakeKube(), FakeEvents(), "/nonexistent/exabgp", state_dir)
+    try:
+        yield a
+    finally:
+        a.proc = ExaBgpProcess("/nonexistent/exabgp", state_dir, lambda m: None, Redactor())
+        a.stop(graceful=False)
+

@@ -3,15 +3,15 @@ does not know would be pruned by the API server, so it fails here), and caps the
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from lab.bgp_kit import FakeEvents, FakeKube
-from speaker.bgp.announcer import STATUS_PREFIXES_MAX, BgpAnnouncer
-from speaker.bgp.process import ExaBgpProcess, Redactor
+from lab.bgp_kit import offline_announcer
+from speaker.bgp.announcer import STATUS_PREFIXES_MAX
 from speaker.core import bgp as core
 from speaker.core.bgp_exabgp import PeerRib
 from tests.chart.chartkit import crd_problems
@@ -27,11 +27,9 @@ def _peer(entries: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def announcer(tmp_path: Path) -> Any:
-    a = BgpAnnouncer("n1", FakeKube(), FakeEvents(), "/nonexistent/exabgp", str(tmp_path))
-    yield a
-    a.proc = ExaBgpProcess("/nonexistent/exabgp", str(tmp_path), lambda m: None, Redactor())
-    a.stop(graceful=False)
+def announcer(tmp_path: Path) -> Iterator[Any]:
+    with offline_announcer(str(tmp_path)) as a:
+        yield a
 
 
 def test_speaker_status_entries_fit_the_crd(announcer: Any) -> None:

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from lab.bgp_kit import FakeEvents, FakeKube
+from lab.bgp_kit import offline_announcer
 from speaker.bgp import metrics
 from speaker.bgp.announcer import (
     RIB_MIN_GAP_S,
     RIB_POLL_S,
     STATUS_PREFIXES_MAX,
-    BgpAnnouncer,
 )
 from speaker.bgp.process import ExaBgpProcess, Redactor
 from speaker.core import bgp as core
@@ -115,11 +115,9 @@ SESSION = core.Session("192.0.2.1", "r", "IPv4", "192.0.2.11", "192.0.2.11", 645
 
 
 @pytest.fixture
-def announcer(tmp_path: Path) -> Any:
-    a = BgpAnnouncer("n1", FakeKube(), FakeEvents(), "/nonexistent/exabgp", str(tmp_path))
-    yield a
-    a.proc = ExaBgpProcess("/nonexistent/exabgp", str(tmp_path), lambda m: None, Redactor())
-    a.stop(graceful=False)
+def announcer(tmp_path: Path) -> Iterator[Any]:
+    with offline_announcer(str(tmp_path)) as a:
+        yield a
 
 
 def _rib_lines(n: int) -> list[str]:
