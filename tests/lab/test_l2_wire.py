@@ -5,7 +5,6 @@ answered (here 2 s so the refresh is seen; the default is 300 s)."""
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import signal
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from lab.wait import wait_until
 from speaker.core.l2_plan import election_order
 from speaker.core.l2_report import WIRE_CONDITION_TYPE
 
-from .conftest import lab_skip_reason
+from .conftest import started_l2lab
 
 pytestmark = pytest.mark.lab
 
@@ -28,16 +27,8 @@ VIP = "192.0.2.210"
 
 @pytest.fixture(scope="module")
 def wirelab() -> Iterator[Lab]:
-    reason = lab_skip_reason()
-    if reason:
-        pytest.skip(reason)
-    controller = os.environ.get("PORTICO_LAB_CONTROLLER", "1") != "0"
-    with Lab(nodes_count=3, start_controller=controller,
-             speaker_args=("--wire-report-interval", "2")) as lab:
-        lab.add_pool("a4", ["192.0.2.192/27"])
-        lab.add_l2("seg-a", ipAddressPools=["a4"])
-        lab.start_speakers()
-        lab.wait_speakers_live()
+    with started_l2lab({"a4": ["192.0.2.192/27"]}, ["a4"],
+                       speaker_args=("--wire-report-interval", "2")) as lab:
         yield lab
 
 
