@@ -258,13 +258,21 @@ def proxy_cpu(pids: list[int]) -> float:
     return sum(cpu_seconds(p) for p in pids)
 
 
+def run_wrk(port: int, seconds: int, latency: bool = False) -> tuple[str, int]:
+    """wrk -t1 -c32 keep-alive, ``GET /`` with the bench host: (its output, requests done)."""
+    out = subprocess.run(["wrk", "-t1", "-c32", f"-d{seconds}s",
+                          *(["--latency"] if latency else []), "-H", f"Host: {HOST}",
+                          f"http://127.0.0.1:{port}/"],
+                         capture_output=True, text=True, timeout=seconds + 60).stdout
+    count = re.search(r"(\d+) requests in", out)
+    return out, int(count.group(1)) if count else 0
+
+
 def wrk(port: int, seconds: int, pids: list[int]) -> Run:
     """(req/s, p50 ms, p99 ms, CPU microseconds per request of all the proxy's processes
     (master and workers; NaN without PIDs), non-2xx + socket errors)."""
     cpu0 = proxy_cpu(pids)
-    out = subprocess.run(["wrk", "-t1", "-c32", f"-d{seconds}s", "--latency", "-H",
-                          f"Host: {HOST}", f"http://127.0.0.1:{port}/"],
-                         capture_output=True, text=True, timeout=seconds + 30).stdout
+    out, count = run_wrk(port, seconds, latency=True)
     cpu = proxy_cpu(pids) - cpu0 if pids else float("nan")
 
     def ms(label: str) -> float:
@@ -274,13 +282,12 @@ def wrk(port: int, seconds: int, pids: list[int]) -> Run:
         return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
 
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    count = re.search(r"(\d+) requests in", out)
     errors = re.search(r"(Non-2xx|Socket errors).*", out)
     nerr = 0
     if errors:
         print(f"    (wrk reported: {errors.group(0)})")
         nerr = sum(int(x) for x in re.findall(r"\d+", errors.group(0)))
-    per_req = cpu / int(count.group(1)) * 1e6 if count and int(count.group(1)) else float("nan")
+    per_req = cpu / count * 1e6 if count else float("nan")
     return (float(rps.group(1)) if rps else 0.0, ms("50"), ms("99"), per_req, nerr)
 
 

@@ -93,19 +93,15 @@ def _count(argv: list[str], cwd: Path, port: int, seconds: int) -> tuple[int, fl
         B.wait_http(port, B.HOST, lambda s, b: s == 200, timeout=START_TIMEOUT_S)
         subprocess.run(["callgrind_control", "-z", str(proc.pid)], capture_output=True,
                        check=True, timeout=60)
-        text = subprocess.run(["wrk", "-t1", "-c32", f"-d{seconds}s", "-H", f"Host: {B.HOST}",
-                               f"http://127.0.0.1:{port}/"], capture_output=True, text=True,
-                              timeout=seconds + 60).stdout
+        text, requests = B.run_wrk(port, seconds)
         subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True,
                        check=True, timeout=60)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
-    m = re.search(r"(\d+) requests in", text)
-    if not m or int(m.group(1)) == 0:
+    if not requests:
         raise RuntimeError(f"wrk completed no request: {text[-300:]}")
-    requests = int(m.group(1))
     # The dump taken after the run (the last file written); its "totals:" line is the count
     # since the zeroing: the requests and the idle polling around them.
     dumps = sorted(glob.glob(f"{out}*"), key=os.path.getmtime)
@@ -145,9 +141,7 @@ def _kernel_side(rows: list[Row], seconds: int) -> dict[str, dict[str, float]]:
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.3)
             segs0 = _nstat_out_segs()
-            text = subprocess.run(["wrk", "-t1", "-c32", f"-d{seconds}s", "-H",
-                                   f"Host: {B.HOST}", f"http://127.0.0.1:{row.port}/"],
-                                  capture_output=True, text=True, timeout=seconds + 30).stdout
+            _, n = B.run_wrk(row.port, seconds)
             segs = _nstat_out_segs() - segs0
             counter.send_signal(signal.SIGINT)
             counter.wait(30)
@@ -155,8 +149,6 @@ def _kernel_side(rows: list[Row], seconds: int) -> dict[str, dict[str, float]]:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
-        m = re.search(r"(\d+) requests in", text)
-        n = int(m.group(1)) if m else 0
         counts = {}
         for line in stat.read_text().splitlines():
             f = line.split(",")
